@@ -1,0 +1,17 @@
+"""shmbus: Kafka's model for processes on one Linux host, over shared memory."""
+from ._bus import Bus, connect
+from ._consumer import Consumer
+from ._errors import (BufferFull, Closed, CommitFailed, InvalidName, MessageTooLarge,
+                      OffsetOutOfRange, OutOfSpace, ShmbusError, SupervisorUnavailable, Timeout,
+                      TopicExists, TopicNotFound)
+from ._producer import Producer
+from ._types import Message, RecordMetadata, TopicInfo, TopicPartition
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "connect", "Bus", "Producer", "Consumer",
+    "Message", "RecordMetadata", "TopicInfo", "TopicPartition",
+    "ShmbusError", "TopicNotFound", "TopicExists", "InvalidName", "MessageTooLarge", "BufferFull",
+    "Timeout", "SupervisorUnavailable", "OffsetOutOfRange", "Closed", "CommitFailed", "OutOfSpace",
+]

@@ -1,0 +1,213 @@
+"""connect(): find (or start) the bus's supervisor, and hand out producers and consumers."""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from ._config import BusPaths
+from ._errors import Closed, SupervisorUnavailable, TopicNotFound
+from ._protocol import ControlClient
+from ._ring import Ring
+from ._types import TopicInfo
+
+AUTOSTART_TIMEOUT = 15.0
+
+
+def connect(name=None, data_dir=None, autostart=True, timeout=AUTOSTART_TIMEOUT):
+    """Attach to the bus's supervisor; with autostart, start one (a detached process
+    that outlives the caller) when none runs. data_dir defaults to $SHMBUS_DATA_DIR,
+    else ~/.local/share/shmbus/<name>."""
+    return Bus(BusPaths.resolve(name, data_dir), autostart=autostart, timeout=timeout)
+
+
+def start_supervisor(paths):
+    """Start `shmbus serve` detached: its own session, no terminal, log in the data dir."""
+    os.makedirs(paths.data_dir, mode=0o700, exist_ok=True)
+    log = open(paths.log_file, "ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shmbus", "serve", "--bus", paths.bus, "--data-dir", paths.data_dir],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+        )
+    finally:
+        log.close()
+
+
+class RingTable:
+    """The rings a client has mapped, by topic. Shared by a bus's producers and
+    consumers; re-resolved when a topic is deleted and created again, or when a
+    restarted supervisor made new rings."""
+
+    def __init__(self, bus):
+        self._bus = bus
+        self._lock = threading.Lock()
+        self._topics = {}  # name -> (TopicInfo, [Ring])
+
+    def get(self, topic):
+        entry = self._topics.get(topic)
+        if entry is None:
+            entry = self.refresh(topic)
+        return entry
+
+    def refresh(self, topic, stale=None):
+        """(Re)load a topic's rings from the supervisor. `stale` is the list the caller
+        found deleted: if another thread already replaced it, use theirs."""
+        with self._lock:
+            current = self._topics.get(topic)
+            if current is not None and (stale is None or current[1] is not stale):
+                return current
+            reply = self._bus.call("topic", name=topic)
+            info = TopicInfo(**reply["info"])
+            rings = [Ring.attach(name) for name in reply["rings"]]
+            self._topics[topic] = (info, rings)
+            if current is not None:
+                self._bus._retired.extend(current[1])
+            return self._topics[topic]
+
+    def close(self):
+        with self._lock:
+            for _, rings in self._topics.values():
+                for ring in rings:
+                    ring.close()
+            self._topics.clear()
+
+
+class Bus:
+    """A connection to one bus. A context manager; close() releases everything it made."""
+
+    def __init__(self, paths, autostart=True, timeout=AUTOSTART_TIMEOUT):
+        self.paths = paths
+        self.autostart = autostart
+        self.timeout = timeout
+        self._control = None
+        self._control_lock = threading.Lock()
+        self._closed = False
+        self._children = []  # producers and consumers to close with the bus
+        self._retired = []   # rings of deleted topics, unmapped at close
+        self.rings = RingTable(self)
+        self._connect()
+
+    @property
+    def name(self):
+        return self.paths.bus
+
+    @property
+    def data_dir(self):
+        return self.paths.data_dir
+
+    # ---- control connection ----
+
+    def _connect(self):
+        try:
+            self._control = ControlClient(self.paths.socket_path)
+            return
+        except SupervisorUnavailable:
+            if not self.autostart:
+                raise
+        process = start_supervisor(self.paths)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            try:
+                self._control = ControlClient(self.paths.socket_path)
+                return
+            except SupervisorUnavailable:
+                pass
+            code = process.poll()
+            if code not in (None, 0) and not os.path.exists(self.paths.socket_path):
+                # It lost the race for the lock (another one is starting) or failed: see its log.
+                if time.monotonic() > deadline - self.timeout / 2:
+                    break
+            time.sleep(0.02)
+        raise SupervisorUnavailable(
+            f"could not start a supervisor for bus {self.paths.bus!r}; see {self.paths.log_file}"
+        )
+
+    def call(self, op, **args):
+        """One control request; reconnects (and restarts the supervisor with autostart) once."""
+        if self._closed:
+            raise Closed("this bus connection is closed")
+        with self._control_lock:
+            try:
+                return self._control.call(op, **args)
+            except SupervisorUnavailable:
+                self._control.close()
+                self._connect()
+                return self._control.call(op, **args)
+
+    # ---- topics ----
+
+    def create_topic(self, name, partitions=1, ring_bytes=64 << 20, durable=True,
+                     retention_bytes=None, retention_ms=None):
+        """Create a topic; TopicExists if it exists. Returns its TopicInfo."""
+        reply = self.call("create_topic", name=name, partitions=partitions, ring_bytes=ring_bytes,
+                          durable=durable, retention_bytes=retention_bytes, retention_ms=retention_ms)
+        return TopicInfo(**reply["info"])
+
+    def topics(self):
+        """dict of topic name -> TopicInfo."""
+        return {name: TopicInfo(**info) for name, info in self.call("topics").items()}
+
+    def topic(self, name):
+        """One topic's TopicInfo; TopicNotFound if absent."""
+        return TopicInfo(**self.call("topic", name=name)["info"])
+
+    def describe_topic(self, name):
+        """Per partition: earliest and end offset, ring use, producers (a dict, as the CLI shows it)."""
+        return self.call("describe_topic", name=name)
+
+    def delete_topic(self, name):
+        self.call("delete_topic", name=name)
+
+    def stop_supervisor(self):
+        """Ask the supervisor to stop cleanly (what `shmbus stop` does)."""
+        self.call("stop")
+
+    # ---- clients ----
+
+    def producer(self, **options):
+        """A Producer on this bus; see Producer for the options."""
+        from ._producer import Producer
+        producer = Producer(self, **options)
+        self._children.append(producer)
+        return producer
+
+    def consumer(self, *topics, **options):
+        """A Consumer of the given topics; see Consumer for the options."""
+        from ._consumer import Consumer
+        consumer = Consumer(self, list(topics), **options)
+        self._children.append(consumer)
+        return consumer
+
+    # ---- lifetime ----
+
+    def close(self):
+        if self._closed:
+            return
+        for child in self._children:
+            child.close()
+        self._children.clear()
+        self.rings.close()
+        for ring in self._retired:
+            ring.close()
+        self._retired.clear()
+        self._closed = True
+        if self._control is not None:
+            self._control.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<shmbus.Bus {self.paths.bus!r} at {self.paths.data_dir}>"
+
+
+def ensure_topic(bus, topic):
+    """TopicNotFound with the topic's name, for clients that resolve lazily."""
+    try:
+        return bus.rings.get(topic)
+    except TopicNotFound:
+        raise TopicNotFound(f"unknown topic {topic!r} on bus {bus.name!r}") from None

@@ -1,0 +1,56 @@
+"""The exception tree: one root, and a builtin parent wherever the meaning matches."""
+
+
+class ShmbusError(Exception):
+    """Root of every error shmbus raises on purpose."""
+
+
+class TopicNotFound(ShmbusError, LookupError):
+    """The topic does not exist on this bus."""
+
+
+class TopicExists(ShmbusError):
+    """A topic of that name already exists."""
+
+
+class InvalidName(ShmbusError, ValueError):
+    """A topic, group or bus name that Kafka's rule refuses: [A-Za-z0-9._-], 1-249 chars, not . or .."""
+
+
+class MessageTooLarge(ShmbusError, ValueError):
+    """The record can never fit the partition's ring (at most half of it)."""
+
+
+class BufferFull(ShmbusError):
+    """The ring stayed full of records that are not yet safe to overwrite until the timeout."""
+
+
+class Timeout(ShmbusError, TimeoutError):
+    """A blocking call ran out of time."""
+
+
+class SupervisorUnavailable(ShmbusError, ConnectionError):
+    """No supervisor answers for this bus (and none could be started)."""
+
+
+class OffsetOutOfRange(ShmbusError):
+    """The offset is not retained: before the earliest or after the end."""
+
+
+class Closed(ShmbusError):
+    """You closed this object; it cannot be used any more."""
+
+
+class CommitFailed(ShmbusError):
+    """The commit carried a stale group generation: the partitions moved to another member."""
+
+
+class OutOfSpace(ShmbusError, OSError):
+    """Shared memory (/dev/shm) or the disk has no room for what was asked."""
+
+
+ERRORS_BY_NAME = {
+    cls.__name__: cls
+    for cls in (ShmbusError, TopicNotFound, TopicExists, InvalidName, MessageTooLarge, BufferFull,
+                Timeout, SupervisorUnavailable, OffsetOutOfRange, Closed, CommitFailed, OutOfSpace)
+}

@@ -1,0 +1,47 @@
+"""Names that reach the file system: Kafka's rule, and the /dev/shm names built from them."""
+import hashlib
+import os
+import pwd
+import re
+
+from ._errors import InvalidName
+
+_LEGAL = re.compile(r"[A-Za-z0-9._-]{1,249}")
+SHM_PREFIX = "shmbus"
+
+
+def validate_name(name, what="topic"):
+    """Return name if Kafka would accept it as a topic name, else raise InvalidName."""
+    if not isinstance(name, str):
+        raise InvalidName(f"{what} name must be a str, not {type(name).__name__}")
+    if not _LEGAL.fullmatch(name) or name in (".", ".."):
+        raise InvalidName(
+            f"invalid {what} name {name!r}: use 1-249 characters from [A-Za-z0-9._-], not '.' or '..'"
+        )
+    return name
+
+
+def user_tag():
+    """The user part of shared-memory names (the login name, else the uid)."""
+    try:
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        name = ""
+    return name if _LEGAL.fullmatch(name or "") else f"uid{os.getuid()}"
+
+
+def bus_prefix(bus, data_dir):
+    """The start of every /dev/shm name of one bus: user, bus name and a short hash of
+    the data dir, so two buses or two users never collide. ':' cannot appear in a
+    name, so the parts never run into each other."""
+    dir_hash = hashlib.sha1(os.fsencode(os.path.abspath(data_dir))).hexdigest()[:8]
+    return f"{SHM_PREFIX}:{user_tag()}:{bus}:{dir_hash}:"
+
+
+def ring_name(prefix, topic, partition):
+    """The /dev/shm name of one partition's ring (at most NAME_MAX)."""
+    name = f"{prefix}{topic}:{partition}"
+    if len(name) > 250:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:16]
+        name = f"{prefix[:200]}{digest}:{partition}"
+    return "/" + name

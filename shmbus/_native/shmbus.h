@@ -1,0 +1,119 @@
+/* shmbus.h -- the C core's whole API.
+ *
+ * build.py hands this file, minus its preprocessor lines, to cffi's cdef, so it
+ * is the single source of truth for every constant and signature Python sees.
+ * Keep it to plain C types: the ring's shared-memory layout is private to
+ * ring.c and reached only through these functions.
+ */
+#ifndef SHMBUS_H
+#define SHMBUS_H
+#include <stdint.h>
+
+enum {
+    SB_VERSION = 1,
+    SB_FRAME_HEADER_BYTES = 48,    /* word0, type/flags/crc, offset, timestamp, 4 lengths */
+    SB_FRAME_ALIGN = 8,
+    SB_FRAME_DATA = 1,
+    SB_FRAME_PADDING = 2,          /* fills the end of the ring so no frame wraps */
+    SB_FRAME_ABORTED = 3,          /* a claim whose producer died; covers record_count offsets */
+    SB_MAX_SLOTS = 63,             /* producer (and reaper) slots per ring */
+    SB_DESC_WORDS = 8,             /* int64 words per record in sb_read's descriptor array */
+    SB_RING_DURABLE = 1,           /* ring flag: producers may not pass the archived position */
+    SB_RING_DELETED = 2,           /* ring flag: the topic was deleted; clients must let go */
+    SB_INDEX_STRIDE = 16,          /* the offset index keeps the position of every 16th offset */
+
+    /* Return codes (negative; >= 0 means success). */
+    SB_OK = 0,
+    SB_EMPTY = -1,                 /* nothing to read yet */
+    SB_FULL = -2,                  /* the write limit is reached: wait for space */
+    SB_LOCK_BUSY = -3,             /* the claim lock stayed held: check its owner is alive */
+    SB_TOO_LARGE = -4,             /* the frame can never fit this ring */
+    SB_DELETED = -5,               /* the ring's topic was deleted */
+    SB_LAPPED = -6,                /* the cursor's position left the ring (durable: read disk) */
+    SB_OUT_OF_RANGE = -7,          /* seek: the offset is not in the ring */
+    SB_BUFFER_SMALL = -8,          /* sb_read: the next record needs a bigger buffer */
+    SB_BAD_RING = -9,              /* the mapping is not a valid ring of this version */
+    SB_SYSTEM = -10,               /* a system call failed; errno says why */
+    SB_CORRUPT = -11               /* a frame failed its checks (CRC, offset, length) */
+};
+
+typedef struct sb_ring sb_ring;    /* a mapped ring; opaque */
+
+/* A consumer's place in one ring: where the next frame starts and which offset it must carry. */
+typedef struct {
+    uint64_t position;
+    uint64_t next_offset;
+    uint64_t missed;               /* records skipped because the ring overwrote them (memory-only) */
+    uint64_t aborted;              /* offsets skipped because their producer died mid-write */
+} sb_cursor;
+
+/* A snapshot of a ring header, for stats and for the supervisor. */
+typedef struct {
+    uint64_t total_bytes;
+    uint64_t data_bytes;
+    uint64_t flags;
+    uint64_t created_ns;
+    uint64_t tail;                 /* end of the last claimed frame */
+    uint64_t next_offset;          /* offset the next claim gets */
+    uint64_t head;                 /* start of the oldest frame still in the ring */
+    uint64_t head_offset;          /* offset of that frame */
+    uint64_t published;            /* every frame before this position is complete */
+    uint64_t archived;             /* every frame before this position is on disk */
+    uint64_t synced;               /* every frame before this position is fsynced */
+    uint64_t data_waiters;
+    uint64_t space_waiters;
+    uint64_t base_offset;          /* offset of the ring's first frame */
+} sb_stats;
+
+/* One producer slot, as the supervisor's reaper sees it. */
+typedef struct {
+    uint64_t owner_pid;            /* 0: free */
+    uint64_t owner_start;          /* the owner's process create time, in ms since the epoch */
+    uint64_t claimed;              /* 1 while a claim is between reservation and publication */
+} sb_slot_info;
+
+/* ---- layout and lifetime ---- */
+uint64_t sb_ring_total_bytes(uint64_t data_bytes);
+uint64_t sb_max_frame_bytes(uint64_t data_bytes);
+sb_ring *sb_ring_create(int fd, uint64_t data_bytes, uint64_t base_offset, uint64_t flags, int *err);
+sb_ring *sb_ring_attach(int fd, uint64_t file_bytes, int *err);
+void sb_ring_close(sb_ring *ring);
+void sb_ring_stats(sb_ring *ring, sb_stats *out);
+void sb_ring_set_flag(sb_ring *ring, uint64_t flag);
+void sb_ring_set_archived(sb_ring *ring, uint64_t archived, uint64_t synced);
+
+/* ---- producer slots ---- */
+int sb_slot_acquire(sb_ring *ring, uint64_t pid, uint64_t start_ms);
+void sb_slot_release(sb_ring *ring, int slot);
+void sb_slots_get(sb_ring *ring, sb_slot_info *out);   /* SB_MAX_SLOTS entries */
+int sb_lock_owner(sb_ring *ring);
+int sb_reap(sb_ring *ring, int my_slot, int dead_slot);
+
+/* ---- append (one C call per record or per batch) ---- */
+int64_t sb_append(sb_ring *ring, int slot,
+                  const char *key, int64_t key_len,
+                  const char *headers, int64_t headers_len,
+                  const char *value, int64_t value_len,
+                  int64_t timestamp_ns, int64_t *out_timestamp, int64_t wait_ns);
+int64_t sb_append_batch(sb_ring *ring, int slot,
+                        const char *key, int64_t key_len,
+                        const char *headers, int64_t headers_len,
+                        const char *values, const int64_t *value_lens, uint32_t count,
+                        int64_t timestamp_ns, int64_t *out_timestamp, int64_t wait_ns,
+                        uint32_t *out_count);
+
+/* ---- read ---- */
+int sb_seek(sb_ring *ring, sb_cursor *cursor, uint64_t offset);
+void sb_seek_end(sb_ring *ring, sb_cursor *cursor);
+void sb_seek_head(sb_ring *ring, sb_cursor *cursor);
+int64_t sb_read(sb_ring *ring, sb_cursor *cursor, uint32_t max_records,
+                char *out, uint64_t out_capacity, int64_t *descriptors, uint64_t *out_used);
+int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
+                 int64_t timeout_ns, int64_t spin_ns);
+
+/* ---- frames, shared with the on-disk log ---- */
+int32_t sb_murmur2(const char *data, int64_t length);
+uint32_t sb_crc32c(uint32_t crc, const char *data, uint64_t length);
+int64_t sb_frame_check(const char *frame, uint64_t available);
+
+#endif

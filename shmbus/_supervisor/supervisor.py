@@ -1,0 +1,218 @@
+"""The supervisor process: the flock that makes it unique, the control socket,
+the liveness loop, and a clean stop that leaves nothing in /dev/shm."""
+import fcntl
+import json
+import os
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+
+from .._errors import ShmbusError
+from .._protocol import MAX_LINE, encode, error_reply
+from .topics import TopicRegistry
+
+REAPER_INTERVAL = 0.25      # a dead producer's claim is finished within about this
+OFFSET_SAVE_INTERVAL = 1.0  # memory-only topics: how stale the saved next offset may be
+
+
+class SupervisorRunning(ShmbusError):
+    """Another supervisor already holds this bus's lock."""
+
+
+class Supervisor:
+    def __init__(self, paths, log_stream=None):
+        self.paths = paths
+        self.log_stream = log_stream or sys.stderr
+        self.lock = threading.RLock()
+        self.stopping = threading.Event()
+        self.registry = TopicRegistry(paths, self.log)
+        self._lock_fd = None
+        self._server = None
+        self.started_ns = time.time_ns()
+
+    def log(self, message):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{stamp} shmbus[{os.getpid()}] {self.paths.bus}: {message}", file=self.log_stream, flush=True)
+
+    # ---- lifecycle ----
+
+    def acquire_lock(self):
+        os.makedirs(self.paths.data_dir, mode=0o700, exist_ok=True)
+        fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SupervisorRunning(
+                f"a supervisor already runs for bus {self.paths.bus!r} in {self.paths.data_dir} (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def start(self):
+        """Take the lock, open the topics, and serve. Returns once it serves."""
+        self.acquire_lock()
+        try:
+            crashed = not os.path.exists(self.paths.clean_marker)
+            if os.path.exists(self.paths.clean_marker):
+                os.unlink(self.paths.clean_marker)
+            self.log(f"starting ({'after a crash' if crashed else 'clean'}), data dir {self.paths.data_dir}")
+            self.registry.load(crashed)
+            self._start_server()
+            self._threads = [threading.Thread(target=self._liveness_loop, name="liveness", daemon=True)]
+            for thread in self._threads:
+                thread.start()
+        except BaseException:
+            self._release_lock()
+            raise
+        self.log(f"serving on {self.paths.socket_path}")
+
+    def _start_server(self):
+        path = self.paths.socket_path
+        try:
+            os.unlink(path)  # a stale socket of a dead supervisor; we hold the lock
+        except FileNotFoundError:
+            pass
+        supervisor = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                supervisor._serve_connection(self.rfile, self.wfile)
+
+        class Server(socketserver.ThreadingUnixStreamServer):
+            daemon_threads = True
+
+        old_umask = os.umask(0o177)
+        try:
+            self._server = Server(path, Handler)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                         name="control", daemon=True).start()
+
+    def wait(self):
+        while not self.stopping.wait(0.5):
+            pass
+
+    def stop(self):
+        """Clean stop: no more requests, rings removed, marker written, lock released."""
+        self.stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            try:
+                os.unlink(self.paths.socket_path)
+            except FileNotFoundError:
+                pass
+        with self.lock:
+            self.registry.close()
+        with open(self.paths.clean_marker, "w") as f:
+            f.write(f"{time.time_ns()}\n")
+        self.log("stopped cleanly")
+        self._release_lock()
+
+    def _release_lock(self):
+        if self._lock_fd is not None:
+            os.ftruncate(self._lock_fd, 0)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ---- liveness ----
+
+    def _liveness_loop(self):
+        last_save = time.monotonic()
+        while not self.stopping.wait(REAPER_INTERVAL):
+            try:
+                with self.lock:
+                    for topic in self.registry.topics.values():
+                        for p, ring in enumerate(topic.rings):
+                            reaped = ring.reap_dead(topic.reaper_slots[p])
+                            if reaped:
+                                self.log(f"{topic.info.name}/{p}: freed {reaped} dead producer slot(s)")
+                    if time.monotonic() - last_save >= OFFSET_SAVE_INTERVAL:
+                        self.registry.save_offsets()
+                        last_save = time.monotonic()
+            except Exception as e:  # keep watching; report what broke
+                self.log(f"liveness loop error: {e!r}")
+
+    # ---- the control protocol ----
+
+    def _serve_connection(self, rfile, wfile):
+        while not self.stopping.is_set():
+            line = rfile.readline(MAX_LINE)
+            if not line:
+                return
+            try:
+                request = json.loads(line)
+                op = request.pop("op")
+                handler = getattr(self, f"op_{op}", None)
+                if handler is None:
+                    raise ShmbusError(f"unknown operation {op!r}")
+                reply = {"ok": True, "result": handler(**request)}
+            except TypeError as e:
+                reply = error_reply(e)
+            except Exception as e:
+                reply = error_reply(e)
+            try:
+                wfile.write(encode(reply))
+                wfile.flush()
+            except OSError:
+                return
+            if reply.get("result") == "stopping":
+                threading.Thread(target=self._stop_soon, daemon=True).start()
+
+    def _stop_soon(self):
+        time.sleep(0.05)
+        self.stopping.set()
+
+    def op_ping(self):
+        return {"pid": os.getpid(), "bus": self.paths.bus, "data_dir": self.paths.data_dir,
+                "started_ns": self.started_ns}
+
+    def op_create_topic(self, name, partitions=1, ring_bytes=64 << 20, durable=True,
+                        retention_bytes=None, retention_ms=None):
+        with self.lock:
+            topic = self.registry.create(name, partitions, ring_bytes, durable, retention_bytes, retention_ms)
+            return self._topic_reply(topic)
+
+    def op_delete_topic(self, name):
+        with self.lock:
+            self.registry.delete(name)
+        return None
+
+    def op_topics(self):
+        with self.lock:
+            return {name: topic.info._asdict() for name, topic in self.registry.topics.items()}
+
+    def op_topic(self, name):
+        with self.lock:
+            return self._topic_reply(self.registry.get(name))
+
+    def op_describe_topic(self, name):
+        with self.lock:
+            return self.registry.describe(name)
+
+    def op_stop(self):
+        return "stopping"
+
+    @staticmethod
+    def _topic_reply(topic):
+        return {"info": topic.info._asdict(), "rings": topic.ring_names()}
+
+
+def serve(paths, ready_fd=None):
+    """Run a supervisor in this process until SIGTERM/SIGINT or `shmbus stop`."""
+    supervisor = Supervisor(paths)
+    supervisor.start()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: supervisor.stopping.set())
+    try:
+        supervisor.wait()
+    finally:
+        supervisor.stop()

@@ -1,0 +1,230 @@
+"""Topic metadata on disk and the rings in /dev/shm that go with it."""
+import os
+import shutil
+import time
+
+from .._errors import InvalidName, OutOfSpace, ShmbusError, TopicExists, TopicNotFound
+from .._fsutil import read_json, write_json_atomic
+from .._names import ring_name, validate_name
+from .._ring import BadRing, Ring, max_frame_bytes
+from .._types import TopicInfo
+
+MIN_RING_BYTES = 64 << 10
+MAX_PARTITIONS = 1024
+
+
+def normalize_ring_bytes(ring_bytes):
+    """Round a requested ring size up to whole pages."""
+    if not isinstance(ring_bytes, int) or isinstance(ring_bytes, bool):
+        raise TypeError(f"ring_bytes must be an int, not {type(ring_bytes).__name__}")
+    if ring_bytes < MIN_RING_BYTES:
+        raise ValueError(f"ring_bytes must be at least {MIN_RING_BYTES} (64 KiB), got {ring_bytes}")
+    return (ring_bytes + 4095) & ~4095
+
+
+class Topic:
+    """A topic as the supervisor holds it: its config and one mapped ring per partition."""
+
+    def __init__(self, info, created_ns, rings, reaper_slots):
+        self.info = info
+        self.created_ns = created_ns
+        self.rings = rings
+        self.reaper_slots = reaper_slots
+
+    def ring_names(self):
+        return [ring.name for ring in self.rings]
+
+
+class TopicRegistry:
+    """Creates, adopts, describes and deletes topics. Thread-safe through the
+    supervisor's lock (the caller holds it)."""
+
+    def __init__(self, paths, log):
+        self.paths = paths
+        self.log = log
+        self.topics = {}
+
+    # ---- paths ----
+
+    def topic_dir(self, name):
+        return os.path.join(self.paths.topics_dir, name)
+
+    def partition_dir(self, name, partition):
+        return os.path.join(self.topic_dir(name), str(partition))
+
+    def ring_name(self, name, partition):
+        return ring_name(self.paths.shm_prefix, name, partition)
+
+    # ---- start and stop ----
+
+    def load(self, crashed):
+        """Open every topic of the data dir: adopt its live rings (a supervisor
+        that died left them for us) or create fresh ones at the next offset."""
+        os.makedirs(self.paths.topics_dir, mode=0o700, exist_ok=True)
+        for name in sorted(os.listdir(self.paths.topics_dir)):
+            meta = read_json(os.path.join(self.topic_dir(name), "topic.json"))
+            if meta is None:
+                continue
+            info = TopicInfo(meta["name"], meta["partitions"], meta["ring_bytes"], meta["durable"],
+                             meta.get("retention_bytes"), meta.get("retention_ms"))
+            self.topics[name] = self._open(info, meta.get("created_ns", 0), adopt=True, crashed=crashed)
+        self._unlink_strays()
+
+    def _unlink_strays(self):
+        """Remove rings of this bus that belong to no topic (deleted while we were down)."""
+        prefix = self.paths.shm_prefix
+        wanted = {ring.name[1:] for topic in self.topics.values() for ring in topic.rings}
+        try:
+            entries = os.listdir("/dev/shm")
+        except OSError:
+            return
+        for entry in entries:
+            if entry.startswith(prefix) and entry not in wanted:
+                Ring.unlink("/" + entry)
+                self.log(f"removed stray ring /dev/shm/{entry}")
+
+    def close(self):
+        """Clean stop: record where each partition ended, then remove every ring."""
+        for name, topic in list(self.topics.items()):
+            self._save_offsets(topic)
+            self._drop_rings(topic)
+        self.topics.clear()
+
+    # ---- operations ----
+
+    def create(self, name, partitions=1, ring_bytes=64 << 20, durable=True,
+               retention_bytes=None, retention_ms=None):
+        validate_name(name, "topic")
+        if not isinstance(partitions, int) or isinstance(partitions, bool) or not 1 <= partitions <= MAX_PARTITIONS:
+            raise ValueError(f"partitions must be an int from 1 to {MAX_PARTITIONS}, got {partitions!r}")
+        ring_bytes = normalize_ring_bytes(ring_bytes)
+        if not isinstance(durable, bool):
+            raise TypeError("durable must be True or False")
+        for what, value in (("retention_bytes", retention_bytes), ("retention_ms", retention_ms)):
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{what} must be a positive int or None, got {value!r}")
+        if durable:
+            raise ShmbusError(
+                "durable topics are not available yet: create the topic with durable=False "
+                "(CLI: --memory-only)"
+            )
+        if name in self.topics:
+            raise TopicExists(f"topic {name!r} already exists")
+        if os.path.exists(self.topic_dir(name)):
+            shutil.rmtree(self.topic_dir(name))  # leftovers of an interrupted delete
+        info = TopicInfo(name, partitions, ring_bytes, durable, retention_bytes, retention_ms)
+        created_ns = time.time_ns()
+        topic = self._open(info, created_ns, adopt=False, crashed=False)
+        try:
+            os.makedirs(self.topic_dir(name), mode=0o700, exist_ok=True)
+            for p in range(partitions):
+                os.makedirs(self.partition_dir(name, p), mode=0o700, exist_ok=True)
+            write_json_atomic(os.path.join(self.topic_dir(name), "topic.json"),
+                              dict(info._asdict(), created_ns=created_ns))
+        except BaseException:
+            self._drop_rings(topic)
+            shutil.rmtree(self.topic_dir(name), ignore_errors=True)
+            raise
+        self.topics[name] = topic
+        self.log(f"created topic {name}: {partitions} partition(s), {ring_bytes} byte rings, "
+                 f"{'durable' if durable else 'memory-only'}")
+        return topic
+
+    def delete(self, name):
+        topic = self.get(name)
+        del self.topics[name]
+        self._drop_rings(topic)
+        shutil.rmtree(self.topic_dir(name), ignore_errors=True)
+        self.log(f"deleted topic {name}")
+
+    def get(self, name):
+        if not isinstance(name, str):
+            raise InvalidName(f"topic name must be a str, not {type(name).__name__}")
+        topic = self.topics.get(name)
+        if topic is None:
+            raise TopicNotFound(f"unknown topic {name!r}")
+        return topic
+
+    def describe(self, name):
+        topic = self.get(name)
+        partitions = []
+        for p, ring in enumerate(topic.rings):
+            s = ring.stats()
+            partitions.append({
+                "partition": p,
+                "earliest_offset": s.head_offset,
+                "end_offset": s.next_offset,
+                "ring_bytes": s.data_bytes,
+                "ring_used_bytes": s.tail - s.head,
+                "producers": sum(1 for slot in ring.slots() if slot[0] != topic.reaper_slots[p]),
+                "waiting_consumers": s.data_waiters,
+            })
+        return {"topic": topic.info._asdict(), "created_ns": topic.created_ns,
+                "max_record_bytes": max_frame_bytes(topic.info.ring_bytes) - 48,
+                "partitions": partitions}
+
+    # ---- rings ----
+
+    def _open(self, info, created_ns, adopt, crashed):
+        rings, slots = [], []
+        try:
+            for p in range(info.partitions):
+                ring = self._adopt(info, p) if adopt else None
+                if ring is None:
+                    ring = self._create_ring(info, p)
+                rings.append(ring)
+                slots.append(ring.acquire_slot())
+        except BaseException:
+            for ring in rings:
+                ring.close()
+                Ring.unlink(ring.name)
+            raise
+        return Topic(info, created_ns, rings, slots)
+
+    def _adopt(self, info, partition):
+        name = self.ring_name(info.name, partition)
+        try:
+            ring = Ring.attach(name)
+        except FileNotFoundError:
+            return None
+        except BadRing:
+            self.log(f"ring {name} is not valid; replacing it")
+            Ring.unlink(name)
+            return None
+        if ring.data_bytes != info.ring_bytes or ring.durable != info.durable or ring.is_deleted():
+            ring.close()
+            Ring.unlink(name)
+            return None
+        reaped = ring.reap_dead()
+        self.log(f"adopted ring {name} at offset {ring.stats().next_offset}"
+                 + (f", freed {reaped} dead producer slot(s)" if reaped else ""))
+        return ring
+
+    def _create_ring(self, info, partition):
+        state = read_json(os.path.join(self.partition_dir(info.name, partition), "state.json"), {})
+        base_offset = int(state.get("next_offset", 0))
+        name = self.ring_name(info.name, partition)
+        Ring.unlink(name)
+        try:
+            return Ring.create(name, info.ring_bytes, base_offset, info.durable)
+        except OutOfSpace:
+            raise
+        except OSError as e:
+            raise ShmbusError(f"cannot create ring {name}: {e}") from None
+
+    def _save_offsets(self, topic):
+        for p, ring in enumerate(topic.rings):
+            path = self.partition_dir(topic.info.name, p)
+            if os.path.isdir(path):
+                write_json_atomic(os.path.join(path, "state.json"), {"next_offset": ring.stats().next_offset})
+
+    def save_offsets(self):
+        for topic in self.topics.values():
+            self._save_offsets(topic)
+
+    def _drop_rings(self, topic):
+        for p, ring in enumerate(topic.rings):
+            ring.mark_deleted()
+            ring.release_slot(topic.reaper_slots[p])
+            ring.close()
+            Ring.unlink(ring.name)

@@ -1,0 +1,1 @@
+"""shmbus demo: placeholder registered below, filled in by the demo module."""

@@ -1,0 +1,96 @@
+"""Entry point and the shared plumbing: --bus/--data-dir, and errors as one line."""
+import fcntl
+import os
+import sys
+import time
+
+import click
+
+from .._config import BusPaths
+from .._errors import ShmbusError
+
+
+class CliError(click.ClickException):
+    def show(self, file=None):
+        click.echo(f"shmbus: error: {self.format_message()}", err=True)
+
+
+class Group(click.Group):
+    """Turns every shmbus error into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (ShmbusError, OSError, ValueError, TypeError) as e:
+            raise CliError(str(e) or type(e).__name__) from None
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+
+
+def bus_options(f):
+    f = click.option("--data-dir", envvar="SHMBUS_DATA_DIR", default=None,
+                     help="The bus's data directory [env SHMBUS_DATA_DIR].")(f)
+    f = click.option("--bus", envvar="SHMBUS_BUS", default=None,
+                     help="The bus name (default 'default') [env SHMBUS_BUS].")(f)
+    return f
+
+
+def paths_of(bus, data_dir):
+    return BusPaths.resolve(bus, data_dir)
+
+
+def open_bus(bus, data_dir, autostart=True):
+    import shmbus
+    return shmbus.connect(bus, data_dir, autostart=autostart)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="shmbus")
+def cli():
+    """shmbus: Kafka's model over shared memory, for processes on one host."""
+
+
+@cli.command()
+@bus_options
+def serve(bus, data_dir):
+    """Run the bus's supervisor in the foreground (SIGTERM: clean stop)."""
+    from .._supervisor import SupervisorRunning, serve as run
+    try:
+        run(paths_of(bus, data_dir))
+    except SupervisorRunning as e:
+        raise CliError(str(e)) from None
+
+
+@cli.command()
+@bus_options
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for it to exit.")
+def stop(bus, data_dir, timeout):
+    """Stop the bus's supervisor cleanly: nothing of the bus is left in /dev/shm."""
+    from .._errors import SupervisorUnavailable
+    paths = paths_of(bus, data_dir)
+    try:
+        with open_bus(bus, data_dir, autostart=False) as b:
+            b.stop_supervisor()
+    except SupervisorUnavailable:
+        click.echo(f"no supervisor runs for bus {paths.bus!r}", err=True)
+        return
+    # The supervisor holds its lock until it has removed everything: wait for it.
+    deadline = time.monotonic() + timeout
+    fd = os.open(paths.lock_file, os.O_RDWR)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CliError(f"the supervisor did not stop within {timeout}s") from None
+                time.sleep(0.05)
+    finally:
+        os.close(fd)
+    click.echo(f"stopped bus {paths.bus!r}")
+
+
+def main():
+    from . import demo, records, topics  # noqa: F401  (they register their commands)
+    cli(prog_name="shmbus")

@@ -1,0 +1,98 @@
+"""shmbus topics create | list | describe | delete"""
+import json
+import re
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .main import CliError, bus_options, cli, open_bus
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text):
+    """'64MiB', '64M', '65536' -> bytes (binary units, as ring sizes are)."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise CliError(f"not a size: {text!r} (examples: 65536, 512KiB, 64MiB)")
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def human(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+@cli.group()
+def topics():
+    """Create, list, describe and delete topics."""
+
+
+@topics.command("create")
+@bus_options
+@click.argument("name")
+@click.option("--partitions", default=1, show_default=True, type=int)
+@click.option("--ring-size", default="64MiB", show_default=True, help="Per-partition ring size.")
+@click.option("--memory-only", is_flag=True, help="Keep records in memory only; the oldest are overwritten.")
+@click.option("--retention-bytes", type=int, default=None)
+@click.option("--retention-ms", type=int, default=None)
+def create(bus, data_dir, name, partitions, ring_size, memory_only, retention_bytes, retention_ms):
+    """Create topic NAME."""
+    with open_bus(bus, data_dir) as b:
+        info = b.create_topic(name, partitions=partitions, ring_bytes=parse_size(ring_size),
+                              durable=not memory_only, retention_bytes=retention_bytes,
+                              retention_ms=retention_ms)
+    click.echo(f"created topic {info.name!r} with {info.partitions} partition(s)")
+
+
+@topics.command("list")
+@bus_options
+@click.option("--json", "as_json", is_flag=True)
+def list_(bus, data_dir, as_json):
+    """List topics."""
+    with open_bus(bus, data_dir) as b:
+        infos = b.topics()
+    if as_json:
+        click.echo(json.dumps({name: info._asdict() for name, info in infos.items()}, indent=1))
+        return
+    table = Table("TOPIC", "PARTITIONS", "RING", "DURABLE", box=None)
+    for name, info in sorted(infos.items()):
+        table.add_row(name, str(info.partitions), human(info.ring_bytes), "yes" if info.durable else "memory-only")
+    Console().print(table)
+
+
+@topics.command()
+@bus_options
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def describe(bus, data_dir, name, as_json):
+    """Show a topic's partitions: offsets, ring use, producers."""
+    with open_bus(bus, data_dir) as b:
+        d = b.describe_topic(name)
+    if as_json:
+        click.echo(json.dumps(d, indent=1))
+        return
+    t = d["topic"]
+    console = Console()
+    console.print(f"Topic: {t['name']}  partitions: {t['partitions']}  ring: {human(t['ring_bytes'])}  "
+                  f"{'durable' if t['durable'] else 'memory-only'}  max record: {human(d['max_record_bytes'])}")
+    table = Table("PARTITION", "EARLIEST", "END-OFFSET", "RING-USED", "PRODUCERS", "WAITING-CONSUMERS", box=None)
+    for p in d["partitions"]:
+        table.add_row(str(p["partition"]), str(p["earliest_offset"]), str(p["end_offset"]),
+                      f"{100 * p['ring_used_bytes'] / p['ring_bytes']:.0f}%", str(p["producers"]),
+                      str(p["waiting_consumers"]))
+    console.print(table)
+
+
+@topics.command()
+@bus_options
+@click.argument("name")
+def delete(bus, data_dir, name):
+    """Delete topic NAME and its data."""
+    with open_bus(bus, data_dir) as b:
+        b.delete_topic(name)
+    click.echo(f"deleted topic {name!r}")
