@@ -38,29 +38,44 @@ def murmur2_partition(key, num_partitions):
 
 
 class _Route:
-    """A producer's view of one topic: its rings, the slot it holds in each, and
-    the sticky partition for records without a key."""
+    """A producer's view of one topic: its rings, a C writer (ring + slot) per
+    partition, taken on first use, and the sticky partition for keyless records."""
 
-    __slots__ = ("topic", "rings", "slots", "count", "sticky", "sticky_left")
+    __slots__ = ("topic", "rings", "writers", "count", "sticky", "sticky_left", "sticky_writer",
+                 "key_partitions")
 
     def __init__(self, topic, rings):
         self.topic = topic
         self.rings = rings
-        self.slots = [-1] * len(rings)
         self.count = len(rings)
+        self.writers = [None] * self.count
         self.sticky = random.randrange(self.count)
         self.sticky_left = 0
+        self.sticky_writer = None
+        self.key_partitions = {}  # a cache: murmur2 of a hot key is computed once
 
-    def slot(self, partition):
-        slot = self.slots[partition]
-        if slot < 0:
-            slot = self.slots[partition] = self.rings[partition].acquire_slot()
-        return slot
+    def writer(self, partition):
+        writer = self.writers[partition]
+        if writer is None:
+            writer = ffi.new("sb_writer *")
+            writer.ring = self.rings[partition].ptr
+            writer.slot = self.rings[partition].acquire_slot()
+            writer.wait_ns = _WAIT_SLICE_NS
+            self.writers[partition] = writer
+        return writer
+
+    def stick_to(self, partition, budget):
+        self.sticky_writer = self.writer(partition)
+        self.sticky = partition
+        self.sticky_left = budget
 
     def release(self):
-        for ring, slot in zip(self.rings, self.slots):
-            ring.release_slot(slot)
-        self.slots = [-1] * self.count
+        for ring, writer in zip(self.rings, self.writers):
+            if writer is not None:
+                ring.release_slot(writer.slot)
+        self.writers = [None] * self.count
+        self.sticky_left = 0
+        self.sticky_writer = None
 
 
 class Producer:
@@ -82,37 +97,46 @@ class Producer:
         self._partitioner = partitioner or murmur2_partition
         self._sticky_bytes = sticky_bytes
         self._routes = {}
-        self._lock = threading.Lock()
-        self._ts = ffi.new("int64_t *")
+        self._lock = threading.Lock()  # routes and slots change under it; sends don't take it
         self._count = ffi.new("uint32_t *")
         self._closed = False
 
     # ---- routing ----
 
     def _route(self, topic):
-        if self._closed:
-            raise Closed("this producer is closed")
-        if not isinstance(topic, str):
-            raise TypeError(f"topic must be a str, not {type(topic).__name__}")
-        route = self._routes.get(topic)
-        if route is None:
-            _, rings = ensure_topic(self._bus, topic)
-            route = self._routes[topic] = _Route(topic, rings)
-        return route
+        with self._lock:
+            if self._closed:
+                raise Closed("this producer is closed")
+            if not isinstance(topic, str):
+                raise TypeError(f"topic must be a str, not {type(topic).__name__}")
+            route = self._routes.get(topic)
+            if route is None:
+                _, rings = ensure_topic(self._bus, topic)
+                route = self._routes[topic] = _Route(topic, rings)
+            return route
 
     def _pick(self, route, key, partition, nbytes):
         if partition is not None:
-            if not isinstance(partition, int) or not 0 <= partition < route.count:
+            if type(partition) is not int or not 0 <= partition < route.count:
                 raise ValueError(f"partition must be an int in [0, {route.count}) for topic "
                                  f"{route.topic!r}, got {partition!r}")
             return partition
         if key is not None:
-            return self._partitioner(key if type(key) is bytes else bytes(key), route.count)
+            key = key if type(key) is bytes else bytes(key)
+            partition = route.key_partitions.get(key)
+            if partition is None:
+                if len(route.key_partitions) >= 4096:
+                    route.key_partitions.clear()
+                partition = route.key_partitions[key] = self._partitioner(key, route.count)
+            return partition
+        if route.sticky_left <= nbytes or route.sticky_writer is None:
+            # Kafka's sticky partitioner: a new partition once a batch' worth was sent.
+            with self._lock:
+                choice = route.sticky
+                if route.count > 1 and route.sticky_writer is not None:
+                    choice = (choice + random.randrange(1, route.count)) % route.count
+                route.stick_to(choice, self._sticky_bytes)
         route.sticky_left -= nbytes
-        if route.sticky_left < 0:
-            route.sticky_left = self._sticky_bytes
-            if route.count > 1:
-                route.sticky = (route.sticky + random.randrange(1, route.count)) % route.count
         return route.sticky
 
     # ---- sending ----
@@ -121,7 +145,21 @@ class Producer:
              timeout=None):
         """Append one record; returns RecordMetadata(topic, partition, offset, timestamp_ns)
         once it is in shared memory and visible to consumers."""
-        route = self._routes.get(topic) or self._route(topic)
+        route = self._routes.get(topic)
+        # The common case in one straight line: a bytes value on the sticky partition.
+        if (route is not None and key is None and type(value) is bytes and partition is None
+                and headers is None and timestamp_ns is None and route.sticky_left > len(value)):
+            route.sticky_left -= len(value)
+            writer = route.sticky_writer
+            offset = lib.sb_append_value(writer, value, len(value))
+            if offset >= 0:
+                return _new_tuple(RecordMetadata, (topic, route.sticky, offset, writer.timestamp_ns))
+            partition = route.sticky
+        return self._send(route, topic, value, key, headers, partition, timestamp_ns, timeout)
+
+    def _send(self, route, topic, value, key, headers, partition, timestamp_ns, timeout):
+        if route is None:
+            route = self._route(topic)
         if type(value) is bytes:
             value_len = len(value)
         elif value is None:
@@ -130,11 +168,7 @@ class Producer:
             value = as_buffer(value, "value")
             value_len = len(value)
         if key is None:
-            if partition is None and route.sticky_left > value_len:
-                route.sticky_left -= value_len
-                partition = route.sticky
-            else:
-                partition = self._pick(route, None, partition, max(value_len, 0))
+            partition = self._pick(route, None, partition, max(value_len, 0))
             key, key_len = _NULL, -1
         else:
             if type(key) is not bytes:
@@ -146,49 +180,50 @@ class Producer:
             timestamp_ns = -1
         elif type(timestamp_ns) is not int or timestamp_ns < 0:
             raise ValueError(f"timestamp_ns must be a non-negative int, got {timestamp_ns!r}")
-        with self._lock:
+        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
+        blocked_since = None
+        while True:
             if self._closed:
                 raise Closed("this producer is closed")
-            slot = route.slots[partition]
-            if slot < 0:
-                slot = route.slot(partition)
-            offset = lib.sb_append(route.rings[partition].ptr, slot, key, key_len, blob, len(blob),
-                                   value, value_len, timestamp_ns, self._ts, _WAIT_SLICE_NS)
-            if offset < 0:
-                return self._send_slow(offset, route, partition, key, key_len, blob, value,
-                                       value_len, timestamp_ns, timeout)
-            return _new_tuple(RecordMetadata, (topic, partition, offset, self._ts[0]))
-
-    def _send_slow(self, code, route, partition, key, key_len, blob, value, value_len,
-                   timestamp_ns, timeout):
-        """The rare outcomes of sb_append: full ring, busy lock, deleted topic."""
-        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
-        blocked_since = time.monotonic()
-        while True:
-            if code == lib.SB_DELETED:
-                route = self._reroute(route)
-            elif code in (lib.SB_FULL, lib.SB_LOCK_BUSY):
-                now = time.monotonic()
-                if now >= deadline:
-                    raise BufferFull(
-                        f"topic {route.topic!r} partition {partition}: ring full of records not yet "
-                        f"safe to overwrite for {now - blocked_since:.1f}s"
-                        + (" (is the supervisor running?)" if route.rings[partition].durable else "")
-                    )
-                if code == lib.SB_LOCK_BUSY or now - blocked_since > _REAP_AFTER:
-                    route.rings[partition].reap_dead(route.slots[partition])
-            else:
-                raise_for_append(code, route.rings[partition])
-            slot = route.slot(partition)
-            code = lib.sb_append(route.rings[partition].ptr, slot, key, key_len, blob, len(blob),
-                                 value, value_len, timestamp_ns, self._ts, _WAIT_SLICE_NS)
+            writer = route.writers[partition]
+            if writer is None:
+                with self._lock:
+                    writer = route.writer(partition)
+            code = lib.sb_append(writer, key, key_len, blob, len(blob), value, value_len, timestamp_ns)
             if code >= 0:
-                return _new_tuple(RecordMetadata, (route.topic, partition, code, self._ts[0]))
+                return _new_tuple(RecordMetadata, (route.topic, partition, code, writer.timestamp_ns))
+            route, blocked_since = self._handle(code, route, partition, deadline, blocked_since)
+
+    def _handle(self, code, route, partition, deadline, blocked_since):
+        """What to do about a negative sb_append code: wait, reap, re-resolve or raise."""
+        if code == lib.SB_SLOT_BUSY:  # another thread is mid-append on this partition
+            time.sleep(0)
+            return route, blocked_since
+        if code == lib.SB_DELETED:
+            return self._reroute(route), None
+        if code not in (lib.SB_FULL, lib.SB_LOCK_BUSY):
+            raise_for_append(code, route.rings[partition])
+        now = time.monotonic()
+        blocked_since = blocked_since or now
+        if now >= deadline:
+            ring = route.rings[partition]
+            raise BufferFull(
+                f"topic {route.topic!r} partition {partition}: ring full of records not yet "
+                f"safe to overwrite for {now - blocked_since:.1f}s"
+                + (" (is the supervisor archiving?)" if ring.durable else "")
+            )
+        if code == lib.SB_LOCK_BUSY or now - blocked_since > _REAP_AFTER:
+            # A producer that died mid-claim holds the ring up: finish its claim.
+            writer = route.writers[partition]
+            route.rings[partition].reap_dead(writer.slot if writer is not None else None)
+        return route, blocked_since
 
     def _reroute(self, route):
         """The topic's rings were deleted: it was deleted, or the bus restarted. Re-resolve."""
-        route.release()
-        del self._routes[route.topic]
+        with self._lock:
+            route.release()
+            if self._routes.get(route.topic) is route:
+                del self._routes[route.topic]
         try:
             self._bus.rings.refresh(route.topic, stale=route.rings)
         except TopicNotFound:
@@ -225,34 +260,25 @@ class Producer:
             timestamp_ns = -1
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         sent, total, position = 0, len(values), 0
-        with self._lock:
+        blocked_since = None
+        while sent < total:
             if self._closed:
                 raise Closed("this producer is closed")
-            blocked_since = None
-            while sent < total:
-                slot = route.slot(partition)
-                code = lib.sb_append_batch(
-                    route.rings[partition].ptr, slot, key, key_len, header_blob, len(header_blob),
-                    data + position, lens + sent, total - sent, timestamp_ns,
-                    self._ts, _WAIT_SLICE_NS, self._count)
-                if code >= 0:
-                    n = self._count[0]
-                    position += sum(value_lens[sent:sent + n])
-                    sent += n
-                    blocked_since = None
-                    continue
-                if code == lib.SB_DELETED:
-                    route = self._reroute(route)
-                elif code in (lib.SB_FULL, lib.SB_LOCK_BUSY):
-                    now = time.monotonic()
-                    blocked_since = blocked_since or now
-                    if now >= deadline:
-                        raise BufferFull(f"topic {topic!r} partition {partition}: ring stayed full; "
-                                         f"{sent} of {total} records sent")
-                    if code == lib.SB_LOCK_BUSY or now - blocked_since > _REAP_AFTER:
-                        route.rings[partition].reap_dead(route.slots[partition])
-                else:
-                    raise_for_append(code, route.rings[partition])
+            with self._lock:
+                writer = route.writer(partition)
+            code = lib.sb_append_batch(writer, key, key_len, header_blob, len(header_blob),
+                                       data + position, lens + sent, total - sent, timestamp_ns,
+                                       self._count)
+            if code >= 0:
+                n = self._count[0]
+                position += sum(value_lens[sent:sent + n])
+                sent += n
+                blocked_since = None
+                continue
+            try:
+                route, blocked_since = self._handle(code, route, partition, deadline, blocked_since)
+            except BufferFull as e:
+                raise BufferFull(f"{e}; {sent} of {total} records sent") from None
         return sent
 
     def flush(self, timeout=None):
@@ -272,9 +298,10 @@ class Producer:
             if self._closed:
                 return
             self._closed = True
-            for route in self._routes.values():
-                route.release()
+            routes = list(self._routes.values())
             self._routes.clear()
+            for route in routes:
+                route.release()
 
     def __enter__(self):
         return self

@@ -110,6 +110,9 @@ struct sb_ring {
     uint64_t index_slots;
     uint64_t max_frame;
     int durable;
+    /* Per slot, set while one of this process's threads is inside an append
+     * with it: a second thread gets SB_SLOT_BUSY instead of corrupting the claim. */
+    uint8_t busy[SB_MAX_SLOTS];
 };
 
 /* ======================================================================
@@ -220,7 +223,8 @@ uint64_t sb_max_frame_bytes(uint64_t data_bytes)
 
 static sb_ring *ring_map(int fd, uint64_t map_bytes, int *err)
 {
-    void *base = mmap(NULL, map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    /* MAP_POPULATE: fault every page in now, not one by one on the hot path. */
+    void *base = mmap(NULL, map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
     if (base == MAP_FAILED) {
         *err = errno;
         return NULL;
@@ -438,6 +442,7 @@ static int make_room(sb_ring *r, uint64_t needed_end)
 
 struct claim {
     uint64_t pos, frame_pos, end, offset;
+    uint64_t gap;  /* bytes before the ring's end too few for a frame header: the last frame absorbs them */
 };
 
 /* Reserve `bytes` for `count` frames (the lock is held). The reservation is
@@ -450,6 +455,13 @@ static int claim(sb_ring *r, int slot, uint64_t bytes, uint32_t count, struct cl
     c->pos = tail;
     c->frame_pos = bytes > room_before_end ? tail + room_before_end : tail;
     c->end = c->frame_pos + bytes;
+    /* Never leave the tail closer to the ring's end than a frame header: no
+     * frame, not even padding, could start there. */
+    c->gap = r->data_bytes - c->end % r->data_bytes;
+    if (c->gap < SB_FRAME_HEADER_BYTES)
+        c->end += c->gap;
+    else
+        c->gap = 0;
     c->offset = LOAD(&h->next_offset);
     int rc = make_room(r, c->end);
     if (rc < 0)
@@ -536,7 +548,7 @@ static void write_filler(sb_ring *r, uint64_t pos, uint64_t length, uint16_t typ
 static uint64_t write_record(sb_ring *r, uint64_t pos, uint64_t offset, int64_t timestamp_ns,
                              const char *key, int64_t key_len,
                              const char *headers, int64_t headers_len,
-                             const char *value, int64_t value_len)
+                             const char *value, int64_t value_len, uint64_t gap)
 {
     struct frame *f = frame_at(r, pos);
     char *payload = (char *)(f + 1);
@@ -559,8 +571,10 @@ static uint64_t write_record(sb_ring *r, uint64_t pos, uint64_t offset, int64_t 
     seal(f, content);
     if (offset % SB_INDEX_STRIDE == 0)
         STORE(&r->index[(offset / SB_INDEX_STRIDE) & (r->index_slots - 1)], pos);
-    publish(r, pos, (uint32_t)content);
-    return align8(content);
+    /* word0's length covers the gap, so readers step over it; the CRC and the
+     * lengths above cover only the record. */
+    publish(r, pos, (uint32_t)(content + gap));
+    return align8(content) + gap;
 }
 
 static int64_t resolve_timestamp(int64_t timestamp_ns, int64_t *out_timestamp)
@@ -571,24 +585,28 @@ static int64_t resolve_timestamp(int64_t timestamp_ns, int64_t *out_timestamp)
     return timestamp_ns;
 }
 
-static int check_slot(sb_ring *r, int slot)
+static int enter_slot(sb_ring *r, int slot)
 {
     if (slot < 0 || slot >= SB_MAX_SLOTS)
         return SB_BAD_RING;
     if (LOAD(&r->h->flags) & SB_RING_DELETED)
         return SB_DELETED;
+    if (__atomic_exchange_n(&r->busy[slot], 1, __ATOMIC_ACQUIRE))
+        return SB_SLOT_BUSY;
     return SB_OK;
 }
 
-int64_t sb_append(sb_ring *r, int slot,
-                  const char *key, int64_t key_len,
-                  const char *headers, int64_t headers_len,
-                  const char *value, int64_t value_len,
-                  int64_t timestamp_ns, int64_t *out_timestamp, int64_t wait_ns)
+static void leave_slot(sb_ring *r, int slot)
 {
-    int rc = check_slot(r, slot);
-    if (rc < 0)
-        return rc;
+    __atomic_store_n(&r->busy[slot], 0, __ATOMIC_RELEASE);
+}
+
+static int64_t append_one(sb_ring *r, int slot,
+                          const char *key, int64_t key_len,
+                          const char *headers, int64_t headers_len,
+                          const char *value, int64_t value_len,
+                          int64_t timestamp_ns, int64_t *out_timestamp, int64_t wait_ns)
+{
     uint64_t bytes = align8(SB_FRAME_HEADER_BYTES + (key_len > 0 ? key_len : 0) + headers_len
                             + (value_len > 0 ? value_len : 0));
     if (bytes > r->max_frame)
@@ -596,31 +614,46 @@ int64_t sb_append(sb_ring *r, int slot,
     timestamp_ns = resolve_timestamp(timestamp_ns, out_timestamp);
 
     struct claim c;
-    if ((rc = claim_or_wait(r, slot, bytes, 1, wait_ns, &c)) < 0)
+    int rc = claim_or_wait(r, slot, bytes, 1, wait_ns, &c);
+    if (rc < 0)
         return rc;
-
     if (c.frame_pos != c.pos)
         write_filler(r, c.pos, c.frame_pos - c.pos, SB_FRAME_PADDING, c.offset, 0);
     write_record(r, c.frame_pos, c.offset, timestamp_ns, key, key_len, headers, headers_len,
-                 value, value_len);
+                 value, value_len, c.gap);
     STORE_REL(&r->slots[slot].state, 0);
     wake_after_publish(r);
     return (int64_t)c.offset;
 }
 
-int64_t sb_append_batch(sb_ring *r, int slot,
-                        const char *key, int64_t key_len,
-                        const char *headers, int64_t headers_len,
-                        const char *values, const int64_t *value_lens, uint32_t count,
-                        int64_t timestamp_ns, int64_t *out_timestamp, int64_t wait_ns,
-                        uint32_t *out_count)
+int64_t sb_append(sb_writer *w,
+                  const char *key, int64_t key_len,
+                  const char *headers, int64_t headers_len,
+                  const char *value, int64_t value_len, int64_t timestamp_ns)
 {
-    /* Appends the longest prefix of the batch that fits one claim (half the
-     * ring); *out_count says how many, the caller sends the rest next. */
-    int rc = check_slot(r, slot);
-    *out_count = 0;
+    int rc = enter_slot(w->ring, w->slot);
     if (rc < 0)
         return rc;
+    int64_t offset = append_one(w->ring, w->slot, key, key_len, headers, headers_len, value, value_len,
+                                timestamp_ns, &w->timestamp_ns, w->wait_ns);
+    leave_slot(w->ring, w->slot);
+    return offset;
+}
+
+/* The common record, with the fewest arguments (each costs Python time). */
+int64_t sb_append_value(sb_writer *w, const char *value, int64_t value_len)
+{
+    return sb_append(w, NULL, -1, NULL, 0, value, value_len, -1);
+}
+
+static int64_t append_batch(sb_ring *r, int slot,
+                            const char *key, int64_t key_len,
+                            const char *headers, int64_t headers_len,
+                            const char *values, const int64_t *value_lens, uint32_t count,
+                            int64_t timestamp_ns, int64_t *out_timestamp, int64_t wait_ns,
+                            uint32_t *out_count)
+{
+    int rc;
     uint64_t fixed = SB_FRAME_HEADER_BYTES + (key_len > 0 ? key_len : 0) + headers_len;
     uint64_t bytes = 0;
     uint32_t fits = 0;
@@ -639,7 +672,6 @@ int64_t sb_append_batch(sb_ring *r, int slot,
     struct claim c;
     if ((rc = claim_or_wait(r, slot, bytes, count, wait_ns, &c)) < 0)
         return rc;
-
     if (c.frame_pos != c.pos)
         write_filler(r, c.pos, c.frame_pos - c.pos, SB_FRAME_PADDING, c.offset, 0);
     uint64_t pos = c.frame_pos;
@@ -647,13 +679,32 @@ int64_t sb_append_batch(sb_ring *r, int slot,
     for (uint32_t i = 0; i < count; i++) {
         int64_t value_len = value_lens[i];
         pos += write_record(r, pos, c.offset + i, timestamp_ns, key, key_len, headers, headers_len,
-                            value, value_len);
+                            value, value_len, i + 1 == count ? c.gap : 0);
         value += value_len > 0 ? value_len : 0;
     }
     STORE_REL(&r->slots[slot].state, 0);
     wake_after_publish(r);
     *out_count = count;
     return (int64_t)c.offset;
+}
+
+int64_t sb_append_batch(sb_writer *w,
+                        const char *key, int64_t key_len,
+                        const char *headers, int64_t headers_len,
+                        const char *values, const int64_t *value_lens, uint32_t count,
+                        int64_t timestamp_ns, uint32_t *out_count)
+{
+    /* Appends the longest prefix of the batch that fits one claim (half the
+     * ring); *out_count says how many, the caller sends the rest next. */
+    *out_count = 0;
+    int rc = enter_slot(w->ring, w->slot);
+    if (rc < 0)
+        return rc;
+    int64_t offset = append_batch(w->ring, w->slot, key, key_len, headers, headers_len, values,
+                                  value_lens, count, timestamp_ns, &w->timestamp_ns, w->wait_ns,
+                                  out_count);
+    leave_slot(w->ring, w->slot);
+    return offset;
 }
 
 /* ======================================================================
@@ -680,9 +731,13 @@ void sb_slot_release(sb_ring *r, int slot)
 {
     if (slot < 0 || slot >= SB_MAX_SLOTS)
         return;
+    /* Another thread of ours may still be appending with it: let it finish. */
+    while (__atomic_exchange_n(&r->busy[slot], 1, __ATOMIC_ACQUIRE))
+        sched_yield();
     struct slot *s = &r->slots[slot];
     STORE(&s->owner_start, 0);
     STORE_REL(&s->owner_pid, 0);
+    leave_slot(r, slot);
 }
 
 void sb_slots_get(sb_ring *r, sb_slot_info *out)

@@ -34,7 +34,8 @@ enum {
     SB_BUFFER_SMALL = -8,          /* sb_read: the next record needs a bigger buffer */
     SB_BAD_RING = -9,              /* the mapping is not a valid ring of this version */
     SB_SYSTEM = -10,               /* a system call failed; errno says why */
-    SB_CORRUPT = -11               /* a frame failed its checks (CRC, offset, length) */
+    SB_CORRUPT = -11,              /* a frame failed its checks (CRC, offset, length) */
+    SB_SLOT_BUSY = -12             /* another thread of this process is appending with the slot */
 };
 
 typedef struct sb_ring sb_ring;    /* a mapped ring; opaque */
@@ -90,17 +91,26 @@ int sb_lock_owner(sb_ring *ring);
 int sb_reap(sb_ring *ring, int my_slot, int dead_slot);
 
 /* ---- append (one C call per record or per batch) ---- */
-int64_t sb_append(sb_ring *ring, int slot,
+
+/* A producer's handle on one partition: its ring and slot, how long an append
+ * may sleep for space, and the timestamp the last append used. */
+typedef struct {
+    sb_ring *ring;
+    int32_t slot;
+    int64_t wait_ns;
+    int64_t timestamp_ns;
+} sb_writer;
+
+int64_t sb_append(sb_writer *writer,
                   const char *key, int64_t key_len,
                   const char *headers, int64_t headers_len,
-                  const char *value, int64_t value_len,
-                  int64_t timestamp_ns, int64_t *out_timestamp, int64_t wait_ns);
-int64_t sb_append_batch(sb_ring *ring, int slot,
+                  const char *value, int64_t value_len, int64_t timestamp_ns);
+int64_t sb_append_value(sb_writer *writer, const char *value, int64_t value_len);
+int64_t sb_append_batch(sb_writer *writer,
                         const char *key, int64_t key_len,
                         const char *headers, int64_t headers_len,
                         const char *values, const int64_t *value_lens, uint32_t count,
-                        int64_t timestamp_ns, int64_t *out_timestamp, int64_t wait_ns,
-                        uint32_t *out_count);
+                        int64_t timestamp_ns, uint32_t *out_count);
 
 /* ---- read ---- */
 int sb_seek(sb_ring *ring, sb_cursor *cursor, uint64_t offset);
