@@ -85,6 +85,7 @@ class Bus:
         self._closed = False
         self._children = []  # producers and consumers to close with the bus
         self._retired = []   # rings of deleted topics, unmapped at close
+        self._last_check = 0.0
         self.rings = RingTable(self)
         self._connect()
 
@@ -113,15 +114,28 @@ class Bus:
                 return
             except SupervisorUnavailable:
                 pass
-            code = process.poll()
-            if code not in (None, 0) and not os.path.exists(self.paths.socket_path):
-                # It lost the race for the lock (another one is starting) or failed: see its log.
-                if time.monotonic() > deadline - self.timeout / 2:
-                    break
+            if process.poll() is not None:
+                # It exited: it lost the race for the lock to another one that is
+                # starting (then we connect to that one), or it died: start another.
+                time.sleep(0.1)
+                process = start_supervisor(self.paths)
             time.sleep(0.02)
         raise SupervisorUnavailable(
             f"could not start a supervisor for bus {self.paths.bus!r}; see {self.paths.log_file}"
         )
+
+    def ensure_supervisor(self, min_interval=0.5):
+        """Check the supervisor still answers; reconnect, and with autostart start a new
+        one, if it died. Clients call this when they wait on something only it does
+        (archiving, fsync). Rate-limited: at most one check per min_interval."""
+        now = time.monotonic()
+        if now - self._last_check < min_interval:
+            return
+        self._last_check = now
+        try:
+            self.call("ping")
+        except SupervisorUnavailable:
+            pass
 
     def call(self, op, **args):
         """One control request; reconnects (and restarts the supervisor with autostart) once."""
@@ -138,10 +152,16 @@ class Bus:
     # ---- topics ----
 
     def create_topic(self, name, partitions=1, ring_bytes=64 << 20, durable=True,
-                     retention_bytes=None, retention_ms=None):
-        """Create a topic; TopicExists if it exists. Returns its TopicInfo."""
+                     retention_bytes=None, retention_ms=None, segment_bytes=None):
+        """Create a topic; TopicExists if it exists. Returns its TopicInfo.
+
+        ring_bytes is each partition's shared-memory ring (reserved now, in /dev/shm).
+        durable=True archives to segment files of segment_bytes (default 128 MiB) in the
+        data dir, deleted by retention_bytes/retention_ms; durable=False keeps records in
+        the ring only, overwriting the oldest."""
         reply = self.call("create_topic", name=name, partitions=partitions, ring_bytes=ring_bytes,
-                          durable=durable, retention_bytes=retention_bytes, retention_ms=retention_ms)
+                          durable=durable, retention_bytes=retention_bytes, retention_ms=retention_ms,
+                          segment_bytes=segment_bytes)
         return TopicInfo(**reply["info"])
 
     def topics(self):

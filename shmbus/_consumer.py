@@ -1,10 +1,12 @@
 """Consumer: reads partition rings directly, many records per C call, and sleeps
 on the rings' futex words when there is nothing to read."""
+import os
 import time
 
 from ._bus import ensure_topic
 from ._codec import decode_headers
 from ._errors import Closed, OffsetOutOfRange, ShmbusError, TopicNotFound
+from ._log import INDEX_ENTRY, TIME_ENTRY, SegmentReader, list_segments, read_index, segment_path
 from ._native._core import ffi, lib
 from ._types import Message, TopicPartition
 
@@ -20,15 +22,23 @@ _READ_CHUNK = 256
 
 
 class _Reader:
-    """One assigned partition: its ring, the C cursor, and a pending seek."""
+    """One assigned partition: its ring, the C cursor, a pending seek, and, while the
+    position is older than the ring holds (durable topics), a reader of the segment files."""
 
-    __slots__ = ("tp", "ring", "cursor", "pending")
+    __slots__ = ("tp", "ring", "cursor", "pending", "log_dir", "log")
 
-    def __init__(self, tp, ring, pending):
+    def __init__(self, tp, ring, pending, log_dir):
         self.tp = tp
         self.ring = ring
         self.cursor = ffi.new("sb_cursor *")
         self.pending = pending  # None, "earliest", "latest" or an offset
+        self.log_dir = log_dir if ring.durable else None
+        self.log = None         # a SegmentReader while reading from disk
+
+    def leave_disk(self):
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
 
 class Consumer:
@@ -102,7 +112,8 @@ class Consumer:
             info, rings = ensure_topic(self._bus, tp.topic)
             if not 0 <= tp.partition < info.partitions:
                 raise TopicNotFound(f"topic {tp.topic!r} has no partition {tp.partition}")
-            readers.append(_Reader(tp, rings[tp.partition], self._reset))
+            log_dir = os.path.join(self._bus.paths.topics_dir, tp.topic, str(tp.partition))
+            readers.append(_Reader(tp, rings[tp.partition], self._reset, log_dir))
         self._set_readers(readers)
 
     def _set_readers(self, readers):
@@ -149,6 +160,7 @@ class Consumer:
 
     def _move(self, reader, target):
         reader.pending = target
+        reader.leave_disk()
         self._drop_buffered(reader.tp)
 
     def _drop_buffered(self, tp):
@@ -173,23 +185,46 @@ class Consumer:
         return sum(r.cursor.missed for r in readers)
 
     def _apply_seek(self, reader):
-        """Resolve a pending seek against the ring; False if it must be retried."""
+        """Resolve a pending seek against the ring, or the segment files for offsets the
+        ring no longer holds; False if it must be retried."""
         target, ring, cursor = reader.pending, reader.ring.ptr, reader.cursor
+        reader.leave_disk()
         if target == "earliest":
             lib.sb_seek_head(ring, cursor)
-        elif target == "latest":
+            if reader.log_dir is not None:
+                earliest = SegmentReader(reader.log_dir).earliest()
+                if earliest is not None and earliest < cursor.next_offset:
+                    target = earliest
+            if target == "earliest":
+                reader.pending = None
+                return True
+        if target == "latest":
             lib.sb_seek_end(ring, cursor)
         else:
             rc = lib.sb_seek(ring, cursor, target)
             if rc == lib.SB_EMPTY:
                 return False
             if rc == lib.SB_OUT_OF_RANGE:
-                if self._reset == "none":
-                    reader.pending = None
-                    raise OffsetOutOfRange(f"offset {target} of {reader.tp} is not retained")
-                reader.pending = self._reset
-                return self._apply_seek(reader)
+                if not (reader.log_dir is not None and target < reader.ring.stats().head_offset
+                        and self._enter_disk(reader, target)):
+                    if self._reset == "none":
+                        reader.pending = None
+                        raise OffsetOutOfRange(f"offset {target} of {reader.tp} is not retained")
+                    reader.pending = self._reset
+                    return self._apply_seek(reader)
         reader.pending = None
+        return True
+
+    def _enter_disk(self, reader, offset):
+        """Read tp from its segment files from offset on; False if the disk lacks it."""
+        log = SegmentReader(reader.log_dir)
+        try:
+            log.seek(offset)
+        except OffsetOutOfRange:
+            log.close()
+            return False
+        reader.log = log
+        reader.cursor.next_offset = offset
         return True
 
     # ---- reading ----
@@ -260,14 +295,29 @@ class Consumer:
         if self._desc is None:
             self._desc = ffi.new("int64_t[]", _READ_CHUNK * _DESC)
         while max_records > 0:
+            if reader.log is not None:
+                n = self._read_disk(reader, min(max_records, _READ_CHUNK), messages)
+                if n is None:
+                    return
+                max_records -= n
+                continue
             n = lib.sb_read(reader.ring.ptr, reader.cursor, min(max_records, _READ_CHUNK), self._out,
                             self._capacity, self._desc, self._used)
             if n > 0:
-                self._decode(reader.tp, n, messages)
+                self._decode(reader.tp, n, messages, self._out_data(n))
                 max_records -= n
                 continue
             if n == 0 or n == lib.SB_EMPTY:
                 return
+            if n == lib.SB_LAPPED:
+                # Producers overwrote our place in the ring: it is on disk (they never
+                # overwrite what is not archived). Read there, then rejoin the ring.
+                offset = reader.cursor.next_offset
+                if not self._enter_disk(reader, offset):
+                    reader.pending = offset
+                    if not self._apply_seek(reader):
+                        return
+                continue
             if n == lib.SB_BUFFER_SMALL:
                 self._capacity = max(self._capacity * 2, self._used[0])
                 self._out = ffi.new("char[]", self._capacity)
@@ -277,15 +327,32 @@ class Consumer:
                 return
             raise ShmbusError(f"reading {reader.tp} failed with code {n}")
 
-    def _decode(self, tp, n, messages):
-        topic, partition = tp
-        used = self._used[0]
-        words = ffi.unpack(self._desc, n * _DESC)
+    def _read_disk(self, reader, max_records, messages):
+        """Records from the segment files; at their end, rejoin the ring (Aeron's
+        replay-merge). Returns how many were read, or None when there is nothing now."""
+        n, data = reader.log.read(max_records, self._desc)
+        if n:
+            self._decode(reader.tp, n, messages, data)
+            reader.cursor.next_offset = messages[-1].offset + 1
+            return n
+        offset = reader.log.next_offset
+        rc = lib.sb_seek(reader.ring.ptr, reader.cursor, offset)
+        if rc == lib.SB_OK:
+            reader.leave_disk()
+            return 0
+        reader.cursor.next_offset = offset
+        return None
+
+    def _out_data(self, n):
         # Small records: one copy out of the C buffer, then cheap slices of it.
         # Large ones: slice the C buffer directly, copying each value once.
+        used = self._used[0]
         data = ffi.buffer(self._out, used)
-        if used < n * 4096:
-            data = data[:]
+        return data[:] if used < n * 4096 else data
+
+    def _decode(self, tp, n, messages, data):
+        topic, partition = tp
+        words = ffi.unpack(self._desc, n * _DESC)
         append = messages.append
         it = iter(words)
         for offset, timestamp, key_at, key_len, headers_at, headers_len, value_at, value_len in zip(

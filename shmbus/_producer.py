@@ -7,7 +7,7 @@ import time
 
 from ._bus import ensure_topic
 from ._codec import encode_headers
-from ._errors import BufferFull, Closed, TopicNotFound
+from ._errors import BufferFull, Closed, Timeout, TopicNotFound
 from ._native._core import ffi, lib
 from ._ring import RingDeleted, raise_for_append
 from ._types import RecordMetadata
@@ -216,6 +216,9 @@ class Producer:
             # A producer that died mid-claim holds the ring up: finish its claim.
             writer = route.writers[partition]
             route.rings[partition].reap_dead(writer.slot if writer is not None else None)
+            if route.rings[partition].durable:
+                # Or the archiver stopped: a dead supervisor is restarted (autostart).
+                self._bus.ensure_supervisor()
         return route, blocked_since
 
     def _reroute(self, route):
@@ -282,10 +285,33 @@ class Producer:
         return sent
 
     def flush(self, timeout=None):
-        """Return once every record this producer sent is as safe as its topic makes it.
-        Memory-only topics have nothing to wait for."""
+        """Return once every record this producer sent to a durable topic is fsynced
+        on disk (memory-only topics have nothing to wait for). Timeout if the
+        supervisor does not get there in time (default: the producer's timeout)."""
         if self._closed:
             raise Closed("this producer is closed")
+        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
+        pending = [(route, p, writer.end_position) for route in list(self._routes.values())
+                   for p, writer in enumerate(route.writers)
+                   if writer is not None and route.rings[p].durable and writer.end_position]
+        for route, p, end in pending:
+            lib.sb_request_sync(route.rings[p].ptr, end)
+        for route, p, end in pending:
+            while True:
+                left = deadline - time.monotonic()
+                done = lib.sb_wait_synced(route.rings[p].ptr, end, int(max(0.0, min(left, 0.1)) * 1e9))
+                if done == 1:
+                    break
+                if done == lib.SB_DELETED:
+                    if route.rings[p].stats().synced >= end:
+                        break
+                    raise TopicNotFound(f"topic {route.topic!r} was deleted before its records were flushed")
+                self._bus.ensure_supervisor()
+                if left <= 0:
+                    raise Timeout(f"flush: records of {route.topic!r} partition {p} not fsynced after "
+                                  f"{(self._timeout if timeout is None else timeout):.1f}s "
+                                  f"(is the supervisor running? see `shmbus topics describe`)")
+                lib.sb_request_sync(route.rings[p].ptr, end)
 
     def partitions_for(self, topic):
         """The partition numbers of a topic."""

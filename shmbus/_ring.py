@@ -118,6 +118,9 @@ class Ring:
     def mark_deleted(self):
         lib.sb_ring_set_flag(self.ptr, lib.SB_RING_DELETED)
 
+    def set_flag(self, flag):
+        lib.sb_ring_set_flag(self.ptr, flag)
+
     def is_deleted(self):
         return bool(self.stats().flags & lib.SB_RING_DELETED)
 

@@ -43,6 +43,7 @@ class TopicInfo(NamedTuple):
     durable: bool
     retention_bytes: Optional[int]
     retention_ms: Optional[int]
+    segment_bytes: int = 128 << 20
 
 
 _FIELD_DOCS = {
@@ -72,6 +73,7 @@ _FIELD_DOCS = {
         "durable": "True: archived to segment files on disk. False: memory only, oldest overwritten.",
         "retention_bytes": "Per partition, delete the oldest closed segments beyond this size (None: keep).",
         "retention_ms": "Delete closed segments whose newest record is older than this (None: keep).",
+        "segment_bytes": "Durable topics: a segment file is closed and a new one started at this size.",
     },
 }
 for _cls, _docs in _FIELD_DOCS.items():

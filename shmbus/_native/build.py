@@ -12,7 +12,7 @@ ffibuilder.cdef("\n".join(line for line in HEADER.splitlines() if not line.lstri
 ffibuilder.set_source(
     "shmbus._native._core",
     '#include "shmbus.h"',
-    sources=[str(HERE / "ring.c"), str(HERE / "frame.c")],
+    sources=[str(HERE / "ring.c"), str(HERE / "frame.c"), str(HERE / "control.c")],
     include_dirs=[str(HERE)],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )

@@ -66,7 +66,9 @@ struct header {
     uint32_t data_waiters;
     uint32_t space_seq;
     uint32_t space_waiters;
-    /* room for the control plane (group generation words and friends) */
+    /* the highest position a producer's flush() waits to see fsynced */
+    _Alignas(LINE) uint64_t sync_request;
+    /* room for later control words */
     _Alignas(LINE) uint64_t reserved[8];
 };
 
@@ -316,6 +318,11 @@ void sb_ring_set_flag(sb_ring *r, uint64_t flag)
     futex_wake_all(&r->h->data_seq);
     __atomic_fetch_add(&r->h->space_seq, 1, __ATOMIC_RELEASE);
     futex_wake_all(&r->h->space_seq);
+}
+
+void sb_ring_clear_flag(sb_ring *r, uint64_t flag)
+{
+    __atomic_fetch_and(&r->h->flags, ~flag, __ATOMIC_SEQ_CST);
 }
 
 void sb_ring_set_archived(sb_ring *r, uint64_t archived, uint64_t synced)
@@ -605,7 +612,8 @@ static int64_t append_one(sb_ring *r, int slot,
                           const char *key, int64_t key_len,
                           const char *headers, int64_t headers_len,
                           const char *value, int64_t value_len,
-                          int64_t timestamp_ns, int64_t *out_timestamp, int64_t wait_ns)
+                          int64_t timestamp_ns, int64_t *out_timestamp, int64_t wait_ns,
+                          uint64_t *out_end)
 {
     uint64_t bytes = align8(SB_FRAME_HEADER_BYTES + (key_len > 0 ? key_len : 0) + headers_len
                             + (value_len > 0 ? value_len : 0));
@@ -623,6 +631,7 @@ static int64_t append_one(sb_ring *r, int slot,
                  value, value_len, c.gap);
     STORE_REL(&r->slots[slot].state, 0);
     wake_after_publish(r);
+    *out_end = c.end;
     return (int64_t)c.offset;
 }
 
@@ -635,7 +644,7 @@ int64_t sb_append(sb_writer *w,
     if (rc < 0)
         return rc;
     int64_t offset = append_one(w->ring, w->slot, key, key_len, headers, headers_len, value, value_len,
-                                timestamp_ns, &w->timestamp_ns, w->wait_ns);
+                                timestamp_ns, &w->timestamp_ns, w->wait_ns, &w->end_position);
     leave_slot(w->ring, w->slot);
     return offset;
 }
@@ -651,7 +660,7 @@ static int64_t append_batch(sb_ring *r, int slot,
                             const char *headers, int64_t headers_len,
                             const char *values, const int64_t *value_lens, uint32_t count,
                             int64_t timestamp_ns, int64_t *out_timestamp, int64_t wait_ns,
-                            uint32_t *out_count)
+                            uint32_t *out_count, uint64_t *out_end)
 {
     int rc;
     uint64_t fixed = SB_FRAME_HEADER_BYTES + (key_len > 0 ? key_len : 0) + headers_len;
@@ -685,6 +694,7 @@ static int64_t append_batch(sb_ring *r, int slot,
     STORE_REL(&r->slots[slot].state, 0);
     wake_after_publish(r);
     *out_count = count;
+    *out_end = c.end;
     return (int64_t)c.offset;
 }
 
@@ -702,7 +712,7 @@ int64_t sb_append_batch(sb_writer *w,
         return rc;
     int64_t offset = append_batch(w->ring, w->slot, key, key_len, headers, headers_len, values,
                                   value_lens, count, timestamp_ns, &w->timestamp_ns, w->wait_ns,
-                                  out_count);
+                                  out_count, &w->end_position);
     leave_slot(w->ring, w->slot);
     return offset;
 }
@@ -1046,6 +1056,177 @@ int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
     for (uint32_t i = 0; i < count; i++)
         __atomic_fetch_sub(&rings[i]->h->data_waiters, 1, __ATOMIC_SEQ_CST);
     return found;
+}
+
+/* ======================================================================
+ * Durability: flush requests
+ * ====================================================================== */
+
+void sb_request_sync(sb_ring *r, uint64_t position)
+{
+    uint64_t seen = LOAD(&r->h->sync_request);
+    while (seen < position
+           && !__atomic_compare_exchange_n(&r->h->sync_request, &seen, position, 0,
+                                           __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        ;
+    /* The archiver sleeps among the readers: wake it. */
+    __atomic_fetch_add(&r->h->data_seq, 1, __ATOMIC_RELEASE);
+    futex_wake_all(&r->h->data_seq);
+}
+
+uint64_t sb_sync_requested(sb_ring *r)
+{
+    return LOAD_ACQ(&r->h->sync_request);
+}
+
+int sb_wait_synced(sb_ring *r, uint64_t position, int64_t timeout_ns)
+{
+    struct header *h = r->h;
+    int64_t deadline = now_ns(CLOCK_MONOTONIC) + timeout_ns;
+    for (;;) {
+        uint32_t seq = LOAD_ACQ(&h->space_seq);
+        if (LOAD_ACQ(&h->synced) >= position)
+            return 1;
+        if (LOAD(&h->flags) & SB_RING_DELETED)
+            return SB_DELETED;
+        int64_t left = deadline - now_ns(CLOCK_MONOTONIC);
+        if (left <= 0)
+            return 0;
+        __atomic_fetch_add(&h->space_waiters, 1, __ATOMIC_SEQ_CST);
+        if (LOAD_ACQ(&h->synced) < position)
+            futex_wait_one(&h->space_seq, seq, left);
+        __atomic_fetch_sub(&h->space_waiters, 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+/* ======================================================================
+ * The archiver: copy complete frames from the ring to a segment file
+ * ====================================================================== */
+
+static int write_all(int fd, const char *p, uint64_t n)
+{
+    while (n) {
+        ssize_t done = write(fd, p, n);
+        if (done < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += done;
+        n -= (uint64_t)done;
+    }
+    return 0;
+}
+
+/* Write the run [run_start, pos) of the ring, which never crosses its end. */
+static int flush_run(sb_ring *r, int fd, uint64_t run_start, uint64_t pos)
+{
+    if (pos == run_start)
+        return 0;
+    return write_all(fd, r->data + run_start % r->data_bytes, pos - run_start);
+}
+
+int64_t sb_archive(sb_ring *r, int fd, sb_archive_state *st, uint64_t max_bytes,
+                   uint64_t index_interval, sb_index_entry *entries, uint32_t max_entries,
+                   uint32_t *out_entries)
+{
+    /* Frames go to disk byte for byte as they are in the ring (one parser
+     * reads both); runs of whole frames are written straight from shared
+     * memory, padding is skipped, and an aborted claim is cut to its header. */
+    uint64_t pos = st->position, run_start = pos, written = 0;
+    uint32_t n_entries = 0;
+    int rc;
+    *out_entries = 0;
+    while (written < max_bytes && n_entries < max_entries) {
+        uint32_t len = published_length(r, pos);
+        if (!len)
+            break;
+        struct frame *f = frame_at(r, pos);
+        uint64_t size = align8(len);
+        if (f->type == SB_FRAME_PADDING) {
+            if ((rc = flush_run(r, fd, run_start, pos)) < 0)
+                return rc;
+            st->position = pos + size;
+            run_start = pos = st->position;
+            continue;
+        }
+        if (st->since_index >= index_interval || st->segment_bytes == 0) {
+            entries[n_entries].offset = f->offset;
+            entries[n_entries].position = st->segment_bytes;
+            entries[n_entries].max_timestamp = st->max_timestamp;
+            n_entries++;
+            st->since_index = 0;
+        }
+        if (f->type == SB_FRAME_ABORTED && size > SB_FRAME_HEADER_BYTES) {
+            if ((rc = flush_run(r, fd, run_start, pos)) < 0)
+                return rc;
+            struct frame header = *f;
+            header.word0 = SB_FRAME_HEADER_BYTES;
+            if ((rc = write_all(fd, (const char *)&header, sizeof header)) < 0)
+                return rc;
+            size = SB_FRAME_HEADER_BYTES;
+            run_start = pos + align8(len);
+        }
+        if (f->type == SB_FRAME_DATA && f->timestamp_ns > st->max_timestamp)
+            st->max_timestamp = f->timestamp_ns;
+        st->next_offset = f->offset + f->record_count;
+        st->segment_bytes += size;
+        st->since_index += size;
+        written += size;
+        pos += align8(len);
+        if (f->type == SB_FRAME_ABORTED)
+            continue;
+        /* Runs must not wrap: the next frame starts a new lap's run. */
+        if (pos % r->data_bytes == 0) {
+            if ((rc = flush_run(r, fd, run_start, pos)) < 0)
+                return rc;
+            run_start = pos;
+        }
+    }
+    if ((rc = flush_run(r, fd, run_start, pos)) < 0)
+        return rc;
+    st->position = pos;
+    *out_entries = n_entries;
+    return (int64_t)written;
+}
+
+int64_t sb_parse(const char *buf, uint64_t length, uint64_t skip_below, uint32_t max_records,
+                 int64_t *desc, sb_parse_result *res)
+{
+    uint64_t pos = 0;
+    int64_t n = 0;
+    res->bad_position = 0;
+    while ((uint32_t)n < max_records) {
+        int64_t size = sb_frame_check(buf + pos, length - pos);
+        if (size == SB_EMPTY)
+            break;
+        if (size < 0) {
+            res->bad_position = pos;
+            res->consumed = pos;
+            return SB_CORRUPT;
+        }
+        const struct frame *f = (const struct frame *)(buf + pos);
+        if (f->type != SB_FRAME_PADDING)
+            res->next_offset = f->offset + f->record_count;
+        if (f->type == SB_FRAME_DATA && f->offset >= skip_below) {
+            int64_t k = f->key_len > 0 ? f->key_len : 0;
+            int64_t at = (int64_t)pos + SB_FRAME_HEADER_BYTES;
+            int64_t *d = desc + n * SB_DESC_WORDS;
+            d[0] = (int64_t)f->offset;
+            d[1] = f->timestamp_ns;
+            d[2] = at;
+            d[3] = f->key_len;
+            d[4] = at + k;
+            d[5] = f->headers_len;
+            d[6] = at + k + f->headers_len;
+            d[7] = f->value_len;
+            res->last_timestamp = f->timestamp_ns;
+            n++;
+        }
+        pos += (uint64_t)size;
+    }
+    res->consumed = pos;
+    return n;
 }
 
 /* ======================================================================

@@ -20,6 +20,7 @@ enum {
     SB_DESC_WORDS = 8,             /* int64 words per record in sb_read's descriptor array */
     SB_RING_DURABLE = 1,           /* ring flag: producers may not pass the archived position */
     SB_RING_DELETED = 2,           /* ring flag: the topic was deleted; clients must let go */
+    SB_RING_ARCHIVE_ERROR = 4,     /* ring flag: the archiver cannot write (disk full?); see the supervisor */
     SB_INDEX_STRIDE = 16,          /* the offset index keeps the position of every 16th offset */
 
     /* Return codes (negative; >= 0 means success). */
@@ -81,6 +82,7 @@ sb_ring *sb_ring_attach(int fd, uint64_t file_bytes, int *err);
 void sb_ring_close(sb_ring *ring);
 void sb_ring_stats(sb_ring *ring, sb_stats *out);
 void sb_ring_set_flag(sb_ring *ring, uint64_t flag);
+void sb_ring_clear_flag(sb_ring *ring, uint64_t flag);
 void sb_ring_set_archived(sb_ring *ring, uint64_t archived, uint64_t synced);
 
 /* ---- producer slots ---- */
@@ -99,6 +101,7 @@ typedef struct {
     int32_t slot;
     int64_t wait_ns;
     int64_t timestamp_ns;
+    uint64_t end_position;         /* where the last appended record ends: flush waits for synced >= it */
 } sb_writer;
 
 int64_t sb_append(sb_writer *writer,
@@ -112,6 +115,11 @@ int64_t sb_append_batch(sb_writer *writer,
                         const char *values, const int64_t *value_lens, uint32_t count,
                         int64_t timestamp_ns, uint32_t *out_count);
 
+/* Durability: a producer asks the archiver to fsync up to a position, and waits for it. */
+void sb_request_sync(sb_ring *ring, uint64_t position);
+int sb_wait_synced(sb_ring *ring, uint64_t position, int64_t timeout_ns);
+uint64_t sb_sync_requested(sb_ring *ring);
+
 /* ---- read ---- */
 int sb_seek(sb_ring *ring, sb_cursor *cursor, uint64_t offset);
 void sb_seek_end(sb_ring *ring, sb_cursor *cursor);
@@ -121,9 +129,71 @@ int64_t sb_read(sb_ring *ring, sb_cursor *cursor, uint32_t max_records,
 int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
                  int64_t timeout_ns, int64_t spin_ns);
 
+/* ---- the archiver: ring -> segment file ---- */
+
+/* Where the archiver is in one ring, and in the segment it writes. */
+typedef struct {
+    uint64_t position;             /* next ring position to archive */
+    uint64_t next_offset;          /* offset the next archived frame carries (or starts at) */
+    uint64_t segment_bytes;        /* bytes in the current segment file */
+    uint64_t since_index;          /* segment bytes since the last index entry */
+    int64_t max_timestamp;         /* largest timestamp archived in this segment */
+} sb_archive_state;
+
+/* One sparse index entry: this offset starts at this segment position. */
+typedef struct {
+    uint64_t offset;
+    uint64_t position;
+    int64_t max_timestamp;
+} sb_index_entry;
+
+int64_t sb_archive(sb_ring *ring, int fd, sb_archive_state *state, uint64_t max_bytes,
+                   uint64_t index_interval, sb_index_entry *entries, uint32_t max_entries,
+                   uint32_t *out_entries);
+
+/* Parse frames from a segment buffer: checks every frame (CRC), skips records
+ * below skip_below, and describes up to max_records records like sb_read. */
+typedef struct {
+    uint64_t consumed;             /* bytes of whole frames parsed */
+    uint64_t next_offset;          /* offset after the last frame parsed */
+    uint64_t bad_position;         /* where a corrupt frame starts (SB_CORRUPT) */
+    int64_t last_timestamp;        /* timestamp of the last data frame parsed */
+} sb_parse_result;
+
+int64_t sb_parse(const char *buffer, uint64_t length, uint64_t skip_below, uint32_t max_records,
+                 int64_t *descriptors, sb_parse_result *result);
+
 /* ---- frames, shared with the on-disk log ---- */
 int32_t sb_murmur2(const char *data, int64_t length);
 uint32_t sb_crc32c(uint32_t crc, const char *data, uint64_t length);
 int64_t sb_frame_check(const char *frame, uint64_t available);
+
+/* ---- control page: consumer group generations ---- */
+
+/* One small shared-memory object per bus (control.c): a generation word per
+ * group, written by the supervisor, loaded by members on each poll; and a
+ * last-poll time per member, for max_poll_interval. */
+enum {
+    SB_CTL_VERSION = 1,
+    SB_CTL_GROUPS = 256,           /* groups with live members at once */
+    SB_CTL_MEMBERS = 1024          /* live group members at once */
+};
+
+typedef struct sb_control sb_control;   /* a mapped control page; opaque */
+
+uint64_t sb_ctl_total_bytes(void);
+sb_control *sb_ctl_create(int fd, int *err);
+sb_control *sb_ctl_attach(int fd, uint64_t file_bytes, int *err);
+void sb_ctl_close(sb_control *ctl);
+uint64_t sb_ctl_id(sb_control *ctl);   /* creation time (ns): tells a replaced page from this one */
+uint64_t sb_ctl_generation(sb_control *ctl, uint32_t group);
+void sb_ctl_set_generation(sb_control *ctl, uint32_t group, uint64_t generation);
+/* Give a member slot to token (0 frees it) and stamp its last poll now. */
+void sb_ctl_member_set(sb_control *ctl, uint32_t member, uint64_t token);
+/* Nanoseconds since the member last polled; -1 if the slot is not token's. */
+int64_t sb_ctl_member_idle_ns(sb_control *ctl, uint32_t member, uint64_t token);
+/* A member's per-poll call: stamp its poll time (if the slot is still its
+ * own) and return its group's generation word. */
+uint64_t sb_ctl_poll(sb_control *ctl, uint32_t group, uint32_t member, uint64_t token);
 
 #endif

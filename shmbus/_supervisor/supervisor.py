@@ -12,6 +12,7 @@ import time
 
 from .._errors import ShmbusError
 from .._protocol import MAX_LINE, encode, error_reply
+from .archiver import Archiver
 from .topics import TopicRegistry
 
 REAPER_INTERVAL = 0.25      # a dead producer's claim is finished within about this
@@ -29,6 +30,7 @@ class Supervisor:
         self.lock = threading.RLock()
         self.stopping = threading.Event()
         self.registry = TopicRegistry(paths, self.log)
+        self.archiver = Archiver(self)
         self._lock_fd = None
         self._server = None
         self.started_ns = time.time_ns()
@@ -61,12 +63,13 @@ class Supervisor:
             crashed = not os.path.exists(self.paths.clean_marker)
             if os.path.exists(self.paths.clean_marker):
                 os.unlink(self.paths.clean_marker)
-            self.log(f"starting ({'after a crash' if crashed else 'clean'}), data dir {self.paths.data_dir}")
+            state = ("new" if not os.path.isdir(self.paths.topics_dir)
+                     else "after a crash" if crashed else "after a clean stop")
+            self.log(f"starting ({state}), data dir {self.paths.data_dir}")
             self.registry.load(crashed)
             self._start_server()
-            self._threads = [threading.Thread(target=self._liveness_loop, name="liveness", daemon=True)]
-            for thread in self._threads:
-                thread.start()
+            threading.Thread(target=self._liveness_loop, name="liveness", daemon=True).start()
+            self.archiver.start()
         except BaseException:
             self._release_lock()
             raise
@@ -110,7 +113,12 @@ class Supervisor:
                 os.unlink(self.paths.socket_path)
             except FileNotFoundError:
                 pass
+        self.archiver.join(timeout=5.0)
         with self.lock:
+            # No new appends, claims in flight finished, everything archived and
+            # fsynced: only then may the rings go.
+            self.registry.quiesce()
+            self.archiver.drain()
             self.registry.close()
         with open(self.paths.clean_marker, "w") as f:
             f.write(f"{time.time_ns()}\n")
@@ -176,9 +184,10 @@ class Supervisor:
                 "started_ns": self.started_ns}
 
     def op_create_topic(self, name, partitions=1, ring_bytes=64 << 20, durable=True,
-                        retention_bytes=None, retention_ms=None):
+                        retention_bytes=None, retention_ms=None, segment_bytes=None):
         with self.lock:
-            topic = self.registry.create(name, partitions, ring_bytes, durable, retention_bytes, retention_ms)
+            topic = self.registry.create(name, partitions, ring_bytes, durable, retention_bytes,
+                                         retention_ms, segment_bytes)
             return self._topic_reply(topic)
 
     def op_delete_topic(self, name):

@@ -5,11 +5,15 @@ import time
 
 from .._errors import InvalidName, OutOfSpace, ShmbusError, TopicExists, TopicNotFound
 from .._fsutil import read_json, write_json_atomic
+from .._log import SegmentWriter, list_segments, segment_path
 from .._names import ring_name, validate_name
+from .._native._core import ffi, lib
+from .._process import is_alive
 from .._ring import BadRing, Ring, max_frame_bytes
 from .._types import TopicInfo
 
 MIN_RING_BYTES = 64 << 10
+MIN_SEGMENT_BYTES = 64 << 10
 MAX_PARTITIONS = 1024
 
 
@@ -23,13 +27,15 @@ def normalize_ring_bytes(ring_bytes):
 
 
 class Topic:
-    """A topic as the supervisor holds it: its config and one mapped ring per partition."""
+    """A topic as the supervisor holds it: its config, one mapped ring per partition,
+    and (durable topics) one segment log writer per partition."""
 
-    def __init__(self, info, created_ns, rings, reaper_slots):
+    def __init__(self, info, created_ns, rings, reaper_slots, logs):
         self.info = info
         self.created_ns = created_ns
         self.rings = rings
         self.reaper_slots = reaper_slots
+        self.logs = logs
 
     def ring_names(self):
         return [ring.name for ring in self.rings]
@@ -66,7 +72,8 @@ class TopicRegistry:
             if meta is None:
                 continue
             info = TopicInfo(meta["name"], meta["partitions"], meta["ring_bytes"], meta["durable"],
-                             meta.get("retention_bytes"), meta.get("retention_ms"))
+                             meta.get("retention_bytes"), meta.get("retention_ms"),
+                             meta.get("segment_bytes", TopicInfo._field_defaults["segment_bytes"]))
             self.topics[name] = self._open(info, meta.get("created_ns", 0), adopt=True, crashed=crashed)
         self._unlink_strays()
 
@@ -83,8 +90,22 @@ class TopicRegistry:
                 Ring.unlink("/" + entry)
                 self.log(f"removed stray ring /dev/shm/{entry}")
 
+    def quiesce(self, timeout=1.0):
+        """Stop new appends everywhere and give claims in flight a moment to finish."""
+        for topic in self.topics.values():
+            for ring in topic.rings:
+                ring.mark_deleted()
+        deadline = time.monotonic() + timeout
+        for topic in self.topics.values():
+            for p, ring in enumerate(topic.rings):
+                while time.monotonic() < deadline and any(
+                        claimed and is_alive(pid, start) for slot, pid, start, claimed in ring.slots()
+                        if slot != topic.reaper_slots[p]):
+                    time.sleep(0.005)
+
     def close(self):
-        """Clean stop: record where each partition ended, then remove every ring."""
+        """Clean stop (after the archiver drained): record where each partition ended,
+        close the logs, then remove every ring."""
         for name, topic in list(self.topics.items()):
             self._save_offsets(topic)
             self._drop_rings(topic)
@@ -93,32 +114,36 @@ class TopicRegistry:
     # ---- operations ----
 
     def create(self, name, partitions=1, ring_bytes=64 << 20, durable=True,
-               retention_bytes=None, retention_ms=None):
+               retention_bytes=None, retention_ms=None, segment_bytes=None):
         validate_name(name, "topic")
         if not isinstance(partitions, int) or isinstance(partitions, bool) or not 1 <= partitions <= MAX_PARTITIONS:
             raise ValueError(f"partitions must be an int from 1 to {MAX_PARTITIONS}, got {partitions!r}")
         ring_bytes = normalize_ring_bytes(ring_bytes)
         if not isinstance(durable, bool):
             raise TypeError("durable must be True or False")
-        for what, value in (("retention_bytes", retention_bytes), ("retention_ms", retention_ms)):
-            if value is not None and (not isinstance(value, int) or value <= 0):
+        for what, value in (("retention_bytes", retention_bytes), ("retention_ms", retention_ms),
+                            ("segment_bytes", segment_bytes)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise ValueError(f"{what} must be a positive int or None, got {value!r}")
-        if durable:
-            raise ShmbusError(
-                "durable topics are not available yet: create the topic with durable=False "
-                "(CLI: --memory-only)"
-            )
+        if segment_bytes is None:
+            segment_bytes = TopicInfo._field_defaults["segment_bytes"]
+        if segment_bytes < MIN_SEGMENT_BYTES:
+            raise ValueError(f"segment_bytes must be at least {MIN_SEGMENT_BYTES}, got {segment_bytes}")
         if name in self.topics:
             raise TopicExists(f"topic {name!r} already exists")
         if os.path.exists(self.topic_dir(name)):
             shutil.rmtree(self.topic_dir(name))  # leftovers of an interrupted delete
-        info = TopicInfo(name, partitions, ring_bytes, durable, retention_bytes, retention_ms)
+        info = TopicInfo(name, partitions, ring_bytes, durable, retention_bytes, retention_ms, segment_bytes)
         created_ns = time.time_ns()
-        topic = self._open(info, created_ns, adopt=False, crashed=False)
+        os.makedirs(self.topic_dir(name), mode=0o700, exist_ok=True)
         try:
-            os.makedirs(self.topic_dir(name), mode=0o700, exist_ok=True)
             for p in range(partitions):
                 os.makedirs(self.partition_dir(name, p), mode=0o700, exist_ok=True)
+            topic = self._open(info, created_ns, adopt=False, crashed=False)
+        except BaseException:
+            shutil.rmtree(self.topic_dir(name), ignore_errors=True)
+            raise
+        try:
             write_json_atomic(os.path.join(self.topic_dir(name), "topic.json"),
                               dict(info._asdict(), created_ns=created_ns))
         except BaseException:
@@ -150,7 +175,7 @@ class TopicRegistry:
         partitions = []
         for p, ring in enumerate(topic.rings):
             s = ring.stats()
-            partitions.append({
+            row = {
                 "partition": p,
                 "earliest_offset": s.head_offset,
                 "end_offset": s.next_offset,
@@ -158,7 +183,23 @@ class TopicRegistry:
                 "ring_used_bytes": s.tail - s.head,
                 "producers": sum(1 for slot in ring.slots() if slot[0] != topic.reaper_slots[p]),
                 "waiting_consumers": s.data_waiters,
-            })
+            }
+            log = topic.logs[p]
+            if log is not None:
+                directory = self.partition_dir(name, p)
+                bases = list_segments(directory)
+                if bases:
+                    row["earliest_offset"] = bases[0]
+                row.update({
+                    "segments": len(bases),
+                    "disk_bytes": sum(_size(segment_path(directory, b)) for b in bases),
+                    "archived_offset": log.state.next_offset,
+                    "archive_lag": s.next_offset - log.state.next_offset,
+                    "unsynced_bytes": s.archived - s.synced,
+                    "last_fsync_ns": log.last_sync_ns,
+                    "archive_error": log.error,
+                })
+            partitions.append(row)
         return {"topic": topic.info._asdict(), "created_ns": topic.created_ns,
                 "max_record_bytes": max_frame_bytes(topic.info.ring_bytes) - 48,
                 "partitions": partitions}
@@ -166,20 +207,73 @@ class TopicRegistry:
     # ---- rings ----
 
     def _open(self, info, created_ns, adopt, crashed):
-        rings, slots = [], []
+        rings, slots, logs = [], [], []
         try:
             for p in range(info.partitions):
-                ring = self._adopt(info, p) if adopt else None
-                if ring is None:
-                    ring = self._create_ring(info, p)
+                ring, log = self._open_partition(info, p, adopt)
                 rings.append(ring)
+                logs.append(log)
                 slots.append(ring.acquire_slot())
         except BaseException:
             for ring in rings:
                 ring.close()
                 Ring.unlink(ring.name)
+            for log in logs:
+                if log is not None:
+                    log.close()
             raise
-        return Topic(info, created_ns, rings, slots)
+        return Topic(info, created_ns, rings, slots, logs)
+
+    def _open_partition(self, info, p, adopt):
+        """One partition's ring and log. A durable ring is the tail of its log: the
+        archiver resumes at the first offset the disk does not have."""
+        log = SegmentWriter(self.partition_dir(info.name, p), info.segment_bytes) if info.durable else None
+        disk_next = log.recover(self.log) if log is not None else None
+        ring = self._adopt(info, p) if adopt else None
+        position = None
+        if ring is not None and log is not None:
+            position = self._archive_position(info, p, ring, disk_next)
+            if position is None:
+                ring.close()
+                Ring.unlink(ring.name)
+                ring = None
+        if ring is None:
+            if log is not None:
+                base = disk_next or 0
+            else:
+                state = read_json(os.path.join(self.partition_dir(info.name, p), "state.json"), {})
+                base = int(state.get("next_offset", 0))
+            ring = self._create_ring(info, p, base)
+            position = 0
+        if log is not None:
+            if log.fd is None:
+                log.start(ring.stats().head_offset)
+            log.state.position = position
+            log.sync()
+            ring.set_archived(position, position)
+        return ring, log
+
+    def _archive_position(self, info, p, ring, disk_next):
+        """Where in an adopted ring the disk ends; None if the ring must be replaced."""
+        stats = ring.stats()
+        if disk_next is None:
+            return stats.head  # nothing on disk: archive all the ring holds
+        if disk_next > stats.next_offset:
+            self.log(f"{info.name}/{p}: ring ends at offset {stats.next_offset} but the disk at "
+                     f"{disk_next}: replacing the ring")
+            return None
+        cursor = ffi.new("sb_cursor *")
+        for _ in range(1000):
+            rc = lib.sb_seek(ring.ptr, cursor, disk_next)
+            if rc != lib.SB_EMPTY:
+                break
+            ring.reap_dead()
+            time.sleep(0.001)
+        if rc == lib.SB_OK:
+            return cursor.position
+        self.log(f"{info.name}/{p}: records {disk_next}..{stats.head_offset - 1} are neither on disk "
+                 f"nor in the ring: they were lost")
+        return stats.head
 
     def _adopt(self, info, partition):
         name = self.ring_name(info.name, partition)
@@ -200,9 +294,7 @@ class TopicRegistry:
                  + (f", freed {reaped} dead producer slot(s)" if reaped else ""))
         return ring
 
-    def _create_ring(self, info, partition):
-        state = read_json(os.path.join(self.partition_dir(info.name, partition), "state.json"), {})
-        base_offset = int(state.get("next_offset", 0))
+    def _create_ring(self, info, partition, base_offset):
         name = self.ring_name(info.name, partition)
         Ring.unlink(name)
         try:
@@ -212,7 +304,16 @@ class TopicRegistry:
         except OSError as e:
             raise ShmbusError(f"cannot create ring {name}: {e}") from None
 
+    def enforce_retention(self, topic):
+        info = topic.info
+        if not info.durable or (info.retention_bytes is None and info.retention_ms is None):
+            return
+        for log in topic.logs:
+            log.enforce_retention(info.retention_bytes, info.retention_ms, time.time_ns(), self.log)
+
     def _save_offsets(self, topic):
+        if topic.info.durable:
+            return  # the segment files say where a durable partition ends
         for p, ring in enumerate(topic.rings):
             path = self.partition_dir(topic.info.name, p)
             if os.path.isdir(path):
@@ -223,8 +324,18 @@ class TopicRegistry:
             self._save_offsets(topic)
 
     def _drop_rings(self, topic):
+        for log in topic.logs:
+            if log is not None:
+                log.close()
         for p, ring in enumerate(topic.rings):
             ring.mark_deleted()
             ring.release_slot(topic.reaper_slots[p])
             ring.close()
             Ring.unlink(ring.name)
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0

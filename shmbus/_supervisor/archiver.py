@@ -1,0 +1,116 @@
+"""The archiver: copies committed frames from every durable ring into its
+partition's segment files, fsyncs by policy (and at once when a producer's
+flush() asks), and moves the ring's archived position, which is what lets
+producers reuse ring space. One thread for all partitions: it sleeps on the
+rings' futex words, like a consumer, so an idle bus costs nothing."""
+import os
+import threading
+import time
+
+from .._native._core import ffi, lib
+
+FSYNC_INTERVAL = 0.1        # seconds: what a host crash can lose at most
+FSYNC_BYTES = 64 << 20      # fsync at least this often under heavy load
+RETENTION_INTERVAL = 5.0    # seconds between retention sweeps
+ERROR_RETRY = 1.0           # seconds between retries after a write error
+
+
+class Archiver:
+    def __init__(self, supervisor, fsync_interval=FSYNC_INTERVAL):
+        self.supervisor = supervisor
+        self.fsync_interval = fsync_interval
+        self.thread = threading.Thread(target=self._run, name="archiver", daemon=True)
+        self._last_retention = 0.0
+
+    def start(self):
+        self.thread.start()
+
+    def join(self, timeout=None):
+        self.thread.join(timeout)
+
+    def _partitions(self):
+        registry = self.supervisor.registry
+        return [(topic, p) for topic in registry.topics.values() if topic.info.durable
+                for p in range(topic.info.partitions)]
+
+    def _run(self):
+        sup = self.supervisor
+        while not sup.stopping.is_set():
+            busy = False
+            try:
+                with sup.lock:
+                    parts = self._partitions()
+                    for topic, p in parts:
+                        busy |= self.step(topic, p)
+                    if time.monotonic() - self._last_retention > RETENTION_INTERVAL:
+                        self._last_retention = time.monotonic()
+                        for topic in sup.registry.topics.values():
+                            sup.registry.enforce_retention(topic)
+            except Exception as e:  # keep archiving the other partitions; report what broke
+                sup.log(f"archiver error: {e!r}")
+                time.sleep(ERROR_RETRY)
+            if busy:
+                # Let a little pile up: one wake-up per millisecond, not per record.
+                time.sleep(0.001)
+            else:
+                self._sleep(parts)
+
+    def step(self, topic, p, force_sync=False):
+        """Archive what ring p holds beyond the disk; fsync when due. True if it did work."""
+        ring, writer = topic.rings[p], topic.logs[p]
+        now = time.monotonic()
+        if writer.error is not None and now - writer.error_at < ERROR_RETRY:
+            return False
+        try:
+            written = writer.archive(ring)
+            while written and writer.unsynced < FSYNC_BYTES and ring.stats().published > writer.state.position:
+                more = writer.archive(ring)
+                if not more:
+                    break
+                written += more
+            synced = ring.stats().synced
+            due = (writer.unsynced and (force_sync or now - writer.last_sync >= self.fsync_interval
+                                        or writer.unsynced >= FSYNC_BYTES
+                                        or lib.sb_sync_requested(ring.ptr) > synced))
+            if due:
+                writer.sync()
+                synced = writer.state.position
+            elif not writer.unsynced:
+                synced = writer.state.position
+            ring.set_archived(writer.state.position, synced)
+            if writer.error is not None:
+                self.supervisor.log(f"{topic.info.name}/{p}: archiving again after: {writer.error}")
+                writer.error = None
+                lib.sb_ring_clear_flag(ring.ptr, lib.SB_RING_ARCHIVE_ERROR)
+            return bool(written) or bool(due)
+        except OSError as e:
+            if writer.error is None:
+                self.supervisor.log(f"{topic.info.name}/{p}: cannot archive: {e}; producers will block "
+                                    f"when the ring fills, and archiving resumes when it can")
+                ring.set_flag(lib.SB_RING_ARCHIVE_ERROR)
+            writer.error = str(e)
+            writer.error_at = now
+            return False
+
+    def _sleep(self, parts):
+        """Sleep until a ring has a new frame or a flush request, or the fsync interval passes."""
+        rings, cursors = [], []
+        for topic, p in parts:
+            cursor = ffi.new("sb_cursor *")
+            cursor.position = topic.logs[p].state.position
+            rings.append(topic.rings[p].ptr)
+            cursors.append(cursor)
+        timeout = self.fsync_interval if any(topic.logs[p].unsynced for topic, p in parts) else 0.5
+        if not rings or len(rings) > 128:
+            time.sleep(min(timeout, 0.01) if rings else 0.2)
+            return
+        ring_array = ffi.new("sb_ring *[]", rings)
+        cursor_array = ffi.new("sb_cursor *[]", cursors)
+        lib.sb_wait_data(ring_array, cursor_array, len(rings), int(timeout * 1e9), 0)
+
+    def drain(self):
+        """Archive and fsync everything the rings hold (a clean stop)."""
+        for topic, p in self._partitions():
+            for _ in range(10000):
+                if not self.step(topic, p, force_sync=True):
+                    break
