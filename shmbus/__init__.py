@@ -4,6 +4,7 @@ from ._consumer import Consumer
 from ._errors import (BufferFull, Closed, CommitFailed, InvalidName, MessageTooLarge,
                       OffsetOutOfRange, OutOfSpace, ShmbusError, SupervisorUnavailable, Timeout,
                       TopicExists, TopicNotFound)
+from ._log import CorruptSegment
 from ._producer import Producer
 from ._types import Message, RecordMetadata, TopicInfo, TopicPartition
 
@@ -14,4 +15,5 @@ __all__ = [
     "Message", "RecordMetadata", "TopicInfo", "TopicPartition",
     "ShmbusError", "TopicNotFound", "TopicExists", "InvalidName", "MessageTooLarge", "BufferFull",
     "Timeout", "SupervisorUnavailable", "OffsetOutOfRange", "Closed", "CommitFailed", "OutOfSpace",
+    "CorruptSegment",
 ]

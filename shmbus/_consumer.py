@@ -6,7 +6,8 @@ import time
 from ._bus import ensure_topic
 from ._codec import decode_headers
 from ._errors import Closed, OffsetOutOfRange, ShmbusError, TopicNotFound
-from ._log import INDEX_ENTRY, TIME_ENTRY, SegmentReader, list_segments, read_index, segment_path
+from ._group import GroupMember
+from ._log import TIME_ENTRY, SegmentReader, list_segments, read_index, segment_path
 from ._native._core import ffi, lib
 from ._types import Message, TopicPartition
 
@@ -53,16 +54,27 @@ class Consumer:
                          sleep (lowest latency; burns a core while waiting).
       spin_us            how long "spin" spins before sleeping (default 50 us).
       max_poll_records   most records one iteration step fetches (default 500).
+
+    With a group (see README, "Consumer groups"):
+      assignment_strategy   "range" (default) or "roundrobin"; every member must use the same.
+      sticky                move as few partitions as possible on a rebalance (default False).
+      max_poll_interval     seconds without a poll after which the member is removed from the
+                            group and its partitions reassigned (default 300, as Kafka).
+      enable_auto_commit    commit what was handed out every auto_commit_interval seconds
+                            (checked at each poll), before a revoke, and at close (default False).
+      auto_commit_interval  seconds (default 5.0, as Kafka).
+      on_assign, on_revoke  callbacks taking a set of TopicPartitions gained / about to be lost
+                            (as subscribe()'s).
     """
 
     def __init__(self, bus, topics, group=None, auto_offset_reset="latest", wait="spin",
-                 spin_us=50, max_poll_records=500):
+                 spin_us=50, max_poll_records=500, assignment_strategy="range", sticky=False,
+                 max_poll_interval=300.0, enable_auto_commit=False, auto_commit_interval=5.0,
+                 on_assign=None, on_revoke=None):
         if auto_offset_reset not in _RESETS:
             raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got {auto_offset_reset!r}")
         if wait not in ("spin", "busy"):
             raise ValueError(f"wait must be 'spin' or 'busy', got {wait!r}")
-        if group is not None:
-            raise ShmbusError("consumer groups are not available yet: use group=None")
         self._bus = bus
         self._group = group
         self._reset = auto_offset_reset
@@ -81,13 +93,24 @@ class Consumer:
         self._buffer_index = 0
         self._closed = False
         self._subscription = []
+        # Consumer groups: the membership (None without a group), and the hook every
+        # poll calls once this consumer has joined (one C load of the generation word).
+        self._member = None
+        self._on_poll = None
+        if group is not None:
+            self._member = GroupMember(bus, self, group, assignment_strategy, sticky, max_poll_interval,
+                                       enable_auto_commit, auto_commit_interval)
         if topics:
-            self.subscribe(topics)
+            self.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
 
     # ---- assignment ----
 
-    def subscribe(self, topics):
-        """Read every partition of these topics (replacing the current subscription)."""
+    def subscribe(self, topics, on_assign=None, on_revoke=None):
+        """Read these topics (replacing the current subscription). Without a group: every
+        partition. With a group: the partitions the group gives this member, each from its
+        committed offset; on_revoke(partitions) runs before partitions are taken away (commit
+        there), on_assign(partitions) after new ones are given."""
+        self._check_open()
         if isinstance(topics, str):
             topics = [topics]
         tps = []
@@ -97,10 +120,21 @@ class Consumer:
             info, _ = ensure_topic(self._bus, topic)
             tps.extend(TopicPartition(topic, p) for p in range(info.partitions))
         self._subscription = list(topics)
-        self.assign(tps)
+        if self._member is not None:
+            self._member.subscribe(topics, on_assign, on_revoke)
+            self._on_poll = self._member.on_poll
+            return
+        self._assign(tps)
+        if on_assign is not None:
+            on_assign(set(tps))
 
     def assign(self, partitions):
         """Read exactly these TopicPartitions, starting at auto_offset_reset."""
+        if self._member is not None:
+            raise ShmbusError("a group consumer reads the partitions its group gives it: use subscribe()")
+        self._assign(partitions)
+
+    def _assign(self, partitions):
         self._check_open()
         readers = []
         for tp in partitions:
@@ -122,6 +156,33 @@ class Consumer:
         self._buffer = [m for m in self._buffer[self._buffer_index:] if (m.topic, m.partition) in self._by_tp]
         self._buffer_index = 0
         self._rebuild_wait_arrays()
+
+    # ---- group membership (the policy is in _group.py) ----
+
+    def _take_partitions(self, starts):
+        """Also read these partitions, each from its offset (None: auto_offset_reset)."""
+        self._assign(list(self._by_tp) + [tp for tp in starts if tp not in self._by_tp])
+        for tp, offset in starts.items():
+            if offset is not None:
+                self._by_tp[tp].pending = offset
+
+    def _drop_partitions(self, tps):
+        for reader in self._readers:
+            if reader.tp in tps:
+                reader.leave_disk()
+        self._set_readers([r for r in self._readers if r.tp not in tps])
+
+    def _consumed_offsets(self):
+        """What commit() commits: per assigned partition, the offset after the last record
+        handed to the user (records buffered for iteration do not count). A partition whose
+        start is not resolved yet has nothing consumed, unless it is an explicit offset."""
+        offsets = {}
+        for reader in self._readers:
+            if reader.pending is None:
+                offsets[reader.tp] = self.position(reader.tp)
+            elif isinstance(reader.pending, int):
+                offsets[reader.tp] = reader.pending
+        return offsets
 
     def _rebuild_wait_arrays(self):
         self._wait_rings = ffi.new("sb_ring *[]", [r.ring.ptr for r in self._readers])
@@ -177,6 +238,36 @@ class Consumer:
         if reader.pending is not None:
             self._apply_seek(reader)
         return reader.cursor.next_offset
+
+    def offsets_for_times(self, timestamps):
+        """Kafka's offsetsForTimes: {TopicPartition: timestamp_ns} -> {TopicPartition: the
+        earliest offset whose record has a timestamp >= it, or None if there is none}.
+        Durable topics start from the segments' time indexes, then scan a few records."""
+        result = {}
+        for tp, timestamp in timestamps.items():
+            tp = TopicPartition(*tp)
+            info, rings = ensure_topic(self._bus, tp.topic)
+            if not 0 <= tp.partition < info.partitions:
+                raise TopicNotFound(f"topic {tp.topic!r} has no partition {tp.partition}")
+            log_dir = os.path.join(self._bus.paths.topics_dir, tp.topic, str(tp.partition))
+            start = _time_index_start(log_dir, timestamp) if info.durable else None
+            probe = _Reader(tp, rings[tp.partition], "earliest" if start is None else start, log_dir)
+            result[tp] = self._scan_for_time(probe, timestamp)
+            probe.leave_disk()
+        return result
+
+    def _scan_for_time(self, probe, timestamp):
+        while probe.pending is not None:
+            if not self._apply_seek(probe):
+                time.sleep(0.001)
+        while True:
+            messages = []
+            self._read(probe, _READ_CHUNK, messages)
+            if not messages:
+                return None
+            for message in messages:
+                if message.timestamp_ns >= timestamp:
+                    return message.offset
 
     def missed(self, tp=None):
         """Records a memory-only topic overwrote before this consumer read them
@@ -252,18 +343,16 @@ class Consumer:
 
     def _next_batch(self, max_records, timeout, buffered=True):
         self._check_open()
+        if self._on_poll is not None:
+            self._on_poll()
         if buffered and self._buffer_index < len(self._buffer):
             end = self._buffer_index + max_records
             batch = self._buffer[self._buffer_index:end]
             self._buffer_index = min(end, len(self._buffer))
             return batch
-        if not self._readers:
-            if timeout is not None:
-                time.sleep(timeout)
-            return []
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            batch = self._fetch(max_records)
+            batch = self._fetch(max_records) if self._readers else []
             if batch:
                 return batch
             if deadline is None:
@@ -273,8 +362,13 @@ class Consumer:
                 if remaining <= 0:
                     return []
                 slice_ns = int(min(remaining, _WAIT_SLICE) * 1e9)
-            spin = slice_ns if self._busy else self._spin_ns
-            lib.sb_wait_data(self._wait_rings, self._wait_cursors, len(self._readers), slice_ns, spin)
+            if not self._readers:  # a group member may have none until a rebalance
+                time.sleep(slice_ns / 1e9)
+            else:
+                spin = slice_ns if self._busy else self._spin_ns
+                lib.sb_wait_data(self._wait_rings, self._wait_cursors, len(self._readers), slice_ns, spin)
+            if self._on_poll is not None:
+                self._on_poll()
 
     def _fetch(self, max_records):
         """One pass over the assigned partitions, starting after the last one read."""
@@ -378,10 +472,20 @@ class Consumer:
     # ---- commits (consumer groups) ----
 
     def commit(self, offsets=None):
-        raise ShmbusError("commit needs a consumer group: create the consumer with group=...")
+        """Commit, durably: with no argument, for every assigned partition the offset after the
+        last record handed out; or {TopicPartition: offset}. CommitFailed if this member no
+        longer owns a partition (a rebalance moved it: its records will be read again)."""
+        self._check_open()
+        if self._member is None:
+            raise ShmbusError("commit needs a consumer group: create the consumer with group=...")
+        self._member.commit(offsets)
 
     def committed(self, tp):
-        raise ShmbusError("committed offsets need a consumer group: create the consumer with group=...")
+        """The group's committed offset of tp, or None."""
+        self._check_open()
+        if self._member is None:
+            raise ShmbusError("committed offsets need a consumer group: create the consumer with group=...")
+        return self._member.committed(tp)
 
     # ---- lifetime ----
 
@@ -390,6 +494,9 @@ class Consumer:
             raise Closed("this consumer is closed")
 
     def close(self):
+        if self._member is not None and not self._closed:
+            self._member.close()
+        self._on_poll = None
         self._closed = True
         self._readers = []
         self._by_tp = {}
@@ -399,3 +506,17 @@ class Consumer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _time_index_start(log_dir, timestamp):
+    """The offset to scan from for the first record at or after timestamp: the last time
+    index entry before one whose max-timestamp-so-far reaches it (None: no segments)."""
+    start = None
+    for base in list_segments(log_dir):
+        if start is None:
+            start = base
+        for max_before, offset in read_index(segment_path(log_dir, base, ".timeindex"), TIME_ENTRY):
+            if max_before >= timestamp:
+                return start
+            start = offset
+    return start

@@ -1,6 +1,7 @@
 """The supervisor process: the flock that makes it unique, the control socket,
 the liveness loop, and a clean stop that leaves nothing in /dev/shm."""
 import fcntl
+import itertools
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 from .._errors import ShmbusError
 from .._protocol import MAX_LINE, encode, error_reply
 from .archiver import Archiver
+from .groups import GroupCoordinator
 from .topics import TopicRegistry
 
 REAPER_INTERVAL = 0.25      # a dead producer's claim is finished within about this
@@ -31,6 +33,10 @@ class Supervisor:
         self.stopping = threading.Event()
         self.registry = TopicRegistry(paths, self.log)
         self.archiver = Archiver(self)
+        # Consumer groups: each control connection gets an id, so its members
+        # leave when it closes (the kernel closes it when their process dies).
+        self.groups = GroupCoordinator(paths, self.registry, self.lock, self.log)
+        self._connection_ids = itertools.count(1)
         self._lock_fd = None
         self._server = None
         self.started_ns = time.time_ns()
@@ -67,6 +73,7 @@ class Supervisor:
                      else "after a crash" if crashed else "after a clean stop")
             self.log(f"starting ({state}), data dir {self.paths.data_dir}")
             self.registry.load(crashed)
+            self.groups.open()
             self._start_server()
             threading.Thread(target=self._liveness_loop, name="liveness", daemon=True).start()
             self.archiver.start()
@@ -85,7 +92,11 @@ class Supervisor:
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self):
-                supervisor._serve_connection(self.rfile, self.wfile)
+                connection = next(supervisor._connection_ids)
+                try:
+                    supervisor._serve_connection(self.rfile, self.wfile, connection)
+                finally:
+                    supervisor.groups.connection_closed(connection)
 
         class Server(socketserver.ThreadingUnixStreamServer):
             daemon_threads = True
@@ -120,6 +131,7 @@ class Supervisor:
             self.registry.quiesce()
             self.archiver.drain()
             self.registry.close()
+            self.groups.close()
         with open(self.paths.clean_marker, "w") as f:
             f.write(f"{time.time_ns()}\n")
         self.log("stopped cleanly")
@@ -148,10 +160,14 @@ class Supervisor:
                         last_save = time.monotonic()
             except Exception as e:  # keep watching; report what broke
                 self.log(f"liveness loop error: {e!r}")
+            try:
+                self.groups.check_liveness()  # group members that died or stopped polling
+            except Exception as e:
+                self.log(f"group liveness error: {e!r}")
 
     # ---- the control protocol ----
 
-    def _serve_connection(self, rfile, wfile):
+    def _serve_connection(self, rfile, wfile, connection=None):
         while not self.stopping.is_set():
             line = rfile.readline(MAX_LINE)
             if not line:
@@ -159,7 +175,7 @@ class Supervisor:
             try:
                 request = json.loads(line)
                 op = request.pop("op")
-                handler = getattr(self, f"op_{op}", None)
+                handler = getattr(self, f"op_{op}", None) or self.groups.handler(op, connection)
                 if handler is None:
                     raise ShmbusError(f"unknown operation {op!r}")
                 reply = {"ok": True, "result": handler(**request)}

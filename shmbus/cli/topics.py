@@ -1,6 +1,7 @@
 """shmbus topics create | list | describe | delete"""
 import json
 import re
+import time
 
 import click
 from rich.console import Console
@@ -18,6 +19,12 @@ def parse_size(text):
     if not match:
         raise CliError(f"not a size: {text!r} (examples: 65536, 512KiB, 64MiB)")
     return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def wide_console():
+    """A terminal's own width; when piped, wide enough that tables never wrap."""
+    console = Console()
+    return console if console.is_terminal else Console(width=250)
 
 
 def human(n):
@@ -40,12 +47,15 @@ def topics():
 @click.option("--memory-only", is_flag=True, help="Keep records in memory only; the oldest are overwritten.")
 @click.option("--retention-bytes", type=int, default=None)
 @click.option("--retention-ms", type=int, default=None)
-def create(bus, data_dir, name, partitions, ring_size, memory_only, retention_bytes, retention_ms):
+@click.option("--segment-size", default=None, help="Durable topics: segment file size (default 128MiB).")
+def create(bus, data_dir, name, partitions, ring_size, memory_only, retention_bytes, retention_ms,
+           segment_size):
     """Create topic NAME."""
     with open_bus(bus, data_dir) as b:
         info = b.create_topic(name, partitions=partitions, ring_bytes=parse_size(ring_size),
                               durable=not memory_only, retention_bytes=retention_bytes,
-                              retention_ms=retention_ms)
+                              retention_ms=retention_ms,
+                              segment_bytes=parse_size(segment_size) if segment_size else None)
     click.echo(f"created topic {info.name!r} with {info.partitions} partition(s)")
 
 
@@ -62,7 +72,7 @@ def list_(bus, data_dir, as_json):
     table = Table("TOPIC", "PARTITIONS", "RING", "DURABLE", box=None)
     for name, info in sorted(infos.items()):
         table.add_row(name, str(info.partitions), human(info.ring_bytes), "yes" if info.durable else "memory-only")
-    Console().print(table)
+    wide_console().print(table)
 
 
 @topics.command()
@@ -77,14 +87,23 @@ def describe(bus, data_dir, name, as_json):
         click.echo(json.dumps(d, indent=1))
         return
     t = d["topic"]
-    console = Console()
+    console = wide_console()
     console.print(f"Topic: {t['name']}  partitions: {t['partitions']}  ring: {human(t['ring_bytes'])}  "
                   f"{'durable' if t['durable'] else 'memory-only'}  max record: {human(d['max_record_bytes'])}")
-    table = Table("PARTITION", "EARLIEST", "END-OFFSET", "RING-USED", "PRODUCERS", "WAITING-CONSUMERS", box=None)
+    columns = ["PARTITION", "EARLIEST", "END-OFFSET", "RING-USED", "PRODUCERS"]
+    if t["durable"]:
+        columns += ["SEGMENTS", "DISK", "ARCHIVE-LAG", "UNSYNCED", "LAST-FSYNC", "ERROR"]
+    table = Table(*columns, box=None)
+    now = time.time_ns()
     for p in d["partitions"]:
-        table.add_row(str(p["partition"]), str(p["earliest_offset"]), str(p["end_offset"]),
-                      f"{100 * p['ring_used_bytes'] / p['ring_bytes']:.0f}%", str(p["producers"]),
-                      str(p["waiting_consumers"]))
+        row = [str(p["partition"]), str(p["earliest_offset"]), str(p["end_offset"]),
+               f"{100 * p['ring_used_bytes'] / p['ring_bytes']:.0f}%", str(p["producers"])]
+        if t["durable"]:
+            last = p["last_fsync_ns"]
+            row += [str(p["segments"]), human(p["disk_bytes"]), f"{p['archive_lag']} records",
+                    human(p["unsynced_bytes"]), f"{(now - last) / 1e9:.1f}s ago" if last else "never",
+                    p["archive_error"] or "-"]
+        table.add_row(*row)
     console.print(table)
 
 
