@@ -13,6 +13,8 @@ FSYNC_INTERVAL = 0.1        # seconds: what a host crash can lose at most
 FSYNC_BYTES = 64 << 20      # fsync at least this often under heavy load
 RETENTION_INTERVAL = 5.0    # seconds between retention sweeps
 ERROR_RETRY = 1.0           # seconds between retries after a write error
+STEP_BYTES = 64 << 20       # most one partition archives before the next gets a turn
+BATCH_BYTES = 256 << 10     # below this per round, the archiver naps 1 ms to batch
 
 
 class Archiver:
@@ -36,12 +38,12 @@ class Archiver:
     def _run(self):
         sup = self.supervisor
         while not sup.stopping.is_set():
-            busy = False
+            written = 0
             try:
                 with sup.lock:
                     parts = self._partitions()
                     for topic, p in parts:
-                        busy |= self.step(topic, p)
+                        written += self.step(topic, p)
                     if time.monotonic() - self._last_retention > RETENTION_INTERVAL:
                         self._last_retention = time.monotonic()
                         for topic in sup.registry.topics.values():
@@ -49,40 +51,43 @@ class Archiver:
             except Exception as e:  # keep archiving the other partitions; report what broke
                 sup.log(f"archiver error: {e!r}")
                 time.sleep(ERROR_RETRY)
-            if busy:
-                # Let a little pile up: one wake-up per millisecond, not per record.
+            if written >= BATCH_BYTES:
+                continue  # a backlog: keep going
+            if written:
+                # A trickle: let a little pile up, one wake-up per millisecond rather
+                # than a futex wake per record for the producers.
                 time.sleep(0.001)
             else:
                 self._sleep(parts)
 
     def step(self, topic, p, force_sync=False):
-        """Archive what ring p holds beyond the disk; fsync when due. True if it did work."""
+        """Archive what ring p holds beyond the disk; fsync when due. Returns bytes written."""
         ring, writer = topic.rings[p], topic.logs[p]
         now = time.monotonic()
         if writer.error is not None and now - writer.error_at < ERROR_RETRY:
-            return False
+            return 0
         try:
-            written = writer.archive(ring)
-            while written and writer.unsynced < FSYNC_BYTES and ring.stats().published > writer.state.position:
+            written = 0
+            synced = ring.stats().synced
+            while written < STEP_BYTES:
                 more = writer.archive(ring)
                 if not more:
                     break
                 written += more
-            synced = ring.stats().synced
+                # Hand the space back at once: a producer may be waiting for it.
+                ring.set_archived(writer.state.position, synced)
             due = (writer.unsynced and (force_sync or now - writer.last_sync >= self.fsync_interval
                                         or writer.unsynced >= FSYNC_BYTES
                                         or lib.sb_sync_requested(ring.ptr) > synced))
             if due:
                 writer.sync()
-                synced = writer.state.position
-            elif not writer.unsynced:
-                synced = writer.state.position
-            ring.set_archived(writer.state.position, synced)
+            if due or not writer.unsynced:
+                ring.set_archived(writer.state.position, writer.state.position)
             if writer.error is not None:
                 self.supervisor.log(f"{topic.info.name}/{p}: archiving again after: {writer.error}")
                 writer.error = None
                 lib.sb_ring_clear_flag(ring.ptr, lib.SB_RING_ARCHIVE_ERROR)
-            return bool(written) or bool(due)
+            return written
         except OSError as e:
             if writer.error is None:
                 self.supervisor.log(f"{topic.info.name}/{p}: cannot archive: {e}; producers will block "
@@ -90,7 +95,7 @@ class Archiver:
                 ring.set_flag(lib.SB_RING_ARCHIVE_ERROR)
             writer.error = str(e)
             writer.error_at = now
-            return False
+            return 0
 
     def _sleep(self, parts):
         """Sleep until a ring has a new frame or a flush request, or the fsync interval passes."""
@@ -111,6 +116,5 @@ class Archiver:
     def drain(self):
         """Archive and fsync everything the rings hold (a clean stop)."""
         for topic, p in self._partitions():
-            for _ in range(10000):
-                if not self.step(topic, p, force_sync=True):
-                    break
+            while self.step(topic, p, force_sync=True):
+                pass
