@@ -28,6 +28,8 @@ def is_alive(pid, expected_start_ms):
     """True if pid runs and is the same process (create times within 20 ms; 0 = not yet known)."""
     if pid <= 0:
         return False
+    if pid == os.getpid():
+        return True
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:

@@ -36,6 +36,7 @@ class Topic:
         self.rings = rings
         self.reaper_slots = reaper_slots
         self.logs = logs
+        self.saved_offsets = [None] * len(rings)
 
     def ring_names(self):
         return [ring.name for ring in self.rings]
@@ -86,7 +87,8 @@ class TopicRegistry:
         except OSError:
             return
         for entry in entries:
-            if entry.startswith(prefix) and entry not in wanted:
+            # '@' never occurs in a ring's name: those are control objects (the groups' page).
+            if entry.startswith(prefix) and entry not in wanted and "@" not in entry[len(prefix):]:
                 Ring.unlink("/" + entry)
                 self.log(f"removed stray ring /dev/shm/{entry}")
 
@@ -312,12 +314,17 @@ class TopicRegistry:
             log.enforce_retention(info.retention_bytes, info.retention_ms, time.time_ns(), self.log)
 
     def _save_offsets(self, topic):
+        """Memory-only partitions: record the next offset, so a ring lost with the host
+        restarts after it rather than at 0. Written only when it moved (an idle bus
+        does no I/O)."""
         if topic.info.durable:
             return  # the segment files say where a durable partition ends
         for p, ring in enumerate(topic.rings):
+            next_offset = ring.stats().next_offset
             path = self.partition_dir(topic.info.name, p)
-            if os.path.isdir(path):
-                write_json_atomic(os.path.join(path, "state.json"), {"next_offset": ring.stats().next_offset})
+            if topic.saved_offsets[p] != next_offset and os.path.isdir(path):
+                write_json_atomic(os.path.join(path, "state.json"), {"next_offset": next_offset})
+                topic.saved_offsets[p] = next_offset
 
     def save_offsets(self):
         for topic in self.topics.values():
