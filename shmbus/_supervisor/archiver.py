@@ -41,6 +41,7 @@ class Archiver:
             written = 0
             try:
                 with sup.lock:
+                    sup.registry.close_retired()  # safe: we are not waiting on them now
                     parts = self._partitions()
                     for topic, p in parts:
                         written += self.step(topic, p)
@@ -58,7 +59,9 @@ class Archiver:
                 # than a futex wake per record for the producers.
                 time.sleep(0.001)
             else:
-                self._sleep(parts)
+                with sup.lock:
+                    waits = self._wait_arrays(self._partitions())
+                self._sleep(*waits)
 
     def step(self, topic, p, force_sync=False):
         """Archive what ring p holds beyond the disk; fsync when due. Returns bytes written."""
@@ -97,15 +100,21 @@ class Archiver:
             writer.error_at = now
             return 0
 
-    def _sleep(self, parts):
-        """Sleep until a ring has a new frame or a flush request, or the fsync interval passes."""
+    def _wait_arrays(self, parts):
+        """Rings and cursors (at the archived position) to sleep on, built under the lock;
+        the rings stay mapped until this thread closes them (close_retired)."""
         rings, cursors = [], []
         for topic, p in parts:
             cursor = ffi.new("sb_cursor *")
             cursor.position = topic.logs[p].state.position
             rings.append(topic.rings[p].ptr)
             cursors.append(cursor)
-        timeout = self.fsync_interval if any(topic.logs[p].unsynced for topic, p in parts) else 0.5
+        unsynced = any(topic.logs[p].unsynced for topic, p in parts)
+        return rings, cursors, self.fsync_interval if unsynced else 0.5
+
+    def _sleep(self, rings, cursors, timeout):
+        """Sleep until a ring has a new frame, a flush request or a deletion, or the
+        fsync interval passes."""
         if not rings or len(rings) > 128:
             time.sleep(min(timeout, 0.01) if rings else 0.2)
             return

@@ -50,6 +50,7 @@ class TopicRegistry:
         self.paths = paths
         self.log = log
         self.topics = {}
+        self.retired = []  # rings of deleted topics, still mapped (see _drop_rings)
 
     # ---- paths ----
 
@@ -112,6 +113,7 @@ class TopicRegistry:
             self._save_offsets(topic)
             self._drop_rings(topic)
         self.topics.clear()
+        self.close_retired()
 
     # ---- operations ----
 
@@ -331,14 +333,22 @@ class TopicRegistry:
             self._save_offsets(topic)
 
     def _drop_rings(self, topic):
+        """Remove a topic's rings. Their mappings are only retired here: the archiver
+        may be asleep on their futex words outside the lock, so it unmaps them itself
+        (close_retired) once the deletion flag has woken it."""
         for log in topic.logs:
             if log is not None:
                 log.close()
         for p, ring in enumerate(topic.rings):
             ring.mark_deleted()
             ring.release_slot(topic.reaper_slots[p])
-            ring.close()
             Ring.unlink(ring.name)
+            self.retired.append(ring)
+
+    def close_retired(self):
+        for ring in self.retired:
+            ring.close()
+        self.retired.clear()
 
 
 def _size(path):
