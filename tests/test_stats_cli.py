@@ -1,0 +1,24 @@
+"""shmbus stats: the table, --json and --prometheus agree with the ring headers."""
+import json
+
+import buskit
+
+
+def test_stats_json_and_prometheus(bus, bus_paths):
+    bus.create_topic("st", partitions=2, ring_bytes=64 << 10)
+    with bus.producer() as p:
+        for i in range(300):
+            p.send("st", b"%d" % i, partition=i % 2)
+        p.flush()
+    done = buskit.run_cli(bus_paths, "stats", "--json", "--interval", "0.2")
+    assert done.returncode == 0, done.stderr
+    parts = json.loads(done.stdout)["topics"]["st"]["partitions"]
+    assert [p["end_offset"] for p in parts] == [150, 150]
+    assert all(p["rate"] == 0 for p in parts)
+    done = buskit.run_cli(bus_paths, "stats", "--prometheus")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.decode()
+    assert 'shmbus_partition_end_offset{topic="st",partition="1"} 150' in text
+    assert "# TYPE shmbus_archive_lag_records gauge" in text
+    done = buskit.run_cli(bus_paths, "stats")
+    assert done.returncode == 0 and b"END-OFFSET" in done.stdout
