@@ -424,7 +424,15 @@ class Consumer:
     def _read_disk(self, reader, max_records, messages):
         """Records from the segment files; at their end, rejoin the ring (Aeron's
         replay-merge). Returns how many were read, or None when there is nothing now."""
-        n, data = reader.log.read(max_records, self._desc)
+        try:
+            n, data = reader.log.read(max_records, self._desc)
+        except OffsetOutOfRange:
+            # Retention deleted the segment under us: start over where the policy says.
+            if self._reset == "none":
+                raise
+            reader.leave_disk()
+            reader.pending = self._reset
+            return None
         if n:
             self._decode(reader.tp, n, messages, data)
             reader.cursor.next_offset = messages[-1].offset + 1
