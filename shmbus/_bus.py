@@ -7,6 +7,7 @@ import time
 
 from ._config import BusPaths
 from ._errors import Closed, SupervisorUnavailable, TopicNotFound
+from ._names import validate_name
 from ._protocol import ControlClient
 from ._ring import Ring
 from ._types import TopicInfo
@@ -159,6 +160,7 @@ class Bus:
         durable=True archives to segment files of segment_bytes (default 128 MiB) in the
         data dir, deleted by retention_bytes/retention_ms; durable=False keeps records in
         the ring only, overwriting the oldest."""
+        validate_name(name, "topic")
         reply = self.call("create_topic", name=name, partitions=partitions, ring_bytes=ring_bytes,
                           durable=durable, retention_bytes=retention_bytes, retention_ms=retention_ms,
                           segment_bytes=segment_bytes)
@@ -170,13 +172,17 @@ class Bus:
 
     def topic(self, name):
         """One topic's TopicInfo; TopicNotFound if absent."""
+        validate_name(name, "topic")
         return TopicInfo(**self.call("topic", name=name)["info"])
 
     def describe_topic(self, name):
         """Per partition: earliest and end offset, ring use, producers (a dict, as the CLI shows it)."""
+        validate_name(name, "topic")
         return self.call("describe_topic", name=name)
 
     def delete_topic(self, name):
+        """Delete a topic: its rings and its segment files. TopicNotFound if absent."""
+        validate_name(name, "topic")
         self.call("delete_topic", name=name)
 
     def stop_supervisor(self):

@@ -20,7 +20,9 @@ class BusPaths:
 
     @classmethod
     def resolve(cls, bus=None, data_dir=None):
-        bus = validate_name(bus or os.environ.get("SHMBUS_BUS") or DEFAULT_BUS, "bus")
+        if bus is None:
+            bus = os.environ.get("SHMBUS_BUS") or DEFAULT_BUS
+        bus = validate_name(bus, "bus")
         data_dir = data_dir or os.environ.get("SHMBUS_DATA_DIR")
         if not data_dir:
             base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")

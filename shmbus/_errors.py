@@ -45,12 +45,23 @@ class CommitFailed(ShmbusError):
     """The commit carried a stale group generation: the partitions moved to another member."""
 
 
+class InvalidArgument(ShmbusError, ValueError):
+    """An argument with a value shmbus cannot use (a ring too small, 0 partitions...)."""
+
+
+class InvalidArgumentType(ShmbusError, TypeError):
+    """An argument of the wrong type."""
+
+
 class OutOfSpace(ShmbusError, OSError):
     """Shared memory (/dev/shm) or the disk has no room for what was asked."""
 
 
+# What the supervisor's replies name, back to the class the client raises: ours,
+# and the builtins its argument checks raise.
 ERRORS_BY_NAME = {
     cls.__name__: cls
     for cls in (ShmbusError, TopicNotFound, TopicExists, InvalidName, MessageTooLarge, BufferFull,
-                Timeout, SupervisorUnavailable, OffsetOutOfRange, Closed, CommitFailed, OutOfSpace)
+                Timeout, SupervisorUnavailable, OffsetOutOfRange, Closed, CommitFailed, OutOfSpace,
+                InvalidArgument, InvalidArgumentType, ValueError, TypeError)
 }

@@ -33,15 +33,18 @@ def user_tag():
 def bus_prefix(bus, data_dir):
     """The start of every /dev/shm name of one bus: user, bus name and a short hash of
     the data dir, so two buses or two users never collide. ':' cannot appear in a
-    name, so the parts never run into each other."""
+    name, so the parts never run into each other. A long bus name is shortened with
+    a hash of it, so that every ring name fits NAME_MAX and still starts with this."""
     dir_hash = hashlib.sha1(os.fsencode(os.path.abspath(data_dir))).hexdigest()[:8]
+    if len(bus) > 80:
+        bus = f"{bus[:60]}~{hashlib.sha1(bus.encode()).hexdigest()[:12]}"
     return f"{SHM_PREFIX}:{user_tag()}:{bus}:{dir_hash}:"
 
 
 def ring_name(prefix, topic, partition):
-    """The /dev/shm name of one partition's ring (at most NAME_MAX)."""
+    """The /dev/shm name of one partition's ring: the bus prefix, the topic (or a hash
+    of it, when the whole would pass NAME_MAX) and the partition."""
     name = f"{prefix}{topic}:{partition}"
     if len(name) > 250:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:16]
-        name = f"{prefix[:200]}{digest}:{partition}"
+        name = f"{prefix}{topic[:40]}~{hashlib.sha1(topic.encode()).hexdigest()[:16]}:{partition}"
     return "/" + name

@@ -23,13 +23,25 @@ _WAIT_SLICE_NS = 50_000_000
 _REAP_AFTER = 0.2
 
 
+def _not_bytes_like(obj, what):
+    return TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview) or None, "
+                     f"not {type(obj).__name__}")
+
+
 def as_buffer(obj, what):
-    """bytes pass as they are; other bytes-like objects go through the buffer protocol."""
+    """A bytes-like object as a C buffer, without copying it."""
     try:
         return ffi.from_buffer(obj)
     except TypeError:
-        raise TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview) or None, "
-                        f"not {type(obj).__name__}") from None
+        raise _not_bytes_like(obj, what) from None
+
+
+def as_bytes(obj, what):
+    """A bytes-like object as bytes (a copy: for keys, which are small)."""
+    try:
+        return bytes(memoryview(obj))
+    except TypeError:
+        raise _not_bytes_like(obj, what) from None
 
 
 def murmur2_partition(key, num_partitions):
@@ -172,7 +184,7 @@ class Producer:
             key, key_len = _NULL, -1
         else:
             if type(key) is not bytes:
-                key = as_buffer(key, "key")
+                key = as_bytes(key, "key")  # the partitioner hashes bytes
             key_len = len(key)
             partition = self._pick(route, key, partition, 0)
         blob = encode_headers(headers) if headers else _EMPTY
@@ -251,11 +263,12 @@ class Producer:
         except TypeError:
             bad = next(v for v in values if not isinstance(v, (bytes, bytearray, memoryview)))
             raise TypeError(f"send_many values must be bytes-like, not {type(bad).__name__}") from None
-        value_lens = [len(v) for v in values]
+        # Byte lengths: len() of a memoryview or array counts items, not bytes.
+        value_lens = [len(v) if type(v) is bytes else memoryview(v).nbytes for v in values]
         lens = ffi.new("int64_t[]", value_lens)
         data = ffi.from_buffer(blob)
         if key is not None and type(key) is not bytes:
-            key = bytes(as_buffer(key, "key"))
+            key = as_bytes(key, "key")
         partition = self._pick(route, key, partition, len(blob))
         key, key_len = (_NULL, -1) if key is None else (key, len(key))
         header_blob = encode_headers(headers) if headers else _EMPTY

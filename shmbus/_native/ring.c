@@ -470,9 +470,16 @@ static int claim(sb_ring *r, int slot, uint64_t bytes, uint32_t count, struct cl
     else
         c->gap = 0;
     c->offset = LOAD(&h->next_offset);
-    int rc = make_room(r, c->end);
+    /* The word after the claim is where the next frame's word0 will go. Until
+     * then it holds whatever an older lap left there, maybe the middle of a
+     * record: zero it (Aeron cleans ahead too), so a reader waiting there sees
+     * "not yet" and never a stale length. The 8 bytes need room of their own. */
+    int wraps_exactly = c->end % r->data_bytes == 0;
+    int rc = make_room(r, c->end + (wraps_exactly ? 0 : 8));
     if (rc < 0)
         return rc;
+    if (!wraps_exactly)
+        STORE(&frame_at(r, c->end)->word0, 0);
     struct slot *s = &r->slots[slot];
     s->claim_pos = c->pos;
     s->claim_frame_pos = c->frame_pos;
@@ -898,6 +905,8 @@ int sb_seek(sb_ring *r, sb_cursor *cur, uint64_t offset)
  * record and count what was lost; a durable ring's reader goes to disk. */
 static int64_t lapped(sb_ring *r, sb_cursor *cur, uint64_t resume_offset)
 {
+    if (still_in_ring(r, cur->position))
+        return 0; /* a word0 from a later lap, seen before head moved: not yet */
     if (r->durable) {
         cur->next_offset = resume_offset;
         return SB_LAPPED;
@@ -928,7 +937,9 @@ int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
         uint64_t lap = word0 >> 32, expected_lap = lap_of(r, pos) & 0xFFFFFFFFull;
         uint32_t len = (uint32_t)word0;
         if (lap != expected_lap || len == 0) {
-            if (lap > expected_lap || !still_in_ring(r, pos))
+            /* Not written yet, unless producers already went past: then what we
+             * copied so far is checked below, and the next call skips ahead. */
+            if (n == 0 && !still_in_ring(r, pos))
                 return lapped(r, cur, offset);
             break;
         }

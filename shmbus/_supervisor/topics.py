@@ -3,7 +3,8 @@ import os
 import shutil
 import time
 
-from .._errors import InvalidName, OutOfSpace, ShmbusError, TopicExists, TopicNotFound
+from .._errors import (InvalidArgument, InvalidArgumentType, InvalidName, OutOfSpace, ShmbusError,
+                       TopicExists, TopicNotFound)
 from .._fsutil import read_json, write_json_atomic
 from .._log import SegmentWriter, list_segments, segment_path
 from .._names import ring_name, validate_name
@@ -20,9 +21,9 @@ MAX_PARTITIONS = 1024
 def normalize_ring_bytes(ring_bytes):
     """Round a requested ring size up to whole pages."""
     if not isinstance(ring_bytes, int) or isinstance(ring_bytes, bool):
-        raise TypeError(f"ring_bytes must be an int, not {type(ring_bytes).__name__}")
+        raise InvalidArgumentType(f"ring_bytes must be an int, not {type(ring_bytes).__name__}")
     if ring_bytes < MIN_RING_BYTES:
-        raise ValueError(f"ring_bytes must be at least {MIN_RING_BYTES} (64 KiB), got {ring_bytes}")
+        raise InvalidArgument(f"ring_bytes must be at least {MIN_RING_BYTES} (64 KiB), got {ring_bytes}")
     return (ring_bytes + 4095) & ~4095
 
 
@@ -121,18 +122,18 @@ class TopicRegistry:
                retention_bytes=None, retention_ms=None, segment_bytes=None):
         validate_name(name, "topic")
         if not isinstance(partitions, int) or isinstance(partitions, bool) or not 1 <= partitions <= MAX_PARTITIONS:
-            raise ValueError(f"partitions must be an int from 1 to {MAX_PARTITIONS}, got {partitions!r}")
+            raise InvalidArgument(f"partitions must be an int from 1 to {MAX_PARTITIONS}, got {partitions!r}")
         ring_bytes = normalize_ring_bytes(ring_bytes)
         if not isinstance(durable, bool):
-            raise TypeError("durable must be True or False")
+            raise InvalidArgumentType("durable must be True or False")
         for what, value in (("retention_bytes", retention_bytes), ("retention_ms", retention_ms),
                             ("segment_bytes", segment_bytes)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise ValueError(f"{what} must be a positive int or None, got {value!r}")
+                raise InvalidArgument(f"{what} must be a positive int or None, got {value!r}")
         if segment_bytes is None:
             segment_bytes = TopicInfo._field_defaults["segment_bytes"]
         if segment_bytes < MIN_SEGMENT_BYTES:
-            raise ValueError(f"segment_bytes must be at least {MIN_SEGMENT_BYTES}, got {segment_bytes}")
+            raise InvalidArgument(f"segment_bytes must be at least {MIN_SEGMENT_BYTES}, got {segment_bytes}")
         if name in self.topics:
             raise TopicExists(f"topic {name!r} already exists")
         if os.path.exists(self.topic_dir(name)):
