@@ -66,6 +66,7 @@ struct header {
     uint32_t data_waiters;
     uint32_t space_seq;
     uint32_t space_waiters;
+    uint64_t waiter_lease;     /* CLOCK_MONOTONIC ns until which some waiter may sleep */
     /* the highest position a producer's flush() waits to see fsynced */
     _Alignas(LINE) uint64_t sync_request;
     /* room for later control words */
@@ -166,6 +167,28 @@ static inline uint64_t payload_bytes(const struct frame *f)
 static void futex_wake_all(uint32_t *word)
 {
     syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* A waiter that is killed in its sleep cannot take itself off the count, and
+ * producers would then make a wake-up syscall on every append. So every
+ * sleeper first extends a lease to the end of its sleep; once the lease is
+ * long over, no live waiter sleeps and the supervisor may zero the counts
+ * (sb_expire_waiters). */
+static void register_waiter(struct header *h, uint32_t *waiters, int64_t until_ns)
+{
+    uint64_t lease = LOAD(&h->waiter_lease);
+    while (lease < (uint64_t)until_ns
+           && !__atomic_compare_exchange_n(&h->waiter_lease, &lease, (uint64_t)until_ns, 0,
+                                           __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        ;
+    __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
+}
+
+static void unregister_waiter(uint32_t *waiters)
+{
+    uint32_t n = LOAD(waiters);
+    while (n && !__atomic_compare_exchange_n(waiters, &n, n - 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        ;
 }
 
 static void wake_if_waiting(uint32_t *waiters, uint32_t *seq)
@@ -318,6 +341,29 @@ void sb_ring_set_flag(sb_ring *r, uint64_t flag)
     futex_wake_all(&r->h->data_seq);
     __atomic_fetch_add(&r->h->space_seq, 1, __ATOMIC_RELEASE);
     futex_wake_all(&r->h->space_seq);
+}
+
+/* Zero waiter counts left by waiters that died asleep: only once the lease
+ * every sleeper extends is grace_ns in the past, and only if no waiter came
+ * meanwhile (it extends the lease before it counts itself). */
+int sb_expire_waiters(sb_ring *r, int64_t grace_ns)
+{
+    struct header *h = r->h;
+    uint32_t *counts[2] = {&h->data_waiters, &h->space_waiters};
+    uint64_t lease = LOAD_ACQ(&h->waiter_lease);
+    int zeroed = 0;
+    if ((int64_t)lease + grace_ns > now_ns(CLOCK_MONOTONIC))
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        uint32_t n = LOAD_ACQ(counts[i]);
+        if (!n)
+            continue;
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (LOAD_ACQ(&h->waiter_lease) != lease)
+            break;
+        zeroed |= __atomic_compare_exchange_n(counts[i], &n, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+    }
+    return zeroed;
 }
 
 void sb_ring_clear_flag(sb_ring *r, uint64_t flag)
@@ -520,9 +566,9 @@ static int claim_or_wait(sb_ring *r, int slot, uint64_t bytes, uint32_t count, i
             deadline = now + wait_ns;
         if (now >= deadline)
             return SB_FULL;
-        __atomic_fetch_add(&h->space_waiters, 1, __ATOMIC_SEQ_CST);
+        register_waiter(h, &h->space_waiters, deadline);
         futex_wait_one(&h->space_seq, seq, deadline - now);
-        __atomic_fetch_sub(&h->space_waiters, 1, __ATOMIC_SEQ_CST);
+        unregister_waiter(&h->space_waiters);
         if (LOAD(&h->flags) & SB_RING_DELETED)
             return SB_DELETED;
     }
@@ -1043,7 +1089,7 @@ int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
         waits[i].uaddr = (uint64_t)(uintptr_t)&h->data_seq;
         waits[i].flags = FUTEX_32;
         waits[i].reserved = 0;
-        __atomic_fetch_add(&h->data_waiters, 1, __ATOMIC_SEQ_CST);
+        register_waiter(h, &h->data_waiters, start + timeout_ns);
     }
     int found = 0;
     for (uint32_t i = 0; i < count && !found; i++)
@@ -1065,7 +1111,7 @@ int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
             found = ready(rings[i], cursors[i]);
     }
     for (uint32_t i = 0; i < count; i++)
-        __atomic_fetch_sub(&rings[i]->h->data_waiters, 1, __ATOMIC_SEQ_CST);
+        unregister_waiter(&rings[i]->h->data_waiters);
     return found;
 }
 
@@ -1103,10 +1149,10 @@ int sb_wait_synced(sb_ring *r, uint64_t position, int64_t timeout_ns)
         int64_t left = deadline - now_ns(CLOCK_MONOTONIC);
         if (left <= 0)
             return 0;
-        __atomic_fetch_add(&h->space_waiters, 1, __ATOMIC_SEQ_CST);
+        register_waiter(h, &h->space_waiters, deadline);
         if (LOAD_ACQ(&h->synced) < position)
             futex_wait_one(&h->space_seq, seq, left);
-        __atomic_fetch_sub(&h->space_waiters, 1, __ATOMIC_SEQ_CST);
+        unregister_waiter(&h->space_waiters);
     }
 }
 

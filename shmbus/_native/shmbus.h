@@ -83,6 +83,7 @@ void sb_ring_close(sb_ring *ring);
 void sb_ring_stats(sb_ring *ring, sb_stats *out);
 void sb_ring_set_flag(sb_ring *ring, uint64_t flag);
 void sb_ring_clear_flag(sb_ring *ring, uint64_t flag);
+int sb_expire_waiters(sb_ring *ring, int64_t grace_ns);
 void sb_ring_set_archived(sb_ring *ring, uint64_t archived, uint64_t synced);
 
 /* ---- producer slots ---- */
