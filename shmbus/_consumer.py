@@ -101,7 +101,11 @@ class Consumer:
             self._member = GroupMember(bus, self, group, assignment_strategy, sticky, max_poll_interval,
                                        enable_auto_commit, auto_commit_interval)
         if topics:
-            self.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
+            try:
+                self.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
+            except BaseException:
+                self.close()  # a group member that joined must not hold partitions for nobody
+                raise
 
     # ---- assignment ----
 

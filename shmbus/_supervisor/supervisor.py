@@ -12,6 +12,7 @@ import threading
 import time
 
 from .._errors import ShmbusError
+from .._native._core import lib
 from .._protocol import MAX_LINE, encode, error_reply
 from .archiver import Archiver
 from .groups import GroupCoordinator
@@ -19,6 +20,7 @@ from .topics import TopicRegistry
 
 REAPER_INTERVAL = 0.25      # a dead producer's claim is finished within about this
 OFFSET_SAVE_INTERVAL = 1.0  # memory-only topics: how stale the saved next offset may be
+WAITER_GRACE_NS = 1_000_000_000  # a sleeper's lease must be this long over before it is forgotten
 
 
 class SupervisorRunning(ShmbusError):
@@ -155,6 +157,8 @@ class Supervisor:
                             reaped = ring.reap_dead(topic.reaper_slots[p])
                             if reaped:
                                 self.log(f"{topic.info.name}/{p}: freed {reaped} dead producer slot(s)")
+                            # Waiters killed in their sleep: forget them once their lease is over.
+                            lib.sb_expire_waiters(ring.ptr, WAITER_GRACE_NS)
                     if time.monotonic() - last_save >= OFFSET_SAVE_INTERVAL:
                         self.registry.save_offsets()
                         last_save = time.monotonic()

@@ -92,5 +92,5 @@ def stop(bus, data_dir, timeout):
 
 
 def main():
-    from . import demo, records, topics  # noqa: F401  (they register their commands)
+    from . import bench, demo, groups, records, stats, topics  # noqa: F401  (they register their commands)
     cli(prog_name="shmbus")

@@ -1,0 +1,344 @@
+"""Consumer groups, client side: the control page mapping, and a consumer's
+membership in its group (join, notice a rebalance, sync, commit, leave).
+
+The coordinator is the supervisor (_supervisor/groups.py). A member learns of a
+rebalance by loading its group's generation word from the control page on each
+poll (one C call that also stamps its poll time); only when the word moved does
+it make a request. A rebalance is incremental and hand-off safe: the coordinator
+tells a member which partitions to give up (`revoke`); the member commits (with
+auto-commit), runs on_revoke, and reports them released; only then may their new
+owner read them. So a partition never has two owners that may both commit, and
+its new owner starts exactly at the last commit.
+"""
+import hashlib
+import os
+import time
+
+import posix_ipc
+
+from ._errors import CommitFailed, ShmbusError
+from ._names import validate_name
+from ._native._core import ffi, lib
+from ._process import my_identity
+from ._types import TopicPartition
+
+STRATEGIES = ("range", "roundrobin")
+
+
+def control_page_name(shm_prefix):
+    """The /dev/shm name of a bus's control page. '@' never occurs in a topic
+    name, so it never collides with a ring, yet it carries the bus's prefix."""
+    name = f"{shm_prefix}@groups"
+    if len(name) > 250:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:16]
+        name = f"{shm_prefix[:200]}{digest}@groups"
+    return "/" + name
+
+
+class BadControlPage(ShmbusError):
+    """A shared-memory object that is not a control page of this version."""
+
+
+class ControlPage:
+    """The mapped control page (control.c). Close it explicitly; never left to GC."""
+
+    def __init__(self, name, ptr):
+        self.name = name
+        self.ptr = ptr
+        self.id = lib.sb_ctl_id(ptr)
+
+    @classmethod
+    def create(cls, name, mode=0o600):
+        size = lib.sb_ctl_total_bytes()
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode)
+        try:
+            os.ftruncate(shm.fd, size)
+            os.posix_fallocate(shm.fd, 0, size)
+            err = ffi.new("int *")
+            ptr = lib.sb_ctl_create(shm.fd, err)
+            if ptr == ffi.NULL:
+                raise OSError(err[0], f"cannot map control page {name}")
+        except BaseException:
+            shm.close_fd()
+            posix_ipc.unlink_shared_memory(name)
+            raise
+        shm.close_fd()
+        return cls(name, ptr)
+
+    @classmethod
+    def attach(cls, name):
+        """Map an existing page; FileNotFoundError if absent, BadControlPage if invalid."""
+        try:
+            shm = posix_ipc.SharedMemory(name)
+        except posix_ipc.ExistentialError:
+            raise FileNotFoundError(f"no control page {name} in /dev/shm") from None
+        try:
+            err = ffi.new("int *")
+            ptr = lib.sb_ctl_attach(shm.fd, shm.size, err)
+            if ptr == ffi.NULL:
+                raise BadControlPage(f"{name} is not a control page of version {lib.SB_CTL_VERSION}")
+        finally:
+            shm.close_fd()
+        return cls(name, ptr)
+
+    @staticmethod
+    def unlink(name):
+        try:
+            posix_ipc.unlink_shared_memory(name)
+        except posix_ipc.ExistentialError:
+            pass
+
+    def close(self):
+        if self.ptr is not None:
+            lib.sb_ctl_close(self.ptr)
+            self.ptr = None
+
+    def generation(self, group_slot):
+        return lib.sb_ctl_generation(self.ptr, group_slot)
+
+    def set_generation(self, group_slot, generation):
+        lib.sb_ctl_set_generation(self.ptr, group_slot, generation)
+
+    def set_member(self, member_slot, token):
+        lib.sb_ctl_member_set(self.ptr, member_slot, token)
+
+    def idle_seconds(self, member_slot, token):
+        """Seconds since the member last polled; None if the slot is no longer its own."""
+        idle_ns = lib.sb_ctl_member_idle_ns(self.ptr, member_slot, token)
+        return None if idle_ns < 0 else idle_ns / 1e9
+
+
+def _tps(rows):
+    return {TopicPartition(topic, partition) for topic, partition, *_ in rows}
+
+
+class GroupMember:
+    """One consumer's membership in a group. The Consumer owns it and calls
+    on_poll() at every poll; all group policy lives here."""
+
+    def __init__(self, bus, consumer, group, assignment_strategy="range", sticky=False,
+                 max_poll_interval=300.0, enable_auto_commit=False, auto_commit_interval=5.0):
+        validate_name(group, "group")
+        if assignment_strategy not in STRATEGIES:
+            raise ValueError(f"assignment_strategy must be one of {STRATEGIES}, got {assignment_strategy!r}")
+        if not isinstance(sticky, bool):
+            raise TypeError("sticky must be True or False")
+        for what, value in (("max_poll_interval", max_poll_interval), ("auto_commit_interval", auto_commit_interval)):
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+        self.group = group
+        self._bus = bus
+        self._consumer = consumer
+        self._strategy = assignment_strategy
+        self._sticky = sticky
+        self._max_poll_interval = float(max_poll_interval)
+        self._auto_commit = bool(enable_auto_commit)
+        self._auto_commit_interval = float(auto_commit_interval)
+        self._next_auto_commit = time.monotonic() + self._auto_commit_interval
+        self._last_committed = {}
+        self.topics = []
+        self.on_assign = None
+        self.on_revoke = None
+        self.member_id = None
+        # The generation this member last synced; -1 never matches a word, so
+        # the first poll after a join always syncs.
+        self.generation = -1
+        self._page = None
+        self._ctl = ffi.NULL
+        self._group_slot = self._member_slot = self._token = 0
+        self._in_rebalance = False
+
+    # ---- membership ----
+
+    def subscribe(self, topics, on_assign=None, on_revoke=None):
+        self.topics = list(topics)
+        self.on_assign = on_assign
+        self.on_revoke = on_revoke
+        self._join()
+        self._rebalance()
+
+    def _join(self):
+        pid, start_ms = my_identity()
+        reply = self._bus.call(
+            "group_join", group=self.group, member_id=self.member_id, pid=pid, start_ms=start_ms,
+            topics=self.topics, strategy=self._strategy, sticky=self._sticky,
+            max_poll_interval_ms=round(self._max_poll_interval * 1000))
+        self.member_id = reply["member_id"]
+        self._attach_page(reply["control"]["name"], reply["control"]["id"])
+        self._group_slot = reply["group_slot"]
+        self._member_slot = reply["member_slot"]
+        self._token = reply["token"]
+        self.generation = -1
+
+    def _attach_page(self, name, page_id):
+        if self._page is not None and self._page.name == name and self._page.id == page_id:
+            return
+        page = ControlPage.attach(name)
+        if page.id != page_id:
+            page.close()
+            raise ShmbusError(f"control page {name} was replaced during the join; try again")
+        if self._page is not None:
+            self._page.close()
+        self._page = page
+        self._ctl = page.ptr
+
+    def on_poll(self):
+        """Every poll: one C call reads the group's generation word (and stamps
+        this member's poll time); a request is made only when it moved."""
+        if lib.sb_ctl_poll(self._ctl, self._group_slot, self._member_slot, self._token) != self.generation:
+            self._rebalance()
+        if self._auto_commit and time.monotonic() >= self._next_auto_commit:
+            self._commit_quietly()
+
+    def _rebalance(self):
+        """Sync with the coordinator until this member holds exactly its share:
+        give up what it must (commit, on_revoke, release), take what is free
+        (at the committed offsets), then on_assign with what it gained."""
+        if self._in_rebalance:  # a callback polled: let the outer rebalance finish
+            return
+        self._in_rebalance = True
+        consumer = self._consumer
+        gained, released, failure = set(), [], None
+        try:
+            while True:
+                reply = self._bus.call("group_sync", group=self.group, member_id=self.member_id,
+                                       released=[list(tp) for tp in released])
+                released = []
+                if not reply["member"]:
+                    # Removed (it died in the coordinator's eyes, stopped polling, or the
+                    # supervisor restarted): the partitions are someone else's already,
+                    # so no commit; tell the user they are gone and join again.
+                    lost = consumer.assignment()
+                    consumer._drop_partitions(lost)
+                    gained -= lost
+                    if lost:
+                        failure = failure or self._call_back(self.on_revoke, lost)
+                    self._last_committed = {}
+                    self.member_id = None
+                    self._join()
+                    continue
+                holdings = {TopicPartition(t, p): committed for t, p, committed in reply["assignment"]}
+                mine = consumer.assignment()
+                new = {tp: off for tp, off in holdings.items() if tp not in mine}
+                if new:
+                    consumer._take_partitions(new)
+                    gained |= new.keys()
+                stray = mine - holdings.keys()
+                if stray:  # not ours by the coordinator's book: stop reading them
+                    consumer._drop_partitions(stray)
+                    failure = failure or self._call_back(self.on_revoke, stray)
+                revoke = _tps(reply["revoke"])
+                if revoke:
+                    if self._auto_commit:
+                        self._commit_quietly()
+                    failure = failure or self._call_back(self.on_revoke, revoke)
+                    consumer._drop_partitions(revoke)
+                    gained -= revoke
+                    released = sorted(revoke)
+                    continue
+                self.generation = reply["generation"]
+                break
+            if gained:
+                failure = failure or self._call_back(self.on_assign, gained)
+        finally:
+            self._in_rebalance = False
+        if failure is not None:
+            raise failure
+
+    @staticmethod
+    def _call_back(callback, partitions):
+        """Run a user callback; its exception is raised once the rebalance is
+        complete, so the membership is never left half-synced."""
+        if callback is None:
+            return None
+        try:
+            callback(set(partitions))
+        except Exception as e:
+            return e
+        return None
+
+    # ---- commits ----
+
+    def commit(self, offsets=None):
+        if self.member_id is None:
+            raise CommitFailed(f"this consumer is not a member of group {self.group!r}")
+        if offsets is None:
+            offsets = self._consumer._consumed_offsets()
+        else:
+            offsets = self._checked_offsets(offsets)
+        if not offsets:
+            return
+        try:
+            self._bus.call("group_commit", group=self.group, member_id=self.member_id,
+                           generation=self.generation,
+                           offsets=[[tp.topic, tp.partition, offset] for tp, offset in offsets.items()])
+        except CommitFailed:
+            # Something moved that the generation word may not show (say, the control
+            # page was replaced): the next poll syncs with the coordinator and finds out.
+            self.generation = -1
+            raise
+        self._last_committed.update(offsets)
+
+    @staticmethod
+    def _checked_offsets(offsets):
+        if not isinstance(offsets, dict):
+            raise TypeError("offsets must be a dict of TopicPartition -> offset")
+        checked = {}
+        for tp, offset in offsets.items():
+            tp = TopicPartition(*tp)
+            if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+                raise ValueError(f"offset of {tp} must be a non-negative int, got {offset!r}")
+            checked[tp] = offset
+        return checked
+
+    def _commit_quietly(self):
+        """Auto-commit: what was handed out since the last commit. A refused
+        commit is not an error here: the rebalance it signals is next."""
+        self._next_auto_commit = time.monotonic() + self._auto_commit_interval
+        offsets = self._consumer._consumed_offsets()
+        changed = {tp: off for tp, off in offsets.items() if self._last_committed.get(tp) != off}
+        if changed:
+            try:
+                self.commit(changed)
+            except CommitFailed:
+                pass
+
+    def committed(self, tp):
+        tp = TopicPartition(*tp)
+        reply = self._bus.call("group_committed", group=self.group, partitions=[list(tp)])
+        return reply[0][2]
+
+    # ---- lifetime ----
+
+    def close(self):
+        """Commit (with auto-commit) and leave, over the connection we joined on:
+        if the supervisor is gone, so is our membership, and no new supervisor
+        should be started just to say goodbye."""
+        try:
+            if self.member_id is not None:
+                if self._auto_commit:
+                    offsets = self._consumer._consumed_offsets()
+                    changed = {tp: off for tp, off in offsets.items() if self._last_committed.get(tp) != off}
+                    if changed:
+                        self._call_existing("group_commit", group=self.group, member_id=self.member_id,
+                                            generation=self.generation,
+                                            offsets=[[t, p, o] for (t, p), o in changed.items()])
+                self._call_existing("group_leave", group=self.group, member_id=self.member_id)
+        finally:
+            self.member_id = None
+            if self._page is not None:
+                self._page.close()
+                self._page = None
+            self._ctl = ffi.NULL
+
+    def _call_existing(self, op, **args):
+        bus = self._bus
+        control = bus._control
+        if bus._closed or control is None:
+            return None
+        try:
+            with bus._control_lock:
+                return control.call(op, **args)
+        except ShmbusError:  # gone, stopping, or the commit refused: we are leaving anyway
+            return None
+

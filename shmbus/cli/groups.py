@@ -1,0 +1,103 @@
+"""shmbus groups list | describe | reset-offsets | delete (Kafka's kafka-consumer-groups)."""
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .main import CliError, bus_options, cli, open_bus
+
+
+def _cell(value):
+    return "-" if value is None else str(value)
+
+
+@cli.group()
+def groups():
+    """List, describe, reset and delete consumer groups."""
+
+
+@groups.command("list")
+@bus_options
+@click.option("--json", "as_json", is_flag=True)
+def list_(bus, data_dir, as_json):
+    """List consumer groups: state, members, generation."""
+    with open_bus(bus, data_dir) as b:
+        rows = b.call("groups")
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    table = Table("GROUP", "STATE", "MEMBERS", "GENERATION", "STRATEGY", box=None)
+    for row in rows:
+        strategy = row["strategy"] and row["strategy"] + (" (sticky)" if row["sticky"] else "")
+        table.add_row(row["group"], row["state"], str(row["members"]), str(row["generation"]), _cell(strategy))
+    Console().print(table)
+
+
+@groups.command()
+@bus_options
+@click.argument("group")
+@click.option("--json", "as_json", is_flag=True)
+def describe(bus, data_dir, group, as_json):
+    """Per partition: committed offset, end offset, lag, and the member that reads it."""
+    with open_bus(bus, data_dir) as b:
+        d = b.call("describe_group", group=group)
+    if as_json:
+        click.echo(json.dumps(d, indent=1))
+        return
+    console = Console()
+    strategy = d["strategy"] and d["strategy"] + (" (sticky)" if d["sticky"] else "")
+    console.print(f"Group: {d['group']}  state: {d['state']}  generation: {d['generation']}  "
+                  f"members: {len(d['members'])}" + (f"  strategy: {strategy}" if strategy else ""))
+    table = Table("TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "PID",
+                  box=None)
+    for p in d["partitions"]:
+        table.add_row(p["topic"], str(p["partition"]), _cell(p["committed"]), _cell(p["end_offset"]),
+                      _cell(p["lag"]), _cell(p["member_id"]), _cell(p["pid"]))
+    console.print(table)
+
+
+@groups.command("reset-offsets")
+@bus_options
+@click.argument("group")
+@click.option("--to-earliest", "to", flag_value="earliest", help="The earliest retained offset.")
+@click.option("--to-latest", "to", flag_value="latest", help="The end: skip everything there is.")
+@click.option("--to-offset", "offset", type=int, default=None, help="This offset (clamped to what exists).")
+@click.option("--topic", "topics", multiple=True,
+              help="Reset this topic (repeatable; default: every topic the group has offsets for).")
+@click.option("--execute", is_flag=True, help="Apply the reset (default: show it only).")
+@click.option("--json", "as_json", is_flag=True)
+def reset_offsets(bus, data_dir, group, to, offset, topics, execute, as_json):
+    """Move a group's committed offsets. A dry run unless --execute; refused while it has live members."""
+    if offset is not None:
+        if to is not None:
+            raise CliError("give one of --to-earliest, --to-latest, --to-offset N")
+        to = "offset"
+    if to is None:
+        raise CliError("give one of --to-earliest, --to-latest, --to-offset N")
+    with open_bus(bus, data_dir) as b:
+        d = b.call("reset_group_offsets", group=group, to=to, offset=offset,
+                   topics=list(topics) or None, execute=execute)
+    if as_json:
+        click.echo(json.dumps(d, indent=1))
+        return
+    console = Console()
+    table = Table("TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET", box=None)
+    for p in d["partitions"]:
+        table.add_row(p["topic"], str(p["partition"]), _cell(p["current"]), str(p["new"]))
+    console.print(table)
+    if d["executed"]:
+        click.echo(f"reset the offsets of group {group!r}")
+    else:
+        note = f" (it has {d['members']} live member(s): stop them first)" if d["members"] else ""
+        click.echo(f"dry run: nothing changed; add --execute to apply{note}", err=True)
+
+
+@groups.command()
+@bus_options
+@click.argument("group")
+def delete(bus, data_dir, group):
+    """Delete a group and its committed offsets (refused while it has live members)."""
+    with open_bus(bus, data_dir) as b:
+        b.call("delete_group", group=group)
+    click.echo(f"deleted group {group!r}")
