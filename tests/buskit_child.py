@@ -1,0 +1,258 @@
+"""Producer and consumer roles that tests run in real child processes.
+
+    python tests/buskit_child.py '{"role": "produce", "bus": ..., "data_dir": ..., ...}'
+
+The JSON argument carries the bus name, so a child that outlives its test
+shows up in the leak check. Children never start a supervisor (autostart=False,
+except the role that tests autostart): the test owns the bus's lifetime.
+A child says it is ready by creating its ready file and reports by writing
+its out file (atomically, so the test never reads half of it).
+"""
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+
+import buskit
+import shmbus
+from shmbus._native._core import ffi, lib
+
+
+def write_json(path, obj):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def touch(path):
+    with open(path, "w"):
+        pass
+
+
+def wait_for_file(path, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up waiting for {path}")
+        time.sleep(0.001)  # a start line: children should cross it close together
+
+
+def size_for(args, seq):
+    """A record size from args["size"]: an int, or [lo, hi] varied per seq so
+    sizes do not divide the ring."""
+    size = args.get("size", 0)
+    if isinstance(size, list):
+        lo, hi = size
+        return lo + (seq * 7919) % (hi - lo + 1)
+    return size
+
+
+def key_for(args, seq):
+    mode = args.get("key")
+    if mode is None:
+        return None
+    if mode == "tag":
+        return args["tag"].encode()
+    if mode.startswith("cycle:"):
+        return f"k{seq % int(mode[6:])}".encode()
+    raise SystemExit(f"unknown key mode {mode!r}")
+
+
+def connect(args, autostart=False):
+    return shmbus.connect(args["bus"], args["data_dir"], autostart=autostart)
+
+
+# ---------------------------------------------------------------------------
+# Producers
+# ---------------------------------------------------------------------------
+
+def role_produce(args):
+    """Send `count` records; report (seq, partition, offset) of each."""
+    topic, tag, count = args["topic"], args["tag"], args["count"]
+    batch, pause = args.get("batch", 1), args.get("pause", 0.0)
+    sent = []
+    with connect(args) as bus, bus.producer() as producer:
+        producer.partitions_for(topic)  # resolve the topic before the start line
+        touch(args["ready_file"])
+        if args.get("go_file"):
+            wait_for_file(args["go_file"])
+        seq = 0
+        while seq < count:
+            if batch > 1:
+                n = min(batch, count - seq)
+                values = [buskit.make_value(tag, s, size_for(args, s)) for s in range(seq, seq + n)]
+                partition = args.get("partition", 0)
+                assert producer.send_many(topic, values, key=key_for(args, seq), partition=partition) == n
+                sent.extend([s, partition, None] for s in range(seq, seq + n))
+                seq += n
+            else:
+                md = producer.send(topic, buskit.make_value(tag, seq, size_for(args, seq)),
+                                   key=key_for(args, seq), partition=args.get("partition"))
+                sent.append([seq, md.partition, md.offset])
+                seq += 1
+            if pause:
+                time.sleep(pause)
+    write_json(args["out"], {"tag": tag, "sent": sent})
+
+
+def role_survivor(args):
+    """Send to one partition until the stop file appears; report how many."""
+    topic, tag, pause = args["topic"], args["tag"], args.get("pause", 0.0005)
+    partition = args.get("partition", 0)
+    seq = 0
+    with connect(args) as bus, bus.producer() as producer:
+        while not os.path.exists(args["stop_file"]):
+            producer.send(topic, buskit.make_value(tag, seq, size_for(args, seq)), partition=partition,
+                          timeout=30)
+            seq += 1
+            if seq == 1:
+                touch(args["ready_file"])
+            time.sleep(pause)
+    write_json(args["out"], {"tag": tag, "sent": seq})
+
+
+def _kill_self_mid_claim(producer, topic, partition, arm_file):
+    """Watch our own producer slot from a second thread and SIGKILL the whole
+    process the moment the main thread holds the claim lock or has a claim
+    open (reserved, not yet published): the worst instants to die at. cffi
+    releases the GIL around C calls, so the main thread keeps appending while
+    this one looks."""
+    if arm_file:
+        wait_for_file(arm_file)
+    route = producer._routes[topic]
+    writer = route.writers[partition]
+    ring, slot = writer.ring, writer.slot
+    slots = ffi.new("sb_slot_info[]", lib.SB_MAX_SLOTS)
+    while True:
+        if lib.sb_lock_owner(ring) == slot:
+            os.kill(os.getpid(), signal.SIGKILL)
+        lib.sb_slots_get(ring, slots)
+        if slots[slot].claimed:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def role_victim(args):
+    """Send until killed: single records and batches, to one partition.
+    mode "random": the test kills us whenever it likes.
+    mode "claim": we kill ourselves mid-claim once warmed up (or once the arm
+    file appears, if one is given)."""
+    topic, tag, mode = args["topic"], args["tag"], args["mode"]
+    partition = args.get("partition", 0)
+    pause = args.get("pause", 0.0005)
+    rng = random.Random(args.get("seed"))
+    seq = 0
+    with connect(args) as bus, bus.producer() as producer:
+        for op in range(10 ** 9):
+            if op % 4 == 3:
+                # A batch claim: many records under one reservation, so dying
+                # inside it leaves an aborted frame over the unpublished rest.
+                values = [buskit.make_value(tag, s, 2048) for s in range(seq, seq + 32)]
+                producer.send_many(topic, values, partition=partition)
+                seq += 32
+            else:
+                producer.send(topic, buskit.make_value(tag, seq, rng.randint(0, 400)), partition=partition)
+                seq += 1
+            if op == 0:
+                touch(args["ready_file"])
+            if op == 3 and mode == "claim":
+                threading.Thread(target=_kill_self_mid_claim, daemon=True,
+                                 args=(producer, topic, partition, args.get("arm_file"))).start()
+            time.sleep(pause)
+
+
+# ---------------------------------------------------------------------------
+# Consumers
+# ---------------------------------------------------------------------------
+
+def _record(message, garbage):
+    try:
+        tag, seq = buskit.check_value(message.value)
+    except ValueError as e:
+        garbage.append(f"{message.topic}/{message.partition}@{message.offset}: {e}")
+        tag, seq = None, None
+    key = None if message.key is None else message.key.decode("latin-1")
+    return [message.topic, message.partition, message.offset, key, tag, seq]
+
+
+def role_consume(args):
+    """Read from earliest until `expect` records arrived (or, without expect,
+    until the done file exists and the topic stays idle for a second);
+    report every record as (topic, partition, offset, key, tag, seq)."""
+    records, garbage = [], []
+    expect = args.get("expect")
+    deadline = time.monotonic() + args.get("timeout", 60.0)
+    with connect(args) as bus, bus.consumer(*args["topics"], auto_offset_reset=args.get("reset", "earliest")) as c:
+        for tp in c.assignment():
+            c.position(tp)  # fix the start now, before the test starts producing
+        touch(args["ready_file"])
+        idle_since = None
+        while time.monotonic() < deadline:
+            if expect is not None and len(records) >= expect:
+                break
+            batch = c.poll_many(1000, timeout=0.2)
+            records.extend(_record(m, garbage) for m in batch)
+            if expect is None:
+                if batch or not os.path.exists(args["done_file"]):
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > 1.0:
+                    break
+        missed = c.missed()
+    write_json(args["out"], {"records": records, "missed": missed, "garbage": garbage[:20]})
+
+
+def role_reader(args):
+    """Read from earliest forever, with small random naps (the test kills us)."""
+    rng = random.Random(args.get("seed"))
+    with connect(args) as bus, bus.consumer(*args["topics"], auto_offset_reset="earliest") as c:
+        touch(args["ready_file"])
+        while True:
+            for m in c.poll_many(rng.randint(1, 300), timeout=0.5):
+                buskit.check_value(m.value)
+            time.sleep(rng.random() * 0.002)
+
+
+def role_waiter(args):
+    """Wait for records that never come (the test measures or kills us)."""
+    with connect(args) as bus, bus.consumer(*args["topics"], auto_offset_reset="latest",
+                                           wait=args.get("wait", "spin")) as c:
+        for tp in c.assignment():
+            c.position(tp)
+        touch(args["ready_file"])
+        while True:
+            c.poll(timeout=None)
+
+
+# ---------------------------------------------------------------------------
+# Bus lifetime
+# ---------------------------------------------------------------------------
+
+def role_autostart(args):
+    """connect() with autostart, create a topic, report the supervisor, and exit
+    without stopping it."""
+    bus = connect(args, autostart=True)
+    bus.create_topic(args["topic"], partitions=1, ring_bytes=64 << 10, durable=False)
+    pid = bus.call("ping")["pid"]
+    bus.close()
+    write_json(args["out"], {"supervisor_pid": pid, "my_pid": os.getpid(), "my_sid": os.getsid(0)})
+
+
+ROLES = {
+    "produce": role_produce,
+    "survivor": role_survivor,
+    "victim": role_victim,
+    "consume": role_consume,
+    "reader": role_reader,
+    "waiter": role_waiter,
+    "autostart": role_autostart,
+}
+
+
+if __name__ == "__main__":
+    arguments = json.loads(sys.argv[1])
+    ROLES[arguments["role"]](arguments)

@@ -1,0 +1,253 @@
+"""CRC32C and the frame check (sb_frame_check) that validates frames outside a
+ring, e.g. in segment files. Frames come from a real ring built with
+shmbus._ring.Ring, so they are exactly what producers write."""
+import os
+import random
+import secrets
+import struct
+
+import pytest
+
+import shmbus
+from shmbus._native._core import ffi, lib
+from shmbus._ring import Ring
+
+HEADER = lib.SB_FRAME_HEADER_BYTES
+WORD0 = struct.Struct("<Q")
+
+
+# ---------------------------------------------------------------------------
+# CRC32C
+# ---------------------------------------------------------------------------
+
+def crc32c(data, crc=0):
+    return lib.sb_crc32c(crc, data, len(data))
+
+
+def reference_crc32c(data):
+    """Bit-at-a-time CRC32C (Castagnoli, reflected 0x82F63B78): slow and obviously right."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"123456789", 0xE3069283),                 # the catalogue check value
+    (b"", 0x00000000),
+    (bytes(32), 0x8A9136AA),                    # RFC 3720 B.4: 32 bytes of zeros
+    (b"\xff" * 32, 0x62A8AB43),                 # 32 bytes of ones
+    (bytes(range(32)), 0x46DD794E),             # incrementing
+    (bytes(range(31, -1, -1)), 0x113FDB5C),     # decrementing
+])
+def test_crc32c_known_vectors(data, expected):
+    assert crc32c(data) == expected
+
+
+def test_crc32c_matches_reference_at_every_length_and_alignment():
+    # The fast path works 8 bytes at a time after aligning the pointer; check
+    # every head/body/tail split against the bit-wise reference.
+    rng = random.Random(1)
+    blob = bytes(rng.randrange(256) for _ in range(300))
+    base = ffi.from_buffer(blob)
+    for start in range(9):
+        for length in list(range(0, 40)) + [63, 64, 65, 200, 300 - start]:
+            piece = blob[start:start + length]
+            assert lib.sb_crc32c(0, base + start, len(piece)) == reference_crc32c(piece), (start, length)
+
+
+def test_crc32c_can_be_computed_incrementally():
+    data = os.urandom(1000)
+    for cut in (0, 1, 7, 8, 500, 999, 1000):
+        assert crc32c(data[cut:], crc32c(data[:cut])) == crc32c(data)
+
+
+# ---------------------------------------------------------------------------
+# Frames from a real ring
+# ---------------------------------------------------------------------------
+
+DATA_BYTES = 64 << 10
+
+
+@pytest.fixture
+def ring():
+    """A bare memory-only ring (no supervisor), unlinked at teardown."""
+    name = f"/shmbus:unittest:{os.getpid()}:{secrets.token_hex(4)}:frames"
+    r = Ring.create(name, DATA_BYTES, 0, durable=False)
+    yield r
+    r.close()
+    Ring.unlink(name)
+    assert not os.path.exists("/dev/shm" + name)
+
+
+class Writer:
+    """Appends straight into a ring through the C API, as a producer does."""
+
+    def __init__(self, ring):
+        self.ring = ring
+        self.handle = ffi.new("sb_writer *")
+        self.handle.ring = ring.ptr
+        self.handle.slot = ring.acquire_slot()
+        self.handle.wait_ns = 0
+
+    def append(self, value, key=None, headers=b"", timestamp_ns=-1):
+        key_ptr, key_len = (ffi.NULL, -1) if key is None else (key, len(key))
+        value_ptr, value_len = (ffi.NULL, -1) if value is None else (value, len(value))
+        offset = lib.sb_append(self.handle, key_ptr, key_len, headers, len(headers), value_ptr, value_len,
+                               timestamp_ns)
+        assert offset >= 0, offset
+        return offset
+
+    def close(self):
+        self.ring.release_slot(self.handle.slot)
+
+
+def data_area(ring):
+    """A copy of the ring's data area, read through the file system (the data
+    area is the last part of the shared-memory object)."""
+    total = lib.sb_ring_total_bytes(ring.data_bytes)
+    with open("/dev/shm" + ring.name, "rb") as f:
+        f.seek(total - ring.data_bytes)
+        return f.read(ring.data_bytes)
+
+
+def frames_of(data):
+    """(position, word0 length, aligned length, type) of each frame of the first lap."""
+    frames, pos = [], 0
+    while pos + HEADER <= len(data):
+        (word0,) = WORD0.unpack_from(data, pos)
+        length = word0 & 0xFFFFFFFF
+        if length == 0:
+            break
+        aligned = (length + 7) & ~7
+        frame_type = struct.unpack_from("<H", data, pos + 12)[0]
+        frames.append((pos, length, aligned, frame_type))
+        pos += aligned
+    return frames
+
+
+def check(frame, available=None):
+    return lib.sb_frame_check(frame, len(frame) if available is None else available)
+
+
+def test_every_frame_a_producer_writes_passes_the_check(ring):
+    writer = Writer(ring)
+    records = [
+        dict(value=b"plain"),
+        dict(value=b""),
+        dict(value=None),
+        dict(value=b"v" * 1001, key=b"key-1"),
+        dict(value=b"with headers", key=b"", headers=b"\x01\x00h\x01\x00\x00\x00x"),
+        dict(value=os.urandom(4093), timestamp_ns=12345),
+    ]
+    for record in records:
+        writer.append(**record)
+    writer.close()
+    data = data_area(ring)
+    frames = frames_of(data)
+    assert [f[3] for f in frames] == [lib.SB_FRAME_DATA] * len(records)
+    for pos, _, aligned, _ in frames:
+        assert check(data[pos:pos + aligned]) == aligned
+        # More bytes after the frame do not change the answer.
+        assert check(data[pos:pos + aligned + 64]) == aligned
+
+
+def test_truncated_frame_reads_as_not_yet_complete(ring):
+    writer = Writer(ring)
+    writer.append(b"x" * 500, key=b"k")
+    writer.close()
+    pos, _, aligned, _ = frames_of(data_area(ring))[0]
+    frame = data_area(ring)[pos:pos + aligned]
+    for available in (0, 1, HEADER - 1, HEADER, HEADER + 1, aligned // 2, aligned - 1):
+        assert check(frame[:available]) == lib.SB_EMPTY, available
+    assert check(frame) == aligned
+
+
+def test_zero_length_word_reads_as_empty(ring):
+    writer = Writer(ring)
+    writer.append(b"abc")
+    writer.close()
+    frame = bytearray(data_area(ring)[:HEADER + 8])
+    frame[0:8] = bytes(8)
+    assert check(bytes(frame)) == lib.SB_EMPTY
+
+
+def test_any_flipped_bit_after_the_length_word_is_caught(ring):
+    writer = Writer(ring)
+    writer.append(b"value bytes " * 8, key=b"the key", headers=b"\x02\x00hh\x03\x00\x00\x00abc",
+                  timestamp_ns=1_700_000_000_000_000_000)
+    writer.close()
+    data = data_area(ring)
+    pos, length, aligned, _ = frames_of(data)[0]
+    frame = data[pos:pos + aligned]
+    content = length  # no gap after the first frame: the length is the content
+    # Bytes 8..12 are the CRC itself; 12..content are what it covers.
+    for byte in range(8, content):
+        for bit in (0, 3, 7):
+            broken = bytearray(frame)
+            broken[byte] ^= 1 << bit
+            assert check(bytes(broken)) == lib.SB_CORRUPT, (byte, bit)
+
+
+def test_header_fields_out_of_range_are_corrupt(ring):
+    writer = Writer(ring)
+    writer.append(b"abc")
+    writer.close()
+    pos, _, aligned, _ = frames_of(data_area(ring))[0]
+    good = data_area(ring)[pos:pos + aligned]
+    # A length shorter than a frame header.
+    short = bytearray(good)
+    short[0:4] = struct.pack("<I", HEADER - 8)
+    assert check(bytes(short)) == lib.SB_CORRUPT
+    # An unknown frame type.
+    bad_type = bytearray(good)
+    bad_type[12:14] = struct.pack("<H", 9)
+    assert check(bytes(bad_type)) == lib.SB_CORRUPT
+
+
+def test_padding_frame_at_the_wrap_passes_the_check(ring):
+    writer = Writer(ring)
+    # 3000-byte frames do not divide 64 KiB: the 22nd leaves a padding frame
+    # before the ring's end and wraps.
+    for _ in range(22):
+        writer.append(b"p" * (3000 - HEADER))
+    writer.close()
+    data = data_area(ring)
+    # The 22nd frame went to the start of the ring, and the word after it was
+    # zeroed (the next frame goes there), so walk from where the padding must be.
+    pos = 21 * 3000
+    frames = frames_of(data[pos:])
+    assert len(frames) == 1 and frames[0][3] == lib.SB_FRAME_PADDING
+    _, _, aligned, _ = frames[0]
+    assert pos + aligned == DATA_BYTES, "padding runs to the end of the ring"
+    assert check(data[pos:pos + aligned]) == aligned
+
+
+def test_frame_that_absorbs_the_last_bytes_before_the_wrap(ring):
+    # 63 frames of 1024 bytes leave 1024 bytes; a 984-byte frame would leave
+    # 40, too few for any frame header, so it absorbs them: its length word
+    # covers 1024 bytes while its CRC covers its 984.
+    writer = Writer(ring)
+    for _ in range(63):
+        writer.append(b"a" * (1024 - HEADER))
+    writer.append(b"b" * (984 - HEADER))
+    writer.close()
+    data = data_area(ring)
+    last = frames_of(data)[-1]
+    pos, length, aligned, frame_type = last
+    assert frame_type == lib.SB_FRAME_DATA
+    assert pos + aligned == DATA_BYTES
+    assert check(data[pos:pos + aligned]) == aligned
+
+
+def test_ring_larger_than_dev_shm_fails_cleanly_with_out_of_space():
+    name = f"/shmbus:unittest:{os.getpid()}:{secrets.token_hex(4)}:huge"
+    stat = os.statvfs("/dev/shm")
+    # Larger than the whole file system (not just its free space), so tmpfs
+    # refuses it up front instead of filling memory page by page.
+    too_big = (stat.f_blocks * stat.f_frsize + (1 << 30)) & ~4095
+    with pytest.raises(shmbus.OutOfSpace):
+        Ring.create(name, too_big, 0, durable=False)
+    assert not os.path.exists("/dev/shm" + name)
