@@ -10,6 +10,11 @@ def test_stats_json_and_prometheus(bus, bus_paths):
         for i in range(300):
             p.send("st", b"%d" % i, partition=i % 2)
         p.flush()
+    with bus.consumer("st", group="g", auto_offset_reset="earliest") as c:
+        got = 0
+        while got < 300:
+            got += len(c.poll_many(300, timeout=5))
+        c.commit()
     done = buskit.run_cli(bus_paths, "stats", "--json", "--interval", "0.2")
     assert done.returncode == 0, done.stderr
     parts = json.loads(done.stdout)["topics"]["st"]["partitions"]
@@ -20,5 +25,6 @@ def test_stats_json_and_prometheus(bus, bus_paths):
     text = done.stdout.decode()
     assert 'shmbus_partition_end_offset{topic="st",partition="1"} 150' in text
     assert "# TYPE shmbus_archive_lag_records gauge" in text
+    assert 'shmbus_group_lag_records{group="g",topic="st",partition="0"} 0' in text
     done = buskit.run_cli(bus_paths, "stats")
     assert done.returncode == 0 and b"END-OFFSET" in done.stdout

@@ -11,9 +11,11 @@ from .topics import human, wide_console
 
 
 def collect(bus):
-    """One snapshot: {topic: describe_topic(topic)}, plus when it was taken."""
+    """One snapshot: {topic: describe_topic(topic)}, {group: describe_group(group)},
+    plus when it was taken."""
     topics = {name: bus.describe_topic(name) for name in sorted(bus.topics())}
-    return {"taken_ns": time.time_ns(), "topics": topics}
+    groups = {row["group"]: bus.call("describe_group", group=row["group"]) for row in bus.call("groups")}
+    return {"taken_ns": time.time_ns(), "topics": topics, "groups": groups}
 
 
 def with_rates(now, before):
@@ -54,7 +56,23 @@ def prometheus_text(snapshot):
     metric("disk_bytes", "gauge", "Bytes of segment files.", [(lbl(n, p), p["disk_bytes"]) for n, p in durable])
     metric("unsynced_bytes", "gauge", "Archived bytes not yet fsynced.",
            [(lbl(n, p), p["unsynced_bytes"]) for n, p in durable])
+    committed = [(g, p) for g, d in snapshot.get("groups", {}).items() for p in d["partitions"]
+                 if p["committed"] is not None]
+    glbl = lambda g, p: {"group": g, "topic": p["topic"], "partition": p["partition"]}  # noqa: E731
+    metric("group_committed_offset", "gauge", "The group's committed offset.",
+           [(glbl(g, p), p["committed"]) for g, p in committed])
+    metric("group_lag_records", "gauge", "End offset minus the group's committed offset.",
+           [(glbl(g, p), p["lag"]) for g, p in committed if p["lag"] is not None])
     return "\n".join(lines) + "\n"
+
+
+def group_table(snapshot):
+    t = Table("GROUP", "TOPIC", "PARTITION", "COMMITTED", "END-OFFSET", "LAG", "PID", box=None)
+    for name, described in snapshot.get("groups", {}).items():
+        for p in described["partitions"]:
+            t.add_row(name, p["topic"], str(p["partition"]), str(p["committed"]), str(p["end_offset"]),
+                      str(p["lag"]), str(p["pid"] or "-"))
+    return t
 
 
 def table(snapshot):
@@ -86,7 +104,10 @@ def stats(bus, data_dir, as_json, prometheus, interval):
     elif prometheus:
         click.echo(prometheus_text(snapshot), nl=False)
     else:
-        wide_console().print(table(snapshot))
+        console = wide_console()
+        console.print(table(snapshot))
+        if snapshot["groups"]:
+            console.print(group_table(snapshot))
 
 
 
