@@ -1,0 +1,443 @@
+"""Measurements of shmbus itself (throughput and ping-pong latency between real
+processes), and the small process harness that bench/run.py reuses for the peers
+so every transport is measured the same way.
+
+How a measurement runs: every worker is a fresh "spawn" process (nothing is
+inherited across fork, as shmbus requires). Each does its setup (connect, map the
+rings, open sockets), then waits at a shared barrier; the clock starts when the
+barrier opens. Throughput is counted at the consumer: records received, divided by
+the time from the barrier to the last record. Latency is a 64 B ping-pong timed
+by the pinging process, one-way = RTT / 2.
+
+Nothing here can hang: every wait has a timeout, each run has a time cap after
+which the workers stop and report what they did, and the parent kills whatever
+has not reported by the cap plus a grace period.
+"""
+import fcntl
+import multiprocessing
+import os
+import queue
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
+
+# Durable topics are not available yet; every topic the benchmarks and the demo
+# create goes through this one switch so they can be measured durable later.
+DURABLE = False
+
+# Seconds a worker may take to start (interpreter, imports, connect, mmap) before
+# the run is abandoned: spawn start-up on a loaded 2-core machine is ~0.5 s.
+SETUP_TIMEOUT = 30.0
+# What the parent waits past a run's time cap for results before killing workers.
+GRACE = 10.0
+# Records sent between two looks at the clock, so the deadline check costs nothing.
+CHECK_EVERY = 1024
+# Most records one consumer read returns (poll_many): shmbus's normal read path.
+CONSUMER_BATCH = 1000
+# A consumer that gets nothing for this long while records are still due stops
+# and reports them as never arrived: in a stream this fast, a 5 s silence is a
+# lost record, not a slow one.
+IDLE_TIMEOUT = 5.0
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+# ---- results ----
+
+@dataclass
+class Throughput:
+    """One throughput run, counted at the consumer."""
+
+    transport: str
+    record_bytes: int        # value bytes per record
+    producers: int
+    target: int              # records the producers were asked to send, in all
+    sent: Optional[int]      # records the producers report sent (None: a producer did not report)
+    received: int            # records the consumer received
+    missed: int              # records the consumer never saw (overwritten, dropped, lost)
+    seconds: float           # barrier to last record, at the consumer
+    capped: bool             # the run hit its time cap before every record arrived
+    batch: Optional[int] = None   # records per send call (None: one per call)
+    stalled: bool = False    # the consumer stopped after IDLE_TIMEOUT without a record: the
+                             # rest never arrived
+
+    @property
+    def msg_per_s(self):
+        return self.received / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def mb_per_s(self):
+        return self.msg_per_s * self.record_bytes / 1e6
+
+    def as_dict(self):
+        d = asdict(self)
+        d["msg_per_s"] = self.msg_per_s
+        d["mb_per_s"] = self.mb_per_s
+        return d
+
+
+@dataclass
+class Latency:
+    """One ping-pong run: round-trip times in nanoseconds, as measured by the pinger."""
+
+    transport: str
+    record_bytes: int
+    warmup: int
+    rtt_ns: List[int] = field(repr=False)
+
+    def percentile_us(self, p):
+        """Nearest-rank percentile of the RTT, in microseconds."""
+        ordered = sorted(self.rtt_ns)
+        if not ordered:
+            return float("nan")
+        rank = max(1, -(-len(ordered) * p // 100))  # ceil(n * p / 100)
+        return ordered[min(len(ordered), int(rank)) - 1] / 1000
+
+    def summary(self):
+        """RTT p50/p99/p99.9/max and one-way (RTT/2) p50/p99, in microseconds."""
+        p50, p99, p999 = self.percentile_us(50), self.percentile_us(99), self.percentile_us(99.9)
+        return {
+            "transport": self.transport, "record_bytes": self.record_bytes,
+            "round_trips": len(self.rtt_ns), "warmup": self.warmup,
+            "rtt_p50_us": p50, "rtt_p99_us": p99, "rtt_p999_us": p999,
+            "rtt_max_us": max(self.rtt_ns) / 1000 if self.rtt_ns else float("nan"),
+            "one_way_p50_us": p50 / 2, "one_way_p99_us": p99 / 2,
+        }
+
+
+class BenchmarkError(RuntimeError):
+    """A worker failed, or did not report within its time."""
+
+
+# ---- the process harness ----
+
+def _worker(role, target, args, barrier, results, time_cap):
+    """Body of every worker process: run target, report (role, ok, value) once."""
+    try:
+        value = target(*args, barrier=barrier, time_cap=time_cap)
+        results.put((role, True, value))
+    except BaseException as e:  # report everything, Ctrl-C included: the parent waits for it
+        results.put((role, False, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+
+
+def run_workers(workers, time_cap, required=None, parent_closes=(), on_wait=None):
+    """Run workers [(role, target, args)] in spawn processes that meet at one barrier.
+
+    target(*args, barrier=, time_cap=) does its setup, calls wait_start(barrier),
+    then works for at most time_cap seconds and returns a picklable value.
+    Returns {role: value}. Raises BenchmarkError if a worker fails or a role in
+    `required` (default: all) has not reported by SETUP_TIMEOUT + time_cap + GRACE;
+    workers still running after that are terminated, then killed. `parent_closes`
+    are handles (pipe ends) the parent closes once the workers hold their copies,
+    so a worker blocked on a pipe sees EOF when its peer exits. `on_wait()` is
+    called about every 0.1 s while the parent waits (a live progress display).
+    """
+    roles = [role for role, _, _ in workers]
+    required = set(roles if required is None else required)
+    barrier = SPAWN.Barrier(len(workers))
+    results = SPAWN.Queue()
+    processes = [
+        SPAWN.Process(target=_worker, args=(role, target, args, barrier, results, time_cap),
+                       name=f"shmbus-bench-{role}", daemon=True)
+        for role, target, args in workers
+    ]
+    for process in processes:
+        process.start()
+    for handle in parent_closes:
+        handle.close()
+    values, errors = {}, []
+    deadline = time.monotonic() + SETUP_TIMEOUT + time_cap + GRACE
+    try:
+        while not required.issubset(values) and not errors:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if on_wait is not None:
+                on_wait()
+            try:
+                role, ok, value = results.get(timeout=min(remaining, 0.1))
+            except queue.Empty:
+                # A worker that died without reporting (segfault, OOM kill) never will.
+                dead = [p.name for p in processes if p.exitcode not in (None, 0)]
+                if dead and results.empty():
+                    errors.append(f"worker(s) {', '.join(dead)} died without reporting")
+                continue
+            if ok:
+                values[role] = value
+            else:
+                errors.append(f"{role}: {value}")
+        # The optional roles (producers blocked on a full pipe after the consumer
+        # stopped) get a short moment, then are stopped.
+        end = time.monotonic() + 2.0
+        while len(values) + len(errors) < len(roles) and time.monotonic() < end:
+            try:
+                role, ok, value = results.get(timeout=0.1)
+            except queue.Empty:
+                if all(p.exitcode is not None for p in processes):
+                    break
+                continue
+            if ok:
+                values[role] = value
+    finally:
+        _stop_processes(processes)
+        results.close()
+        results.join_thread()
+    if errors:
+        raise BenchmarkError(errors[0].strip())
+    missing = required - set(values)
+    if missing:
+        raise BenchmarkError(f"no result from {', '.join(sorted(missing))} within "
+                             f"{SETUP_TIMEOUT + time_cap + GRACE:.0f}s")
+    return values
+
+
+def _stop_processes(processes):
+    for process in processes:
+        process.join(timeout=1.0)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=2.0)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=2.0)
+
+
+def wait_start(barrier):
+    """Meet the other workers; the clock starts when this returns."""
+    barrier.wait(timeout=SETUP_TIMEOUT)
+
+
+def throughput(transport, producer, producer_args, consumer, consumer_args, record_bytes, count,
+               producers=1, time_cap=60.0, batch=None, parent_closes=()):
+    """One throughput run of any transport.
+
+    producer(*producer_args, index, record_bytes, count, barrier=, time_cap=) -> records sent
+    consumer(*consumer_args, total, record_bytes, barrier=, time_cap=) ->
+        {"received", "missed", "seconds", "capped", and optionally "stalled"}
+    """
+    total = count * producers
+    workers = [("consumer", consumer, (*consumer_args, total, record_bytes))]
+    workers += [(f"producer{i}", producer, (*producer_args, i, record_bytes, count))
+                for i in range(producers)]
+    values = run_workers(workers, time_cap, required=["consumer"], parent_closes=parent_closes)
+    got = values["consumer"]
+    sent = [values.get(f"producer{i}") for i in range(producers)]
+    return Throughput(
+        transport=transport, record_bytes=record_bytes, producers=producers, target=total,
+        sent=None if None in sent else sum(sent), received=got["received"], missed=got["missed"],
+        seconds=got["seconds"], capped=got["capped"], batch=batch, stalled=got.get("stalled", False),
+    )
+
+
+def pingpong(transport, pinger, pinger_args, ponger, ponger_args, record_bytes=64,
+             round_trips=20_000, warmup=2_000, time_cap=60.0, parent_closes=()):
+    """One ping-pong run of any transport.
+
+    pinger(*pinger_args, record_bytes, round_trips, warmup, barrier=, time_cap=) -> [rtt_ns]
+        (the timed round trips only; it sends warmup + round_trips pings)
+    ponger(*ponger_args, record_bytes, round_trips + warmup, barrier=, time_cap=) -> echoed
+    """
+    workers = [
+        ("ponger", ponger, (*ponger_args, record_bytes, round_trips + warmup)),
+        ("pinger", pinger, (*pinger_args, record_bytes, round_trips, warmup)),
+    ]
+    values = run_workers(workers, time_cap, required=["pinger"], parent_closes=parent_closes)
+    return Latency(transport, record_bytes, warmup, values["pinger"])
+
+
+# ---- the bus a measurement runs on ----
+
+def attach_or_start(name=None, data_dir=None):
+    """(bus, started): attach to a running supervisor, else start one.
+    `started` says this caller must stop it when done."""
+    import shmbus
+    try:
+        return shmbus.connect(name, data_dir, autostart=False), False
+    except shmbus.SupervisorUnavailable:
+        return shmbus.connect(name, data_dir, autostart=True), True
+
+
+def stop_supervisor(bus, timeout=30.0):
+    """Stop the bus's supervisor and wait until it has removed everything
+    (it holds its lock until then), then close the connection."""
+    lock_file = bus.paths.lock_file
+    try:
+        bus.stop_supervisor()
+    finally:
+        bus.close()
+    deadline = time.monotonic() + timeout
+    fd = os.open(lock_file, os.O_RDWR)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BenchmarkError(f"the supervisor did not stop within {timeout}s") from None
+                time.sleep(0.05)
+    finally:
+        os.close(fd)
+
+
+def ring_bytes_for(record_bytes, records, cap=1 << 30, floor=64 << 20):
+    """A ring that holds a whole run when that takes at most `cap` (so a memory-only
+    ring never overwrites what the consumer has not read), else `cap`."""
+    frame = 48 + ((record_bytes + 7) & ~7)
+    return max(floor, min(cap, frame * records * 9 // 8))
+
+
+# ---- shmbus workers ----
+
+def _shmbus_producer(bus_name, data_dir, topic, batch, index, record_bytes, count, *, barrier,
+                     time_cap):
+    import shmbus
+    payload = b"x" * record_bytes
+    with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
+        producer = bus.producer(timeout=time_cap)
+        producer.partitions_for(topic)  # map the rings now, not inside the timed loop
+        send, send_many = producer.send, producer.send_many
+        wait_start(barrier)
+        deadline = time.monotonic() + time_cap
+        sent = 0
+        if batch:
+            values = [payload] * batch
+            while sent < count and time.monotonic() < deadline:
+                sent += send_many(topic, values[:count - sent])
+        else:
+            while sent < count and time.monotonic() < deadline:
+                n = min(CHECK_EVERY, count - sent)
+                for _ in range(n):
+                    send(topic, payload)
+                sent += n
+        producer.close()
+    return sent
+
+
+def _shmbus_consumer(bus_name, data_dir, topic, wait, total, record_bytes, *, barrier, time_cap):
+    import shmbus
+    with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
+        consumer = bus.consumer(topic, auto_offset_reset="earliest", wait=wait)
+        poll_many, missed = consumer.poll_many, consumer.missed
+        wait_start(barrier)
+        start = time.perf_counter()
+        deadline = time.monotonic() + time_cap
+        received = 0
+        last = start
+        stalled = False
+        while received + missed() < total:
+            if time.monotonic() >= deadline:
+                break
+            batch = poll_many(CONSUMER_BATCH, timeout=0.1)
+            if batch:
+                received += len(batch)
+                last = time.perf_counter()
+            elif time.perf_counter() - last > IDLE_TIMEOUT:
+                stalled = True
+                break
+        lost = missed()
+        consumer.close()
+    return {"received": received, "missed": lost, "seconds": last - start,
+            "capped": received + lost < total, "stalled": stalled}
+
+
+def _shmbus_pinger(bus_name, data_dir, ping, pong, wait, record_bytes, round_trips, warmup, *,
+                   barrier, time_cap):
+    import shmbus
+    perf_ns = time.perf_counter_ns
+    payload = b"p" * record_bytes
+    with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
+        producer = bus.producer(timeout=5.0)
+        producer.partitions_for(ping)
+        consumer = bus.consumer(pong, auto_offset_reset="earliest", wait=wait)
+        send, poll = producer.send, consumer.poll
+        wait_start(barrier)
+        deadline = time.monotonic() + time_cap
+        rtts = []
+        for i in range(warmup + round_trips):
+            start = perf_ns()
+            send(ping, payload)
+            reply = poll(timeout=max(0.0, deadline - time.monotonic()))
+            end = perf_ns()
+            if reply is None:
+                raise TimeoutError(f"no pong within the {time_cap}s cap ({i} round trips done)")
+            if i >= warmup:
+                rtts.append(end - start)
+        producer.close()
+        consumer.close()
+    return rtts
+
+
+def _shmbus_ponger(bus_name, data_dir, ping, pong, wait, record_bytes, total, *, barrier, time_cap):
+    import shmbus
+    with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
+        producer = bus.producer(timeout=5.0)
+        producer.partitions_for(pong)
+        consumer = bus.consumer(ping, auto_offset_reset="earliest", wait=wait)
+        send, poll = producer.send, consumer.poll
+        wait_start(barrier)
+        deadline = time.monotonic() + time_cap
+        echoed = 0
+        while echoed < total:
+            message = poll(timeout=max(0.0, deadline - time.monotonic()))
+            if message is None:
+                break  # the pinger reports the failure
+            send(pong, message.value)
+            echoed += 1
+        producer.close()
+        consumer.close()
+    return echoed
+
+
+# ---- shmbus measurements ----
+
+def _topic_name(kind):
+    return f"bench-{kind}-{os.getpid()}-{time.monotonic_ns() % 1_000_000}"
+
+
+def shmbus_throughput(bus, record_bytes, count, producers=1, batch=None, partitions=1,
+                      ring_bytes=None, wait="spin", time_cap=60.0):
+    """Throughput of `producers` processes sending `count` records each (one send
+    per record, or send_many of `batch`) to one consumer process, on a topic made
+    for the run and deleted after it."""
+    topic = _topic_name("tput")
+    if ring_bytes is None:
+        ring_bytes = ring_bytes_for(record_bytes, count * producers // partitions)
+    bus.create_topic(topic, partitions=partitions, ring_bytes=ring_bytes, durable=DURABLE)
+    try:
+        label = "shmbus send" if not batch else f"shmbus send_many({batch})"
+        return throughput(label, _shmbus_producer, (bus.name, bus.data_dir, topic, batch),
+                          _shmbus_consumer, (bus.name, bus.data_dir, topic, wait),
+                          record_bytes, count, producers=producers, time_cap=time_cap, batch=batch)
+    finally:
+        bus.delete_topic(topic)
+
+
+def shmbus_latency(bus, wait="spin", record_bytes=64, round_trips=20_000, warmup=2_000,
+                   time_cap=60.0):
+    """Ping-pong between two processes over two one-partition topics made for the run."""
+    ping, pong = _topic_name("ping"), _topic_name("pong")
+    bus.create_topic(ping, partitions=1, ring_bytes=16 << 20, durable=DURABLE)
+    try:
+        bus.create_topic(pong, partitions=1, ring_bytes=16 << 20, durable=DURABLE)
+        try:
+            args = (bus.name, bus.data_dir, ping, pong, wait)
+            return pingpong(f"shmbus ({wait})", _shmbus_pinger, args, _shmbus_ponger, args,
+                            record_bytes=record_bytes, round_trips=round_trips, warmup=warmup,
+                            time_cap=time_cap)
+        finally:
+            bus.delete_topic(pong)
+    finally:
+        bus.delete_topic(ping)
+
+
+def default_count(record_bytes):
+    """Records per run by size, as the peer measurements use: 1,000,000 small
+    records, 500,000 up to 16 KiB, 100,000 beyond."""
+    if record_bytes <= 256:
+        return 1_000_000
+    if record_bytes <= 16 << 10:
+        return 500_000
+    return 100_000
