@@ -370,7 +370,8 @@ class Consumer:
                 time.sleep(slice_ns / 1e9)
             else:
                 spin = slice_ns if self._busy else self._spin_ns
-                lib.sb_wait_data(self._wait_rings, self._wait_cursors, len(self._readers), slice_ns, spin)
+                lib.sb_wait_data(self._wait_rings, self._wait_cursors, len(self._readers), slice_ns, spin,
+                                 not self._busy)
             if self._on_poll is not None:
                 self._on_poll()
 

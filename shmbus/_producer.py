@@ -141,7 +141,7 @@ class Producer:
                     route.key_partitions.clear()
                 partition = route.key_partitions[key] = self._partitioner(key, route.count)
             return partition
-        if route.sticky_left <= nbytes or route.sticky_writer is None:
+        if route.sticky_left <= 0 or route.sticky_writer is None:
             # Kafka's sticky partitioner: a new partition once a batch' worth was sent.
             with self._lock:
                 choice = route.sticky
@@ -158,15 +158,32 @@ class Producer:
         """Append one record; returns RecordMetadata(topic, partition, offset, timestamp_ns)
         once it is in shared memory and visible to consumers."""
         route = self._routes.get(topic)
-        # The common case in one straight line: a bytes value on the sticky partition.
-        if (route is not None and key is None and type(value) is bytes and partition is None
-                and headers is None and timestamp_ns is None and route.sticky_left > len(value)):
-            route.sticky_left -= len(value)
-            writer = route.sticky_writer
-            offset = lib.sb_append_value(writer, value, len(value))
-            if offset >= 0:
-                return _new_tuple(RecordMetadata, (topic, route.sticky, offset, writer.timestamp_ns))
-            partition = route.sticky
+        # The common cases in straight lines: a bytes value, no headers, the
+        # producer's clock, a partition whose writer exists. Anything else, and
+        # any error, takes the general path below.
+        if route is not None and type(value) is bytes and headers is None and timestamp_ns is None:
+            if key is None:
+                if partition is None and route.sticky_left > 0:
+                    route.sticky_left -= len(value)
+                    writer = route.sticky_writer
+                    offset = lib.sb_append_value(writer, value, len(value))
+                    if offset >= 0:
+                        return _new_tuple(RecordMetadata, (topic, route.sticky, offset, writer.timestamp_ns))
+                    partition = route.sticky
+                elif type(partition) is int and 0 <= partition < route.count:
+                    writer = route.writers[partition]
+                    if writer is not None:
+                        offset = lib.sb_append_value(writer, value, len(value))
+                        if offset >= 0:
+                            return _new_tuple(RecordMetadata, (topic, partition, offset, writer.timestamp_ns))
+            elif type(key) is bytes and partition is None:
+                partition = route.key_partitions.get(key)
+                writer = route.writers[partition] if partition is not None else None
+                if writer is not None:
+                    offset = lib.sb_append_keyed(writer, key, len(key), value, len(value))
+                    if offset >= 0:
+                        return _new_tuple(RecordMetadata, (topic, partition, offset, writer.timestamp_ns))
+                partition = None  # let the general path pick (and validate) it
         return self._send(route, topic, value, key, headers, partition, timestamp_ns, timeout)
 
     def _send(self, route, topic, value, key, headers, partition, timestamp_ns, timeout):

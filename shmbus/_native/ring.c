@@ -702,10 +702,16 @@ int64_t sb_append(sb_writer *w,
     return offset;
 }
 
-/* The common record, with the fewest arguments (each costs Python time). */
+/* The common records, with the fewest arguments (each costs Python time). */
 int64_t sb_append_value(sb_writer *w, const char *value, int64_t value_len)
 {
     return sb_append(w, NULL, -1, NULL, 0, value, value_len, -1);
+}
+
+int64_t sb_append_keyed(sb_writer *w, const char *key, int64_t key_len,
+                        const char *value, int64_t value_len)
+{
+    return sb_append(w, key, key_len, NULL, 0, value, value_len, -1);
 }
 
 static int64_t append_batch(sb_ring *r, int slot,
@@ -1061,20 +1067,26 @@ struct waitv_entry {
 #define WAITV_MAX 128
 
 int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
-                 int64_t timeout_ns, int64_t spin_ns)
+                 int64_t timeout_ns, int64_t spin_ns, int yield_when_spinning)
 {
     if (count == 0 || count > WAITV_MAX)
         return SB_BAD_RING;
     int64_t start = now_ns(CLOCK_MONOTONIC);
     /* Spin first: on a busy bus the next frame arrives sooner than a futex
-     * round trip (~25 us here). */
+     * round trip (~25 us here). After a short pure spin, yield between checks
+     * (the Disruptor's yielding strategy): when the cores are all taken, the
+     * process we wait for may need ours, and pure spinning measured here
+     * turned a 4 us round trip into 115 us. */
     for (uint32_t spins = 0;; spins++) {
         for (uint32_t i = 0; i < count; i++)
             if (ready(rings[i], cursors[i]))
                 return 1;
         if (spin_ns <= 0 || ((spins & 15) == 0 && now_ns(CLOCK_MONOTONIC) - start >= spin_ns))
             break;
-        cpu_relax();
+        if (spins < 256 || !yield_when_spinning)
+            cpu_relax();
+        else
+            sched_yield();
     }
     if (timeout_ns <= spin_ns && spin_ns > 0)
         return 0;

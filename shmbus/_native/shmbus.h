@@ -110,6 +110,8 @@ int64_t sb_append(sb_writer *writer,
                   const char *headers, int64_t headers_len,
                   const char *value, int64_t value_len, int64_t timestamp_ns);
 int64_t sb_append_value(sb_writer *writer, const char *value, int64_t value_len);
+int64_t sb_append_keyed(sb_writer *writer, const char *key, int64_t key_len,
+                        const char *value, int64_t value_len);
 int64_t sb_append_batch(sb_writer *writer,
                         const char *key, int64_t key_len,
                         const char *headers, int64_t headers_len,
@@ -128,7 +130,7 @@ void sb_seek_head(sb_ring *ring, sb_cursor *cursor);
 int64_t sb_read(sb_ring *ring, sb_cursor *cursor, uint32_t max_records,
                 char *out, uint64_t out_capacity, int64_t *descriptors, uint64_t *out_used);
 int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
-                 int64_t timeout_ns, int64_t spin_ns);
+                 int64_t timeout_ns, int64_t spin_ns, int yield_when_spinning);
 
 /* ---- the archiver: ring -> segment file ---- */
 

@@ -120,7 +120,7 @@ class Archiver:
             return
         ring_array = ffi.new("sb_ring *[]", rings)
         cursor_array = ffi.new("sb_cursor *[]", cursors)
-        lib.sb_wait_data(ring_array, cursor_array, len(rings), int(timeout * 1e9), 0)
+        lib.sb_wait_data(ring_array, cursor_array, len(rings), int(timeout * 1e9), 0, 0)
 
     def drain(self):
         """Archive and fsync everything the rings hold (a clean stop)."""
