@@ -54,6 +54,9 @@ class Consumer:
                          sleep (lowest latency; burns a core while waiting).
       spin_us            how long "spin" spins before sleeping (default 50 us).
       max_poll_records   most records one iteration step fetches (default 500).
+      max_poll_bytes     a poll returns once it holds about this many bytes of records
+                         (default 8 MiB, like Kafka's fetch.max.bytes): it bounds the memory
+                         a batch of large records takes, which the next batch then reuses.
 
     With a group (see README, "Consumer groups"):
       assignment_strategy   "range" (default) or "roundrobin"; every member must use the same.
@@ -68,19 +71,23 @@ class Consumer:
     """
 
     def __init__(self, bus, topics, group=None, auto_offset_reset="latest", wait="spin",
-                 spin_us=50, max_poll_records=500, assignment_strategy="range", sticky=False,
+                 spin_us=50, max_poll_records=500, max_poll_bytes=8 << 20,
+                 assignment_strategy="range", sticky=False,
                  max_poll_interval=300.0, enable_auto_commit=False, auto_commit_interval=5.0,
                  on_assign=None, on_revoke=None):
         if auto_offset_reset not in _RESETS:
             raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got {auto_offset_reset!r}")
         if wait not in ("spin", "busy"):
             raise ValueError(f"wait must be 'spin' or 'busy', got {wait!r}")
+        lib.sb_keep_freed_heap()  # see frame.c: large values would page-fault on every batch
         self._bus = bus
         self._group = group
         self._reset = auto_offset_reset
         self._busy = wait == "busy"
         self._spin_ns = int(spin_us * 1000)
         self._max_poll_records = max_poll_records
+        self._max_poll_bytes = max_poll_bytes
+        self._budget = max_poll_bytes
         self._readers = []
         self._by_tp = {}
         self._capacity = _BUFFER_BYTES
@@ -380,12 +387,13 @@ class Consumer:
         readers = self._readers
         count = len(readers)
         messages = []
+        self._budget = self._max_poll_bytes
         for i in range(count):
             reader = readers[(self._next_reader + i) % count]
             if reader.pending is not None and not self._apply_seek(reader):
                 continue
             self._read(reader, max_records - len(messages), messages)
-            if len(messages) >= max_records:
+            if len(messages) >= max_records or self._budget <= 0:
                 self._next_reader = (self._next_reader + i + 1) % count
                 break
         return messages
@@ -393,7 +401,7 @@ class Consumer:
     def _read(self, reader, max_records, messages):
         if self._desc is None:
             self._desc = ffi.new("int64_t[]", _READ_CHUNK * _DESC)
-        while max_records > 0:
+        while max_records > 0 and self._budget > 0:
             if reader.log is not None:
                 n = self._read_disk(reader, min(max_records, _READ_CHUNK), messages)
                 if n is None:
@@ -404,6 +412,7 @@ class Consumer:
                             self._capacity, self._desc, self._used)
             if n > 0:
                 self._decode(reader.tp, n, messages, self._out_data(n))
+                self._budget -= self._used[0]
                 max_records -= n
                 continue
             if n == 0 or n == lib.SB_EMPTY:
@@ -440,6 +449,7 @@ class Consumer:
             return None
         if n:
             self._decode(reader.tp, n, messages, data)
+            self._budget -= reader.log.result.consumed
             reader.cursor.next_offset = messages[-1].offset + 1
             return n
         offset = reader.log.next_offset

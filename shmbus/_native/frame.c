@@ -6,6 +6,9 @@
  */
 #include <stdint.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include "shmbus.h"
 
 static uint32_t crc_table[256];
@@ -103,4 +106,16 @@ int32_t sb_murmur2(const char *data, int64_t length)
     h *= m;
     h ^= h >> 15;
     return (int32_t)h;
+}
+
+/* A consumer turns every record into a new bytes object. With glibc's default
+ * trimming, freeing a batch of 64 KiB values hands the heap top back to the
+ * kernel and the next batch faults every page in again: measured here, 11.7 us
+ * per 64 KiB value instead of 1.2 us. Keep up to 64 MiB of freed heap. */
+void sb_keep_freed_heap(void)
+{
+#if defined(__GLIBC__)
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_TOP_PAD, 16 << 20);
+#endif
 }

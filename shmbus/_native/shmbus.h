@@ -168,6 +168,7 @@ int64_t sb_parse(const char *buffer, uint64_t length, uint64_t skip_below, uint3
 
 /* ---- frames, shared with the on-disk log ---- */
 int32_t sb_murmur2(const char *data, int64_t length);
+void sb_keep_freed_heap(void);
 uint32_t sb_crc32c(uint32_t crc, const char *data, uint64_t length);
 int64_t sb_frame_check(const char *frame, uint64_t available);
 
