@@ -13,7 +13,6 @@ Nothing here can hang: every wait has a timeout, each run has a time cap after
 which the workers stop and report what they did, and the parent kills whatever
 has not reported by the cap plus a grace period.
 """
-import fcntl
 import multiprocessing
 import os
 import queue
@@ -21,6 +20,8 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
+
+from . import _errors as shmbus_errors
 
 # Durable topics are not available yet; every topic the benchmarks and the demo
 # create goes through this one switch so they can be measured durable later.
@@ -260,26 +261,14 @@ def attach_or_start(name=None, data_dir=None):
 
 
 def stop_supervisor(bus, timeout=30.0):
-    """Stop the bus's supervisor and wait until it has removed everything
-    (it holds its lock until then), then close the connection."""
-    lock_file = bus.paths.lock_file
+    """Stop the bus's supervisor, wait until it has removed everything, and close the
+    connection."""
     try:
-        bus.stop_supervisor()
+        bus.stop_supervisor(timeout)
+    except shmbus_errors.Timeout as e:
+        raise BenchmarkError(str(e)) from None
     finally:
         bus.close()
-    deadline = time.monotonic() + timeout
-    fd = os.open(lock_file, os.O_RDWR)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise BenchmarkError(f"the supervisor did not stop within {timeout}s") from None
-                time.sleep(0.05)
-    finally:
-        os.close(fd)
 
 
 def ring_bytes_for(record_bytes, records, cap=1 << 30, floor=64 << 20):

@@ -1,4 +1,5 @@
 """connect(): find (or start) the bus's supervisor, and hand out producers and consumers."""
+import fcntl
 import os
 import subprocess
 import sys
@@ -6,7 +7,7 @@ import threading
 import time
 
 from ._config import BusPaths
-from ._errors import Closed, SupervisorUnavailable, TopicNotFound
+from ._errors import Closed, SupervisorUnavailable, Timeout, TopicNotFound
 from ._names import validate_name
 from ._protocol import ControlClient
 from ._ring import Ring
@@ -20,6 +21,23 @@ def connect(name=None, data_dir=None, autostart=True, timeout=AUTOSTART_TIMEOUT)
     that outlives the caller) when none runs. data_dir defaults to $SHMBUS_DATA_DIR,
     else ~/.local/share/shmbus/<name>."""
     return Bus(BusPaths.resolve(name, data_dir), autostart=autostart, timeout=timeout)
+
+
+def wait_for_supervisor_exit(paths, timeout):
+    """A supervisor holds its lock until it has removed everything: wait for the lock."""
+    deadline = time.monotonic() + timeout
+    fd = os.open(paths.lock_file, os.O_RDWR)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Timeout(f"the supervisor of bus {paths.bus!r} did not stop within {timeout}s") from None
+                time.sleep(0.02)
+    finally:
+        os.close(fd)
 
 
 def start_supervisor(paths):
@@ -185,9 +203,12 @@ class Bus:
         validate_name(name, "topic")
         self.call("delete_topic", name=name)
 
-    def stop_supervisor(self):
-        """Ask the supervisor to stop cleanly (what `shmbus stop` does)."""
+    def stop_supervisor(self, timeout=30.0):
+        """Stop the supervisor cleanly (what `shmbus stop` does) and return once it has:
+        everything archived and fsynced, nothing of the bus left in /dev/shm. Timeout if
+        it takes longer than timeout seconds."""
         self.call("stop")
+        wait_for_supervisor_exit(self.paths, timeout)
 
     # ---- clients ----
 

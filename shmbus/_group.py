@@ -14,8 +14,7 @@ import hashlib
 import os
 import time
 
-import posix_ipc
-
+from . import _shm
 from ._errors import CommitFailed, ShmbusError
 from ._names import validate_name
 from ._native._core import ffi, lib
@@ -49,44 +48,31 @@ class ControlPage:
 
     @classmethod
     def create(cls, name, mode=0o600):
-        size = lib.sb_ctl_total_bytes()
-        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode)
+        fd = _shm.create(name, lib.sb_ctl_total_bytes(), "control page", mode)
         try:
-            os.ftruncate(shm.fd, size)
-            os.posix_fallocate(shm.fd, 0, size)
             err = ffi.new("int *")
-            ptr = lib.sb_ctl_create(shm.fd, err)
+            ptr = lib.sb_ctl_create(fd, err)
             if ptr == ffi.NULL:
+                _shm.unlink(name)
                 raise OSError(err[0], f"cannot map control page {name}")
-        except BaseException:
-            shm.close_fd()
-            posix_ipc.unlink_shared_memory(name)
-            raise
-        shm.close_fd()
+        finally:
+            os.close(fd)
         return cls(name, ptr)
 
     @classmethod
     def attach(cls, name):
         """Map an existing page; FileNotFoundError if absent, BadControlPage if invalid."""
-        try:
-            shm = posix_ipc.SharedMemory(name)
-        except posix_ipc.ExistentialError:
-            raise FileNotFoundError(f"no control page {name} in /dev/shm") from None
+        fd, size = _shm.open_existing(name, "control page")
         try:
             err = ffi.new("int *")
-            ptr = lib.sb_ctl_attach(shm.fd, shm.size, err)
+            ptr = lib.sb_ctl_attach(fd, size, err)
             if ptr == ffi.NULL:
                 raise BadControlPage(f"{name} is not a control page of version {lib.SB_CTL_VERSION}")
         finally:
-            shm.close_fd()
+            os.close(fd)
         return cls(name, ptr)
 
-    @staticmethod
-    def unlink(name):
-        try:
-            posix_ipc.unlink_shared_memory(name)
-        except posix_ipc.ExistentialError:
-            pass
+    unlink = staticmethod(_shm.unlink)
 
     def close(self):
         if self.ptr is not None:

@@ -59,10 +59,8 @@ def scan_segment(path, start_offset):
     max_timestamp, corrupt_at): corrupt_at is the file position of the first bad frame, or None
     if the file only ends early (a torn tail) or not at all."""
     size = os.path.getsize(path)
-    buffer = ffi.new("char[]", max(READ_CHUNK, 1))
     capacity = READ_CHUNK
-    desc = ffi.new("int64_t[]", 256 * lib.SB_DESC_WORDS)
-    result = ffi.new("sb_parse_result *")
+    buffer = ffi.new("char[]", capacity)
     position, next_offset, max_ts = 0, start_offset, -1
     index, timeindex, since_index = [], [], INDEX_INTERVAL
     with open(path, "rb") as f:
@@ -70,7 +68,6 @@ def scan_segment(path, start_offset):
             want = min(capacity, size - position)
             chunk = os.pread(f.fileno(), want, position)
             ffi.memmove(buffer, chunk, len(chunk))
-            result.next_offset = next_offset
             # Walk frame by frame to build the indexes as the archiver would.
             walked = 0
             while walked < len(chunk):
@@ -258,7 +255,6 @@ class SegmentWriter:
 
 def _segment_newest_timestamp(directory, base, time_entries):
     """The largest timestamp in a closed segment: scan from its last time index entry."""
-    path = segment_path(directory, base)
     start = 0
     if time_entries:
         index = read_index(segment_path(directory, base, ".index"), INDEX_ENTRY)

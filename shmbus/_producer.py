@@ -9,7 +9,7 @@ from ._bus import ensure_topic
 from ._codec import encode_headers
 from ._errors import BufferFull, Closed, Timeout, TopicNotFound
 from ._native._core import ffi, lib
-from ._ring import RingDeleted, raise_for_append
+from ._ring import raise_for_append
 from ._types import RecordMetadata
 
 _new_tuple = tuple.__new__

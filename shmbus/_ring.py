@@ -1,20 +1,14 @@
 """A partition ring in shared memory: create, attach, and the calls producers,
 consumers and the supervisor make on it. The C core does the work; this module
 turns its return codes into exceptions and owns the mapping's lifetime."""
-import errno
 import os
 
-import posix_ipc
-
-from ._errors import MessageTooLarge, OutOfSpace, ShmbusError
+from . import _shm
+from ._errors import MessageTooLarge, ShmbusError
 from ._native._core import ffi, lib
 from ._process import is_alive, my_identity
 
 SLOTS = lib.SB_MAX_SLOTS
-
-
-class RingDeleted(ShmbusError):
-    """The ring's topic was deleted, or its bus stopped (internal: clients re-resolve)."""
 
 
 class BadRing(ShmbusError):
@@ -47,56 +41,33 @@ class Ring:
 
     @classmethod
     def create(cls, name, data_bytes, base_offset, durable, mode=0o600):
-        """Create and reserve the whole object now, so a full /dev/shm fails here
-        with OutOfSpace, never later as a SIGBUS in a producer."""
-        size = lib.sb_ring_total_bytes(data_bytes)
-        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode)
-        fd = shm.fd
+        """Create the ring with all its memory reserved (OutOfSpace if /dev/shm is full)."""
+        fd = _shm.create(name, lib.sb_ring_total_bytes(data_bytes), "ring", mode)
         try:
-            os.ftruncate(fd, size)
-            try:
-                os.posix_fallocate(fd, 0, size)
-            except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EFBIG):
-                    raise OutOfSpace(
-                        f"/dev/shm has no room for a {size} byte ring ({name}): "
-                        f"free space there, or create the topic with a smaller ring_bytes"
-                    ) from None
-                raise
             err = ffi.new("int *")
             flags = lib.SB_RING_DURABLE if durable else 0
             ptr = lib.sb_ring_create(fd, data_bytes, base_offset, flags, err)
             if ptr == ffi.NULL:
+                _shm.unlink(name)
                 raise OSError(err[0], f"cannot map ring {name}: {os.strerror(err[0])}")
-        except BaseException:
-            shm.close_fd()
-            posix_ipc.unlink_shared_memory(name)
-            raise
-        shm.close_fd()
+        finally:
+            os.close(fd)
         return cls(name, ptr)
 
     @classmethod
     def attach(cls, name):
         """Map an existing ring; BadRing if it is not one, FileNotFoundError if absent."""
-        try:
-            shm = posix_ipc.SharedMemory(name)
-        except posix_ipc.ExistentialError:
-            raise FileNotFoundError(errno.ENOENT, f"no ring {name} in /dev/shm") from None
+        fd, size = _shm.open_existing(name, "ring")
         try:
             err = ffi.new("int *")
-            ptr = lib.sb_ring_attach(shm.fd, shm.size, err)
+            ptr = lib.sb_ring_attach(fd, size, err)
             if ptr == ffi.NULL:
                 raise BadRing(f"{name} is not a valid shmbus ring of version {lib.SB_VERSION}")
         finally:
-            shm.close_fd()
+            os.close(fd)
         return cls(name, ptr)
 
-    @staticmethod
-    def unlink(name):
-        try:
-            posix_ipc.unlink_shared_memory(name)
-        except posix_ipc.ExistentialError:
-            pass
+    unlink = staticmethod(_shm.unlink)
 
     def close(self):
         if not self._closed:
@@ -188,6 +159,4 @@ def raise_for_append(code, ring):
             f"record too large for ring {ring.name}: at most {ring.max_frame - lib.SB_FRAME_HEADER_BYTES} "
             f"bytes of key, headers and value (half the ring); create the topic with a larger ring_bytes"
         )
-    if code == lib.SB_DELETED:
-        raise RingDeleted(ring.name)
     raise ShmbusError(f"append to {ring.name} failed with code {code}")

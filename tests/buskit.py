@@ -16,7 +16,6 @@ import threading
 import time
 
 import psutil
-import pytest
 
 import shmbus
 from shmbus._config import BusPaths
@@ -86,8 +85,17 @@ def reference_murmur2(data):
 
 
 # ---------------------------------------------------------------------------
-# What a bus leaves behind
+# A bus per test, and what it leaves behind
 # ---------------------------------------------------------------------------
+
+def unique_bus_name():
+    """Random, so it is unique in every command line on the host (the leak check greps for it)."""
+    return f"sbt{os.getpid()}x{secrets.token_hex(4)}"
+
+
+def new_paths(name, data_dir):
+    return BusPaths.resolve(name, str(data_dir))
+
 
 def shm_leftovers(paths):
     """Names in /dev/shm that belong to the bus (every one starts with its prefix)."""
@@ -189,10 +197,10 @@ def stop_bus(paths, timeout=20.0):
 STOP_TIMEOUT = 20.0
 
 
-def check_bus_left_nothing(paths):
-    """Stop the bus's supervisor and fail if a process or a ring survives it.
-    Stragglers are killed and rings unlinked first, so one leaky test does not
-    poison the next."""
+def leftovers_after_stop(paths):
+    """Stop the bus's supervisor and describe whatever of the bus survives it
+    (processes, /dev/shm objects): [] when it left nothing. Stragglers are
+    killed and rings unlinked, so one leaky test does not poison the next."""
     problems = []
     survivors = stop_bus(paths, STOP_TIMEOUT)
     if survivors:
@@ -200,7 +208,7 @@ def check_bus_left_nothing(paths):
         for proc in survivors:
             try:
                 described.append(f"pid {proc.pid}: {' '.join(proc.cmdline())}")
-            except Exception:
+            except psutil.Error:
                 described.append(f"pid {proc.pid}")
         kill_processes(survivors)
         problems.append("processes of the bus still running after a clean stop:\n  " + "\n  ".join(described))
@@ -208,13 +216,7 @@ def check_bus_left_nothing(paths):
     if leftovers:
         unlink_shm(leftovers)
         problems.append(f"left in /dev/shm after a clean stop: {leftovers}")
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
-
-
-def unique_bus_name():
-    """Random, so it is unique in every command line on the host (the leak check greps for it)."""
-    return f"sbt{os.getpid()}x{secrets.token_hex(4)}"
+    return problems
 
 
 def kill_processes(procs):
@@ -235,6 +237,10 @@ def unlink_shm(names):
             if e.errno != errno.ENOENT:
                 raise
 
+
+# ---------------------------------------------------------------------------
+# Reading and measuring
+# ---------------------------------------------------------------------------
 
 def read_exact(consumer, count, timeout=10.0):
     """Exactly `count` records from consumer (fails if fewer arrive in time).
@@ -378,8 +384,6 @@ def run_cli(paths, *args, stdin=None, timeout=60, env=None):
     return subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout, env=full_env)
 
 
-def new_paths(name, data_dir):
-    return BusPaths.resolve(name, str(data_dir))
 
 
 class Collector(threading.Thread):
@@ -395,7 +399,7 @@ class Collector(threading.Thread):
         self.records = []                # (partition, offset, tag, seq, timestamp_ns)
         self.garbage = []
         self.counts = {}                 # tag -> records received
-        self.latest = {}                 # tag prefix -> newest timestamp_ns received
+        self.latest = {}                 # first letter of the tag -> newest timestamp_ns received
         self.error = None
         self.missed = None
         self._cond = threading.Condition()
@@ -434,10 +438,12 @@ class Collector(threading.Thread):
             return True
 
     def stop(self):
-        """Stop reading; afterwards self.missed holds what the consumer missed."""
-        self._stopping.set()
-        self.join(10)
-        self.missed = self.consumer.missed()
-        self.consumer.close()
+        """Stop reading (again: a no-op); afterwards self.missed holds what the
+        consumer missed. Raises what the reading thread raised, if anything."""
+        if self.missed is None:
+            self._stopping.set()
+            self.join(10)
+            self.missed = self.consumer.missed()
+            self.consumer.close()
         if self.error is not None:
             raise self.error

@@ -115,12 +115,12 @@ def role_survivor(args):
     write_json(args["out"], {"tag": tag, "sent": seq})
 
 
-def _kill_self_mid_claim(producer, topic, partition, arm_file):
+def _kill_self_mid_claim(producer, topic, partition, arm_file, kill_on):
     """Watch our own producer slot from a second thread and SIGKILL the whole
     process the moment the main thread holds the claim lock or has a claim
     open (reserved, not yet published): the worst instants to die at. cffi
     releases the GIL around C calls, so the main thread keeps appending while
-    this one looks."""
+    this one looks. kill_on: "claim", or "either" (the lock or a claim)."""
     if arm_file:
         wait_for_file(arm_file)
     route = producer._routes[topic]
@@ -128,7 +128,7 @@ def _kill_self_mid_claim(producer, topic, partition, arm_file):
     ring, slot = writer.ring, writer.slot
     slots = ffi.new("sb_slot_info[]", lib.SB_MAX_SLOTS)
     while True:
-        if lib.sb_lock_owner(ring) == slot:
+        if kill_on == "either" and lib.sb_lock_owner(ring) == slot:
             os.kill(os.getpid(), signal.SIGKILL)
         lib.sb_slots_get(ring, slots)
         if slots[slot].claimed:
@@ -139,10 +139,13 @@ def role_victim(args):
     """Send until killed: single records and batches, to one partition.
     mode "random": the test kills us whenever it likes.
     mode "claim": we kill ourselves mid-claim once warmed up (or once the arm
-    file appears, if one is given)."""
+    file appears, if one is given). Larger batch values (batch_value_bytes)
+    make each claim take longer to fill, so a kill inside one leaves part of
+    it unpublished."""
     topic, tag, mode = args["topic"], args["tag"], args["mode"]
     partition = args.get("partition", 0)
     pause = args.get("pause", 0.0005)
+    batch_value_bytes = args.get("batch_value_bytes", 2048)
     rng = random.Random(args.get("seed"))
     seq = 0
     with connect(args) as bus, bus.producer() as producer:
@@ -150,7 +153,7 @@ def role_victim(args):
             if op % 4 == 3:
                 # A batch claim: many records under one reservation, so dying
                 # inside it leaves an aborted frame over the unpublished rest.
-                values = [buskit.make_value(tag, s, 2048) for s in range(seq, seq + 32)]
+                values = [buskit.make_value(tag, s, batch_value_bytes) for s in range(seq, seq + 32)]
                 producer.send_many(topic, values, partition=partition)
                 seq += 32
             else:
@@ -160,7 +163,8 @@ def role_victim(args):
                 touch(args["ready_file"])
             if op == 3 and mode == "claim":
                 threading.Thread(target=_kill_self_mid_claim, daemon=True,
-                                 args=(producer, topic, partition, args.get("arm_file"))).start()
+                                 args=(producer, topic, partition, args.get("arm_file"),
+                                       args.get("kill_on", "either"))).start()
             time.sleep(pause)
 
 

@@ -19,7 +19,9 @@ def bus_paths(tmp_path):
     that nothing of it is left running or in /dev/shm."""
     paths = buskit.new_paths(buskit.unique_bus_name(), tmp_path / "data")
     yield paths
-    buskit.check_bus_left_nothing(paths)
+    problems = buskit.leftovers_after_stop(paths)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
@@ -45,3 +47,19 @@ def make_topic(bus):
     def create(name="t", partitions=1, ring_bytes=64 << 10):
         return bus.create_topic(name, partitions=partitions, ring_bytes=ring_bytes, durable=False)
     return create
+
+
+@pytest.fixture
+def start_collector(bus):
+    """Start a buskit.Collector (a consumer on a thread of the test) on a topic;
+    teardown stops it before the bus closes, even if the test failed."""
+    started = []
+
+    def start(topic):
+        c = buskit.Collector(bus, topic)
+        c.start()
+        started.append(c)
+        return c
+    yield start
+    for c in started:
+        c.stop()

@@ -3,7 +3,6 @@ partition's segment files, fsyncs by policy (and at once when a producer's
 flush() asks), and moves the ring's archived position, which is what lets
 producers reuse ring space. One thread for all partitions: it sleeps on the
 rings' futex words, like a consumer, so an idle bus costs nothing."""
-import os
 import threading
 import time
 

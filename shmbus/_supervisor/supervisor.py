@@ -5,7 +5,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import socketserver
 import sys
 import threading

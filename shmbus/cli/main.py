@@ -1,8 +1,4 @@
 """Entry point and the shared plumbing: --bus/--data-dir, and errors as one line."""
-import fcntl
-import os
-import sys
-import time
 
 import click
 
@@ -70,24 +66,10 @@ def stop(bus, data_dir, timeout):
     paths = paths_of(bus, data_dir)
     try:
         with open_bus(bus, data_dir, autostart=False) as b:
-            b.stop_supervisor()
+            b.stop_supervisor(timeout)
     except SupervisorUnavailable:
         click.echo(f"no supervisor runs for bus {paths.bus!r}", err=True)
         return
-    # The supervisor holds its lock until it has removed everything: wait for it.
-    deadline = time.monotonic() + timeout
-    fd = os.open(paths.lock_file, os.O_RDWR)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise CliError(f"the supervisor did not stop within {timeout}s") from None
-                time.sleep(0.05)
-    finally:
-        os.close(fd)
     click.echo(f"stopped bus {paths.bus!r}")
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from buskit import Collector, wait_until
+from buskit import wait_until
 
 # The design promises recovery within about a reaper interval (0.25 s) or a
 # 20 ms lock timeout; this bound only has to tell "recovered" from "wedged" on
@@ -25,12 +25,12 @@ def touch(path):
 
 
 @pytest.mark.timeout(180)
-def test_sigkill_producers_repeatedly_while_others_send_to_the_same_partition(bus, make_topic, children, tmp_path):
+def test_sigkill_producers_repeatedly_while_others_send_to_the_same_partition(bus, make_topic, children,
+                                                                            start_collector, tmp_path):
     # Big enough that no consumer is lapped by the victims' bursts.
-    make_topic("t", ring_bytes=32 << 20)
+    make_topic("t", ring_bytes=64 << 20)
     stop_file, done_file = str(tmp_path / "stop"), str(tmp_path / "done")
-    collector = Collector(bus, "t")
-    collector.start()
+    collector = start_collector("t")
     other = children.start("consume", topics=["t"], done_file=done_file, timeout=150)
     other.wait_ready()
     survivors = [children.start("survivor", topic="t", tag=f"s{i}", size=[17, 200], stop_file=stop_file)
@@ -44,7 +44,10 @@ def test_sigkill_producers_repeatedly_while_others_send_to_the_same_partition(bu
         # Alternate: killed from outside at a random moment, or killing itself
         # the instant it holds the lock or an open claim.
         mode = "claim" if i % 2 else "random"
-        victim = children.start("victim", topic="t", tag=f"v{i}", mode=mode, seed=i)
+        # Claim-mode victims send 512 KiB claims: long enough to fill that the
+        # kill lands before all of it is published (an aborted frame follows).
+        victim = children.start("victim", topic="t", tag=f"v{i}", mode=mode, seed=i,
+                                batch_value_bytes=(16 << 10) if mode == "claim" else 2048)
         victim.wait_ready()
         if mode == "random":
             time.sleep(rng.uniform(0, 0.2))
@@ -54,6 +57,7 @@ def test_sigkill_producers_repeatedly_while_others_send_to_the_same_partition(bu
         assert victim.popen.returncode == -signal.SIGKILL, victim.stderr()
         killed_ns = time.time_ns()
         started = time.monotonic()
+        # Survivors' tags start with "s": wait for one of their records stamped after the kill.
         recovered = collector.wait_for(lambda c: c.latest.get("s", 0) > killed_ns, LIVENESS_SECONDS)
         assert collector.error is None, collector.error
         assert recovered, f"kill {i} ({mode}): no survivor record arrived within {LIVENESS_SECONDS}s"
@@ -70,7 +74,8 @@ def test_sigkill_producers_repeatedly_while_others_send_to_the_same_partition(bu
 
     records = collector.records
     assert collector.garbage == [] and other_result["garbage"] == []
-    assert collector.missed == 0 and other_result["missed"] == 0, "a consumer was lapped: the ring is too small for this machine"
+    assert collector.missed == 0 and other_result["missed"] == 0, (
+        "a consumer was lapped: the ring is too small for this machine")
 
     # Offsets increase; every jump is an aborted claim of a dead producer.
     offsets = [r[1] for r in records]

@@ -9,7 +9,7 @@ import shmbus
 from shmbus import TopicPartition
 
 import buskit
-from buskit import read_exact as read_all, reference_murmur2
+from buskit import read_exact, reference_murmur2
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,7 +30,7 @@ def test_record_shapes_round_trip(bus, make_topic):
     ]
     with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
         sent = [p.send("t", **case) for case in cases]
-        got = read_all(c, len(cases))
+        got = read_exact(c, len(cases))
     for offset, (case, md, m) in enumerate(zip(cases, sent, got)):
         assert md.topic == "t" and md.partition == 0 and md.offset == offset
         assert (m.topic, m.partition, m.offset, m.timestamp_ns) == ("t", 0, offset, md.timestamp_ns)
@@ -48,7 +48,7 @@ def test_dict_headers_arrive_as_pairs(bus, make_topic):
     make_topic("t")
     with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
         p.send("t", b"v", headers={"a": b"1", "b": b"2"})
-        (m,) = read_all(c, 1)
+        (m,) = read_exact(c, 1)
     assert m.headers == (("a", b"1"), ("b", b"2"))
 
 
@@ -65,10 +65,10 @@ def test_largest_record_fits_and_one_byte_more_is_too_large(bus, make_topic, rin
         # is sent, before the next overwrites it.
         big = buskit.make_value("big", 0, limit)
         p.send("t", big)
-        assert read_all(c, 1)[0].value == big
+        assert read_exact(c, 1)[0].value == big
         keyed = buskit.make_value("big", 1, limit - len(key) - header_bytes)
         p.send("t", keyed, key=key, headers=headers)
-        (m,) = read_all(c, 1)
+        (m,) = read_exact(c, 1)
         assert (m.key, m.headers, m.value) == (key, tuple(headers), keyed)
         with pytest.raises(shmbus.MessageTooLarge):
             p.send("t", b"x" * (limit + 1))
@@ -78,7 +78,7 @@ def test_largest_record_fits_and_one_byte_more_is_too_large(bus, make_topic, rin
             p.send_many("t", [b"x" * (limit + 1)])
         # The refused sends left nothing behind: the next record gets offset 2.
         assert p.send("t", b"after").offset == 2
-        (m,) = read_all(c, 1)
+        (m,) = read_exact(c, 1)
         assert (m.offset, m.value) == (2, b"after")
         assert c.missed() == 0
 
@@ -103,7 +103,7 @@ def test_bytes_like_values(bus, make_topic):
     with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
         for value in values:
             p.send("t", value)
-        got = read_all(c, len(values))
+        got = read_exact(c, len(values))
     for value, m in zip(values, got):
         assert m.value == bytes(value) and type(m.value) is bytes
 
@@ -113,7 +113,7 @@ def test_bytes_like_keys(bus, make_topic):
     keys = [bytearray(b"bk"), memoryview(b"[mk]")[1:3], memoryview(bytearray(b"wk"))]
     with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
         sent = [p.send("t", b"v", key=key) for key in keys]
-        got = read_all(c, len(keys))
+        got = read_exact(c, len(keys))
     by_key = {m.key: m for m in got}
     for key, md in zip(keys, sent):
         # A bytes-like key partitions exactly like the same bytes.
@@ -128,7 +128,7 @@ def test_send_many_with_bytes_like_values(bus, make_topic):
     values = [b"bytes", bytearray(b"bytearray"), memoryview(b"xmemoryviewx")[1:-1], memoryview(words), b"last"]
     with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
         assert p.send_many("t", values, partition=0) == len(values)
-        got = read_all(c, len(values))
+        got = read_exact(c, len(values))
     assert [m.value for m in got] == [bytes(v) for v in values], (
         "send_many must cut the batch at each value's byte length, not its item count")
 
@@ -142,7 +142,7 @@ def test_keyed_records_land_on_kafkas_partition(bus, make_topic):
             for key in keys:
                 md = p.send("t", b"v%d" % round_, key=key)
                 assert md.partition == (reference_murmur2(key) & 0x7FFFFFFF) % partitions, key
-        got = read_all(c, 2 * len(keys))
+        got = read_exact(c, 2 * len(keys))
     for m in got:
         assert m.partition == (reference_murmur2(m.key) & 0x7FFFFFFF) % partitions
     assert len({m.partition for m in got}) == partitions
@@ -162,7 +162,7 @@ def test_keyless_records_spread_and_offsets_are_per_partition(bus, make_topic):
     make_topic("t", partitions=4)
     with bus.producer(sticky_bytes=1000) as p, bus.consumer("t", auto_offset_reset="earliest") as c:
         sent = [p.send("t", buskit.make_value("s", i, 100)) for i in range(400)]
-        got = read_all(c, 400)
+        got = read_exact(c, 400)
     assert len({md.partition for md in sent}) > 1, "the sticky partition moves on after a batch"
     for partition in range(4):
         offsets = [md.offset for md in sent if md.partition == partition]
@@ -179,7 +179,7 @@ def test_consumer_of_several_topics(bus, make_topic):
         for i in range(10):
             p.send("a", b"a%d" % i, partition=i % 2)
             p.send("b", b"b%d" % i)
-        got = read_all(c, 20)
+        got = read_exact(c, 20)
     assert sorted(m.value for m in got if m.topic == "a") == sorted(b"a%d" % i for i in range(10))
     assert [m.value for m in got if m.topic == "b"] == [b"b%d" % i for i in range(10)]
 
@@ -191,7 +191,7 @@ def test_iteration_and_poll_share_one_stream(bus, make_topic):
             p.send("t", b"%d" % i)
         first = next(iter(c))
         second = c.poll(timeout=1)
-        rest = read_all(c, 28)
+        rest = read_exact(c, 28)
     assert [m.offset for m in [first, second, *rest]] == list(range(30))
 
 

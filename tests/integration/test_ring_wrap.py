@@ -49,8 +49,9 @@ def test_many_laps_in_lockstep_with_sizes_that_do_not_divide_the_ring(bus, make_
             # consumer is never lapped, so every record must arrive.
             budget, first = data_bytes // 3, seq
             while budget > 0:
-                size = rng.choice([rng.randint(17, 3001), rng.randint(17, 200), min(limit, budget - 48)])
-                size = max(17, min(size, limit))
+                # Small, medium, or as large as the round's budget allows.
+                size = rng.choice([rng.randint(17, 200), rng.randint(17, 3001), limit])
+                size = max(17, min(size, budget - 56))
                 if rng.random() < 0.25:
                     values = [buskit.make_value("w", seq + i, rng.randint(17, 700)) for i in range(rng.randint(1, 20))]
                     assert p.send_many("t", values, partition=0) == len(values)

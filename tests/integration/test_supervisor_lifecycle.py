@@ -163,4 +163,4 @@ def test_long_bus_and_topic_names_work_end_to_end(tmp_path):
                 (m,) = read_exact(c, 1)
             assert (m.topic, m.partition, m.value) == (topic, 1, b"v")
     finally:
-        buskit.check_bus_left_nothing(paths)
+        assert buskit.leftovers_after_stop(paths) == []
