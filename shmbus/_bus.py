@@ -157,16 +157,26 @@ class Bus:
             pass
 
     def call(self, op, **args):
-        """One control request; reconnects (and restarts the supervisor with autostart) once."""
+        """One control request. If the supervisor is gone, reconnect (with autostart,
+        start a new one) and retry until the connect timeout: a supervisor killed a
+        moment ago may still refuse or reset connections while it dies."""
         if self._closed:
             raise Closed("this bus connection is closed")
         with self._control_lock:
-            try:
-                return self._control.call(op, **args)
-            except SupervisorUnavailable:
+            deadline = time.monotonic() + self.timeout
+            while True:
+                try:
+                    return self._control.call(op, **args)
+                except SupervisorUnavailable:
+                    if time.monotonic() > deadline:
+                        raise
                 self._control.close()
-                self._connect()
-                return self._control.call(op, **args)
+                try:
+                    self._connect()
+                except SupervisorUnavailable:
+                    if not self.autostart or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
 
     # ---- topics ----
 
