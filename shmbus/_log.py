@@ -121,6 +121,7 @@ class SegmentWriter:
         self.entries = ffi.new("sb_index_entry[]", 1024)
         self.entry_count = ffi.new("uint32_t *")
         self.unsynced = 0
+        self.synced_position = 0  # the ring position fsynced so far (set by the archiver)
         self.last_sync = 0.0
         self.last_sync_ns = 0
         self.error = None        # the last write error, until archiving works again
@@ -280,6 +281,8 @@ class SegmentReader:
         self.next_offset = None
         self.capacity = READ_CHUNK
         self.result = ffi.new("sb_parse_result *")
+        self.chunk = None      # the bytes last read, from file position chunk_at
+        self.chunk_at = 0
 
     def refresh(self):
         self.bases = list_segments(self.directory)
@@ -308,6 +311,7 @@ class SegmentReader:
 
     def _open(self, base):
         self.close()
+        self.chunk = None
         try:
             self.fd = os.open(segment_path(self.directory, base), os.O_RDONLY)
         except FileNotFoundError:
@@ -317,16 +321,20 @@ class SegmentReader:
     def read(self, max_records, desc, follow=True):
         """Parse up to max_records records at or after next_offset into desc. Returns
         (count, data) where descriptors index into data, or (0, None) at the end of disk
-        (of this segment, without follow)."""
+        (of this segment, without follow). Reads a chunk at a time and parses it in
+        place, call after call."""
         while True:
-            chunk = os.pread(self.fd, self.capacity, self.position)
-            if chunk:
-                data = chunk
+            start = self.position - self.chunk_at
+            if self.chunk is None or not 0 <= start < len(self.chunk):
+                self._load()
+                start = 0
+            if self.chunk:
                 result = self.result
                 result.next_offset = self.next_offset
-                n = lib.sb_parse(data, len(data), self.next_offset, max_records, desc, result)
+                n = lib.sb_parse(self.chunk, start, len(self.chunk), self.next_offset, max_records,
+                                 desc, result)
                 if n == lib.SB_CORRUPT:
-                    bad = self.position + result.bad_position
+                    bad = self.chunk_at + result.bad_position
                     raise CorruptSegment(
                         f"corrupt record in {segment_path(self.directory, self.base)} at byte {bad} "
                         f"(after offset {result.next_offset - 1}): CRC or length check failed")
@@ -334,12 +342,17 @@ class SegmentReader:
                     self.position += result.consumed
                     self.next_offset = max(self.next_offset, result.next_offset)
                     if n:
-                        return n, data
+                        return n, self.chunk
                     continue
-                if len(chunk) == self.capacity:
+                if start:
+                    self._load()  # the next frame runs past this chunk: read from it on
+                    continue
+                if len(self.chunk) == self.capacity:
                     self.capacity *= 2  # a frame larger than the buffer
+                    self._load()
                     continue
-            # The end of this segment: move to the next one, if there is one.
+            # The end of this segment (so far): move to the next one, if there is one.
+            self.chunk = None
             if not follow:
                 return 0, None
             self.refresh()
@@ -348,6 +361,10 @@ class SegmentReader:
                 return 0, None
             self._open(later[0])
             self.position = 0
+
+    def _load(self):
+        self.chunk = os.pread(self.fd, self.capacity, self.position)
+        self.chunk_at = self.position
 
     def scan_timestamps(self, base, position):
         """(offset, timestamp) of every data frame from a segment position on."""

@@ -1263,10 +1263,10 @@ int64_t sb_archive(sb_ring *r, int fd, sb_archive_state *st, uint64_t max_bytes,
     return (int64_t)written;
 }
 
-int64_t sb_parse(const char *buf, uint64_t length, uint64_t skip_below, uint32_t max_records,
-                 int64_t *desc, sb_parse_result *res)
+int64_t sb_parse(const char *buf, uint64_t start, uint64_t length, uint64_t skip_below,
+                 uint32_t max_records, int64_t *desc, sb_parse_result *res)
 {
-    uint64_t pos = 0;
+    uint64_t pos = start;
     int64_t n = 0;
     res->bad_position = 0;
     while ((uint32_t)n < max_records) {
@@ -1275,7 +1275,7 @@ int64_t sb_parse(const char *buf, uint64_t length, uint64_t skip_below, uint32_t
             break;
         if (size < 0) {
             res->bad_position = pos;
-            res->consumed = pos;
+            res->consumed = pos - start;
             return SB_CORRUPT;
         }
         const struct frame *f = (const struct frame *)(buf + pos);
@@ -1298,7 +1298,7 @@ int64_t sb_parse(const char *buf, uint64_t length, uint64_t skip_below, uint32_t
         }
         pos += (uint64_t)size;
     }
-    res->consumed = pos;
+    res->consumed = pos - start;
     return n;
 }
 

@@ -154,8 +154,9 @@ int64_t sb_archive(sb_ring *ring, int fd, sb_archive_state *state, uint64_t max_
                    uint64_t index_interval, sb_index_entry *entries, uint32_t max_entries,
                    uint32_t *out_entries);
 
-/* Parse frames from a segment buffer: checks every frame (CRC), skips records
- * below skip_below, and describes up to max_records records like sb_read. */
+/* Parse frames from buffer[start, length): checks every frame (CRC), skips
+ * records below skip_below, and describes up to max_records records like
+ * sb_read, with positions counted from the buffer's start. */
 typedef struct {
     uint64_t consumed;             /* bytes of whole frames parsed */
     uint64_t next_offset;          /* offset after the last frame parsed */
@@ -163,8 +164,8 @@ typedef struct {
     int64_t last_timestamp;        /* timestamp of the last data frame parsed */
 } sb_parse_result;
 
-int64_t sb_parse(const char *buffer, uint64_t length, uint64_t skip_below, uint32_t max_records,
-                 int64_t *descriptors, sb_parse_result *result);
+int64_t sb_parse(const char *buffer, uint64_t start, uint64_t length, uint64_t skip_below,
+                 uint32_t max_records, int64_t *descriptors, sb_parse_result *result);
 
 /* ---- frames, shared with the on-disk log ---- */
 int32_t sb_murmur2(const char *data, int64_t length);

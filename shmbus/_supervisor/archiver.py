@@ -13,7 +13,7 @@ FSYNC_BYTES = 64 << 20      # fsync at least this often under heavy load
 RETENTION_INTERVAL = 5.0    # seconds between retention sweeps
 ERROR_RETRY = 1.0           # seconds between retries after a write error
 STEP_BYTES = 64 << 20       # most one partition archives before the next gets a turn
-BATCH_BYTES = 256 << 10     # below this per round, the archiver naps 1 ms to batch
+BATCH_BYTES = 64 << 10      # below this per round (a trickle), the archiver naps 1 ms to batch
 
 
 class Archiver:
@@ -70,7 +70,7 @@ class Archiver:
             return 0
         try:
             written = 0
-            synced = ring.stats().synced
+            synced = writer.synced_position  # only we move it: no need to read the ring
             while written < STEP_BYTES:
                 more = writer.archive(ring)
                 if not more:
@@ -84,7 +84,8 @@ class Archiver:
             if due:
                 writer.sync()
             if due or not writer.unsynced:
-                ring.set_archived(writer.state.position, writer.state.position)
+                writer.synced_position = writer.state.position
+                ring.set_archived(writer.state.position, writer.synced_position)
             if writer.error is not None:
                 self.supervisor.log(f"{topic.info.name}/{p}: archiving again after: {writer.error}")
                 writer.error = None

@@ -255,6 +255,7 @@ class TopicRegistry:
                 log.start(ring.stats().head_offset)
             log.state.position = position
             log.sync()
+            log.synced_position = position
             ring.set_archived(position, position)
         return ring, log
 
