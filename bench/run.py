@@ -14,6 +14,7 @@ harness is shmbus._benchmark's, so shmbus and its peers are measured by the same
 code). Each run has a time cap; what does not report by then is killed.
 """
 import argparse
+import functools
 import json
 import os
 import platform
@@ -36,21 +37,26 @@ END = b""
 
 # ---- multiprocessing.Queue ----
 
-def queue_producer(q, index, record_bytes, count, *, barrier, time_cap):
+def _produce(send, record_bytes, count, barrier, time_cap):
+    """The peers' producer loop: one call per record, a time cap checked every
+    CHECK_EVERY records, then the end marker. Returns how many were sent."""
     payload = b"x" * record_bytes
-    put = q.put
     bm.wait_start(barrier)
     deadline = time.monotonic() + time_cap
     sent = 0
     while sent < count and time.monotonic() < deadline:
         n = min(CHECK_EVERY, count - sent)
         for _ in range(n):
-            put(payload)
+            send(payload)
         sent += n
-    put(END)
+    send(END)
+    return sent
+
+
+def queue_producer(q, index, record_bytes, count, *, barrier, time_cap):
     # Exiting waits for the feeder thread to flush; a consumer that stopped at its
     # cap never drains it, and the parent kills this process after a grace period.
-    return sent
+    return _produce(q.put, record_bytes, count, barrier, time_cap)
 
 
 def queue_consumer(q, producers, total, record_bytes, *, barrier, time_cap):
@@ -121,18 +127,7 @@ def _pong(recv, send, total, barrier):
 # ---- multiprocessing.Pipe ----
 
 def pipe_producer(conn, index, record_bytes, count, *, barrier, time_cap):
-    payload = b"x" * record_bytes
-    send = conn.send_bytes
-    bm.wait_start(barrier)
-    deadline = time.monotonic() + time_cap
-    sent = 0
-    while sent < count and time.monotonic() < deadline:
-        n = min(CHECK_EVERY, count - sent)
-        for _ in range(n):
-            send(payload)
-        sent += n
-    send(END)
-    return sent
+    return _produce(conn.send_bytes, record_bytes, count, barrier, time_cap)
 
 
 def pipe_consumer(conn, producers, total, record_bytes, *, barrier, time_cap):
@@ -151,20 +146,10 @@ def pipe_ponger(conn, record_bytes, total, *, barrier, time_cap):
 
 def zmq_producer(endpoint, index, record_bytes, count, *, barrier, time_cap):
     import zmq
-    payload = b"x" * record_bytes
     context = zmq.Context()
     sock = context.socket(zmq.PUSH)
     sock.connect(endpoint)
-    send = sock.send
-    bm.wait_start(barrier)
-    deadline = time.monotonic() + time_cap
-    sent = 0
-    while sent < count and time.monotonic() < deadline:
-        n = min(CHECK_EVERY, count - sent)
-        for _ in range(n):
-            send(payload)
-        sent += n
-    send(END)
+    sent = _produce(sock.send, record_bytes, count, barrier, time_cap)
     # Closing drops what is still queued unless it lingers: deliver it, within the cap.
     sock.close(linger=int(time_cap * 1000))
     context.term()
@@ -225,18 +210,7 @@ def zmq_ponger(ping_endpoint, pong_endpoint, record_bytes, total, *, barrier, ti
 # ---- faster-fifo ----
 
 def ff_producer(q, index, record_bytes, count, *, barrier, time_cap):
-    payload = b"x" * record_bytes
-    put = q.put
-    bm.wait_start(barrier)
-    deadline = time.monotonic() + time_cap
-    sent = 0
-    while sent < count and time.monotonic() < deadline:
-        n = min(CHECK_EVERY, count - sent)
-        for _ in range(n):
-            put(payload, timeout=time_cap)
-        sent += n
-    put(END, timeout=5.0)
-    return sent
+    return _produce(functools.partial(q.put, timeout=time_cap), record_bytes, count, barrier, time_cap)
 
 
 def ff_consumer(q, producers, total, record_bytes, *, barrier, time_cap):
