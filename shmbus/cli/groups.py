@@ -2,10 +2,10 @@
 import json
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from .main import CliError, bus_options, cli, open_bus
+from .topics import wide_console
 
 
 def _cell(value):
@@ -31,7 +31,7 @@ def list_(bus, data_dir, as_json):
     for row in rows:
         strategy = row["strategy"] and row["strategy"] + (" (sticky)" if row["sticky"] else "")
         table.add_row(row["group"], row["state"], str(row["members"]), str(row["generation"]), _cell(strategy))
-    Console().print(table)
+    wide_console().print(table)
 
 
 @groups.command()
@@ -45,7 +45,7 @@ def describe(bus, data_dir, group, as_json):
     if as_json:
         click.echo(json.dumps(d, indent=1))
         return
-    console = Console()
+    console = wide_console()
     strategy = d["strategy"] and d["strategy"] + (" (sticky)" if d["sticky"] else "")
     console.print(f"Group: {d['group']}  state: {d['state']}  generation: {d['generation']}  "
                   f"members: {len(d['members'])}" + (f"  strategy: {strategy}" if strategy else ""))
@@ -81,7 +81,7 @@ def reset_offsets(bus, data_dir, group, to, offset, topics, execute, as_json):
     if as_json:
         click.echo(json.dumps(d, indent=1))
         return
-    console = Console()
+    console = wide_console()
     table = Table("TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET", box=None)
     for p in d["partitions"]:
         table.add_row(p["topic"], str(p["partition"]), _cell(p["current"]), str(p["new"]))
