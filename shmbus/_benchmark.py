@@ -23,8 +23,8 @@ from typing import List, Optional
 
 from . import _errors as shmbus_errors
 
-# Durable topics are not available yet; every topic the benchmarks and the demo
-# create goes through this one switch so they can be measured durable later.
+# The peer comparisons run on memory-only topics: none of the peers keeps
+# anything on disk. bench/durable.py measures what durability costs.
 DURABLE = False
 
 # Seconds a worker may take to start (interpreter, imports, connect, mmap) before
