@@ -94,6 +94,7 @@ class Consumer:
         self._out = ffi.new("char[]", self._capacity)
         self._desc = None
         self._used = ffi.new("uint64_t *")
+        self._plain = ffi.new("int *")
         self._wait_rings = self._wait_cursors = None
         self._next_reader = 0
         self._buffer = []
@@ -408,10 +409,14 @@ class Consumer:
                     return
                 max_records -= n
                 continue
+            first_offset = reader.cursor.next_offset
             n = lib.sb_read(reader.ring.ptr, reader.cursor, min(max_records, _READ_CHUNK), self._out,
-                            self._capacity, self._desc, self._used)
+                            self._capacity, self._desc, self._used, self._plain)
             if n > 0:
-                self._decode(reader.tp, n, messages, self._out_data(n))
+                if self._plain[0]:
+                    self._decode_plain(reader.tp, n, messages, self._out_data(n), first_offset)
+                else:
+                    self._decode(reader.tp, n, messages, self._out_data(n))
                 self._budget -= self._used[0]
                 max_records -= n
                 continue
@@ -466,6 +471,24 @@ class Consumer:
         used = self._used[0]
         data = ffi.buffer(self._out, used)
         return data[:] if used < n * 4096 else data
+
+    def _decode_plain(self, tp, n, messages, data, offset):
+        """Records without key or headers, at consecutive offsets: the descriptors are
+        just (timestamp, value length), the values packed back to back."""
+        topic, partition = tp
+        words = ffi.unpack(self._desc, n * lib.SB_PLAIN_DESC_WORDS)
+        append = messages.append
+        it = iter(words)
+        at = 0
+        for timestamp, value_len in zip(it, it):
+            if value_len < 0:
+                value = None
+            else:
+                end = at + value_len
+                value = data[at:end]
+                at = end
+            append(_new_tuple(Message, (topic, partition, offset, timestamp, None, value, ())))
+            offset += 1
 
     def _decode(self, tp, n, messages, data):
         topic, partition = tp

@@ -972,14 +972,23 @@ static int64_t lapped(sb_ring *r, sb_cursor *cur, uint64_t resume_offset)
     return 0;
 }
 
+/* Copy up to max_records records into out and describe each with SB_DESC_WORDS
+ * words: offset, timestamp, key at/len, headers at/len, value at/len. When all of
+ * them are plain -- no key, no headers, consecutive offsets from the cursor's,
+ * the common case -- *out_plain is set and each is described with just
+ * (timestamp, value length), values packed back to back: less for Python to
+ * unpack per record. */
 int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
-                char *out, uint64_t out_capacity, int64_t *desc, uint64_t *out_used)
+                char *out, uint64_t out_capacity, int64_t *desc, uint64_t *out_used,
+                int *out_plain)
 {
     uint64_t start_pos = cur->position, start_offset = cur->next_offset;
     uint64_t pos = start_pos, offset = start_offset, used = 0;
     uint64_t skipped_aborted = 0;
     int64_t n = 0;
+    int plain = 1;
     *out_used = 0;
+    *out_plain = 0;
     if (LOAD(&r->h->flags) & SB_RING_DELETED)
         return SB_DELETED;
     if (!still_in_ring(r, pos))
@@ -1033,6 +1042,7 @@ int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
         d[5] = f->headers_len;
         d[6] = (int64_t)used + k + f->headers_len;
         d[7] = f->value_len;
+        plain &= f->key_len < 0 && f->headers_len == 0 && skipped_aborted == 0;
         used += payload;
         offset++;
         pos += align8(len);
@@ -1045,6 +1055,13 @@ int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
     cur->next_offset = offset;
     cur->aborted += skipped_aborted;
     *out_used = used;
+    if (plain && n > 0) {
+        for (int64_t i = 0; i < n; i++) {
+            desc[2 * i] = desc[i * SB_DESC_WORDS + 1];
+            desc[2 * i + 1] = desc[i * SB_DESC_WORDS + 7];
+        }
+        *out_plain = 1;
+    }
     return n;
 }
 

@@ -18,6 +18,7 @@ enum {
     SB_FRAME_ABORTED = 3,          /* a claim whose producer died; covers record_count offsets */
     SB_MAX_SLOTS = 63,             /* producer (and reaper) slots per ring */
     SB_DESC_WORDS = 8,             /* int64 words per record in sb_read's descriptor array */
+    SB_PLAIN_DESC_WORDS = 2,       /* ... when every record read is "plain" (see sb_read) */
     SB_RING_DURABLE = 1,           /* ring flag: producers may not pass the archived position */
     SB_RING_DELETED = 2,           /* ring flag: the topic was deleted; clients must let go */
     SB_RING_ARCHIVE_ERROR = 4,     /* ring flag: the archiver cannot write (disk full?); see the supervisor */
@@ -128,7 +129,8 @@ int sb_seek(sb_ring *ring, sb_cursor *cursor, uint64_t offset);
 void sb_seek_end(sb_ring *ring, sb_cursor *cursor);
 void sb_seek_head(sb_ring *ring, sb_cursor *cursor);
 int64_t sb_read(sb_ring *ring, sb_cursor *cursor, uint32_t max_records,
-                char *out, uint64_t out_capacity, int64_t *descriptors, uint64_t *out_used);
+                char *out, uint64_t out_capacity, int64_t *descriptors, uint64_t *out_used,
+                int *out_plain);
 int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
                  int64_t timeout_ns, int64_t spin_ns, int yield_when_spinning);
 
