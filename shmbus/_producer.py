@@ -13,6 +13,9 @@ from ._ring import raise_for_append
 from ._types import RecordMetadata
 
 _new_tuple = tuple.__new__
+# The C calls of the straight-line paths, looked up once rather than per record.
+_append_value = lib.sb_append_value
+_append_keyed = lib.sb_append_keyed
 _EMPTY = b""
 _NULL = ffi.NULL
 # How long one C call may sleep waiting for ring space before Python looks
@@ -164,23 +167,24 @@ class Producer:
         if route is not None and type(value) is bytes and headers is None and timestamp_ns is None:
             if key is None:
                 if partition is None and route.sticky_left > 0:
-                    route.sticky_left -= len(value)
+                    size = len(value)
+                    route.sticky_left -= size
                     writer = route.sticky_writer
-                    offset = lib.sb_append_value(writer, value, len(value))
+                    offset = _append_value(writer, value, size)
                     if offset >= 0:
                         return _new_tuple(RecordMetadata, (topic, route.sticky, offset, writer.timestamp_ns))
                     partition = route.sticky
                 elif type(partition) is int and 0 <= partition < route.count:
                     writer = route.writers[partition]
                     if writer is not None:
-                        offset = lib.sb_append_value(writer, value, len(value))
+                        offset = _append_value(writer, value, len(value))
                         if offset >= 0:
                             return _new_tuple(RecordMetadata, (topic, partition, offset, writer.timestamp_ns))
             elif type(key) is bytes and partition is None:
                 partition = route.key_partitions.get(key)
                 writer = route.writers[partition] if partition is not None else None
                 if writer is not None:
-                    offset = lib.sb_append_keyed(writer, key, len(key), value, len(value))
+                    offset = _append_keyed(writer, key, len(key), value, len(value))
                     if offset >= 0:
                         return _new_tuple(RecordMetadata, (topic, partition, offset, writer.timestamp_ns))
                 partition = None  # let the general path pick (and validate) it
