@@ -16,6 +16,7 @@ from .._types import TopicInfo
 MIN_RING_BYTES = 64 << 10
 MIN_SEGMENT_BYTES = 64 << 10
 MAX_PARTITIONS = 1024
+OFFSET_RESERVE = 10_000_000  # memory-only offsets skipped after a host crash, at least
 
 
 def normalize_ring_bytes(ring_bytes):
@@ -79,6 +80,7 @@ class TopicRegistry:
                              meta.get("segment_bytes", TopicInfo._field_defaults["segment_bytes"]))
             self.topics[name] = self._open(info, meta.get("created_ns", 0), adopt=True, crashed=crashed)
         self._unlink_strays()
+        self.save_offsets()  # a fresh reservation before anything is sent
 
     def _unlink_strays(self):
         """Remove rings of this bus that belong to no topic (deleted while we were down)."""
@@ -111,7 +113,7 @@ class TopicRegistry:
         """Clean stop (after the archiver drained): record where each partition ended,
         close the logs, then remove every ring."""
         for name, topic in list(self.topics.items()):
-            self._save_offsets(topic)
+            self._save_offsets(topic, final=True)
             self._drop_rings(topic)
         self.topics.clear()
         self.close_retired()
@@ -151,6 +153,7 @@ class TopicRegistry:
         try:
             write_json_atomic(os.path.join(self.topic_dir(name), "topic.json"),
                               dict(info._asdict(), created_ns=created_ns))
+            self._save_offsets(topic)
         except BaseException:
             self._drop_rings(topic)
             shutil.rmtree(self.topic_dir(name), ignore_errors=True)
@@ -215,7 +218,7 @@ class TopicRegistry:
         rings, slots, logs = [], [], []
         try:
             for p in range(info.partitions):
-                ring, log = self._open_partition(info, p, adopt)
+                ring, log = self._open_partition(info, p, adopt, crashed)
                 rings.append(ring)
                 logs.append(log)
                 slots.append(ring.acquire_slot())
@@ -229,7 +232,7 @@ class TopicRegistry:
             raise
         return Topic(info, created_ns, rings, slots, logs)
 
-    def _open_partition(self, info, p, adopt):
+    def _open_partition(self, info, p, adopt, crashed):
         """One partition's ring and log. A durable ring is the tail of its log: the
         archiver resumes at the first offset the disk does not have."""
         log = SegmentWriter(self.partition_dir(info.name, p), info.segment_bytes) if info.durable else None
@@ -246,8 +249,12 @@ class TopicRegistry:
             if log is not None:
                 base = disk_next or 0
             else:
+                # A memory-only ring lost with the host: its records are gone, but its
+                # offsets must never be reused, so start past what it may have handed out.
                 state = read_json(os.path.join(self.partition_dir(info.name, p), "state.json"), {})
                 base = int(state.get("next_offset", 0))
+                if crashed:
+                    base = max(base, int(state.get("reserved_until", 0)))
             ring = self._create_ring(info, p, base)
             position = 0
         if log is not None:
@@ -317,17 +324,24 @@ class TopicRegistry:
         for log in topic.logs:
             log.enforce_retention(info.retention_bytes, info.retention_ms, time.time_ns(), self.log)
 
-    def _save_offsets(self, topic):
-        """Memory-only partitions: record the next offset, so a ring lost with the host
-        restarts after it rather than at 0. Written only when it moved (an idle bus
-        does no I/O)."""
+    def _save_offsets(self, topic, final=False):
+        """Memory-only partitions: record the next offset, and a reservation beyond
+        it, so a ring lost with the host restarts past every offset it may have
+        handed out since (never reused). Written about once a second, only when the
+        offset moved (an idle bus does no I/O); at a clean stop, exactly."""
         if topic.info.durable:
             return  # the segment files say where a durable partition ends
         for p, ring in enumerate(topic.rings):
             next_offset = ring.stats().next_offset
             path = self.partition_dir(topic.info.name, p)
-            if topic.saved_offsets[p] != next_offset and os.path.isdir(path):
-                write_json_atomic(os.path.join(path, "state.json"), {"next_offset": next_offset})
+            last = topic.saved_offsets[p]
+            if (last != next_offset or final) and os.path.isdir(path):
+                # Four times the last interval's rate, and never less than any single
+                # producer process can send in a second several times over.
+                moved = next_offset - last if last is not None else 0
+                reserved = next_offset if final else next_offset + max(OFFSET_RESERVE, 4 * moved)
+                write_json_atomic(os.path.join(path, "state.json"),
+                                  {"next_offset": next_offset, "reserved_until": reserved})
                 topic.saved_offsets[p] = next_offset
 
     def save_offsets(self):
