@@ -182,9 +182,7 @@ class Supervisor:
                 if handler is None:
                     raise ShmbusError(f"unknown operation {op!r}")
                 reply = {"ok": True, "result": handler(**request)}
-            except TypeError as e:
-                reply = error_reply(e)
-            except Exception as e:
+            except Exception as e:  # bad arguments included: the client gets the error, by name
                 reply = error_reply(e)
             try:
                 wfile.write(encode(reply))
