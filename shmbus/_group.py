@@ -47,8 +47,8 @@ class ControlPage:
         self.id = lib.sb_ctl_id(ptr)
 
     @classmethod
-    def create(cls, name, mode=0o600):
-        fd = _shm.create(name, lib.sb_ctl_total_bytes(), "control page", mode)
+    def create(cls, name):
+        fd = _shm.create(name, lib.sb_ctl_total_bytes(), "control page")
         try:
             err = ffi.new("int *")
             ptr = lib.sb_ctl_create(fd, err)

@@ -11,6 +11,7 @@ import os
 import struct
 import time
 
+from . import _access
 from ._errors import OffsetOutOfRange, ShmbusError
 from ._fsutil import fsync_dir
 from ._native._core import ffi, lib
@@ -113,7 +114,7 @@ class SegmentWriter:
     def __init__(self, directory, segment_bytes):
         self.directory = directory
         self.segment_bytes = segment_bytes
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        _access.make_dir(directory)
         self.fd = None
         self.index_file = self.time_file = None
         self.base_offset = None
@@ -162,7 +163,7 @@ class SegmentWriter:
     def _open(self, base_offset, size, next_offset, max_ts):
         self.close()
         path = segment_path(self.directory, base_offset)
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _access.file_mode())
         self.index_file = open(segment_path(self.directory, base_offset, ".index"), "ab")
         self.time_file = open(segment_path(self.directory, base_offset, ".timeindex"), "ab")
         self.base_offset = base_offset

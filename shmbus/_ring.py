@@ -40,9 +40,9 @@ class Ring:
     # ---- lifetime ----
 
     @classmethod
-    def create(cls, name, data_bytes, base_offset, durable, mode=0o600):
+    def create(cls, name, data_bytes, base_offset, durable):
         """Create the ring with all its memory reserved (OutOfSpace if /dev/shm is full)."""
-        fd = _shm.create(name, lib.sb_ring_total_bytes(data_bytes), "ring", mode)
+        fd = _shm.create(name, lib.sb_ring_total_bytes(data_bytes), "ring")
         try:
             err = ffi.new("int *")
             flags = lib.SB_RING_DURABLE if durable else 0

@@ -6,16 +6,18 @@ import os
 
 import posix_ipc
 
+from . import _access
 from ._errors import OutOfSpace
 
 
-def create(name, size, what, mode=0o600):
+def create(name, size, what):
     """Create name (it must not exist) and reserve size bytes now, so a full /dev/shm
     fails here with OutOfSpace, never later as a SIGBUS in whoever touches the page.
     Returns an open fd; on failure nothing is left behind."""
-    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode)
+    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=_access.file_mode())
     fd = os.dup(shm.fd)
     shm.close_fd()
+    _access.own_fd(fd)
     try:
         os.ftruncate(fd, size)
         os.posix_fallocate(fd, 0, size)

@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 
+from .. import _access
 from .._errors import CommitFailed, ShmbusError
 from .._fsutil import read_json, write_json_atomic
 from .._group import STRATEGIES, BadControlPage, ControlPage, control_page_name
@@ -209,7 +210,7 @@ class GroupCoordinator:
 
     def open(self):
         """Load committed offsets, and adopt the control page a crashed supervisor left."""
-        os.makedirs(self.groups_dir, mode=0o700, exist_ok=True)
+        _access.make_dir(self.groups_dir)
         for name in sorted(os.listdir(self.groups_dir)):
             data = read_json(self._group_file(name))
             if data is None:
@@ -454,7 +455,7 @@ class GroupCoordinator:
         by_topic = {}
         for tp, offset in sorted(g.offsets.items()):
             by_topic.setdefault(tp.topic, {})[str(tp.partition)] = offset
-        os.makedirs(os.path.dirname(self._group_file(g.name)), mode=0o700, exist_ok=True)
+        _access.make_dir(os.path.dirname(self._group_file(g.name)))
         write_json_atomic(self._group_file(g.name),
                           {"group": g.name, "generation": g.generation, "offsets": by_topic})
 

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+from .. import _access
 from .._errors import ShmbusError
 from .._native._core import lib
 from .._protocol import MAX_LINE, encode, error_reply
@@ -27,8 +28,9 @@ class SupervisorRunning(ShmbusError):
 
 
 class Supervisor:
-    def __init__(self, paths, log_stream=None):
+    def __init__(self, paths, log_stream=None, share_group=None):
         self.paths = paths
+        self.share_group = share_group
         self.log_stream = log_stream or sys.stderr
         self.lock = threading.RLock()
         self.stopping = threading.Event()
@@ -50,7 +52,7 @@ class Supervisor:
 
     def acquire_lock(self):
         os.makedirs(self.paths.data_dir, mode=0o700, exist_ok=True)
-        fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)  # own() widens it if shared
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -67,6 +69,9 @@ class Supervisor:
         """Take the lock, open the topics, and serve. Returns once it serves."""
         self.acquire_lock()
         try:
+            shared = _access.configure(self.paths.data_dir, self.share_group)
+            if shared:
+                self.log(f"shared with the members of group {shared!r}")
             crashed = not os.path.exists(self.paths.clean_marker)
             if os.path.exists(self.paths.clean_marker):
                 os.unlink(self.paths.clean_marker)
@@ -108,6 +113,7 @@ class Supervisor:
         finally:
             os.umask(old_umask)
         os.chmod(path, 0o600)
+        _access.own(path)
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                          name="control", daemon=True).start()
 
@@ -232,9 +238,10 @@ class Supervisor:
         return {"info": topic.info._asdict(), "rings": topic.ring_names()}
 
 
-def serve(paths, ready_fd=None):
-    """Run a supervisor in this process until SIGTERM/SIGINT or `shmbus stop`."""
-    supervisor = Supervisor(paths)
+def serve(paths, share_group=None):
+    """Run a supervisor in this process until SIGTERM/SIGINT or `shmbus stop`.
+    share_group: also let the members of this Unix group use the bus (remembered)."""
+    supervisor = Supervisor(paths, share_group=share_group)
     supervisor.start()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: supervisor.stopping.set())

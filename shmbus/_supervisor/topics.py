@@ -3,6 +3,7 @@ import os
 import shutil
 import time
 
+from .. import _access
 from .._errors import (InvalidArgument, InvalidArgumentType, InvalidName, OutOfSpace, ShmbusError,
                        TopicExists, TopicNotFound)
 from .._fsutil import read_json, write_json_atomic
@@ -70,7 +71,7 @@ class TopicRegistry:
     def load(self, crashed):
         """Open every topic of the data dir: adopt its live rings (a supervisor
         that died left them for us) or create fresh ones at the next offset."""
-        os.makedirs(self.paths.topics_dir, mode=0o700, exist_ok=True)
+        _access.make_dir(self.paths.topics_dir)
         for name in sorted(os.listdir(self.paths.topics_dir)):
             meta = read_json(os.path.join(self.topic_dir(name), "topic.json"))
             if meta is None:
@@ -142,10 +143,10 @@ class TopicRegistry:
             shutil.rmtree(self.topic_dir(name))  # leftovers of an interrupted delete
         info = TopicInfo(name, partitions, ring_bytes, durable, retention_bytes, retention_ms, segment_bytes)
         created_ns = time.time_ns()
-        os.makedirs(self.topic_dir(name), mode=0o700, exist_ok=True)
+        _access.make_dir(self.topic_dir(name))
         try:
             for p in range(partitions):
-                os.makedirs(self.partition_dir(name, p), mode=0o700, exist_ok=True)
+                _access.make_dir(self.partition_dir(name, p))
             topic = self._open(info, created_ns, adopt=False, crashed=False)
         except BaseException:
             shutil.rmtree(self.topic_dir(name), ignore_errors=True)

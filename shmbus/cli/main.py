@@ -48,11 +48,14 @@ def cli():
 
 @cli.command()
 @bus_options
-def serve(bus, data_dir):
+@click.option("--share-group", default=None, metavar="GROUP",
+              help="Also let the members of this Unix group use the bus (its rings, socket "
+                   "and files become 0660/2770, group GROUP); remembered in the data dir.")
+def serve(bus, data_dir, share_group):
     """Run the bus's supervisor in the foreground (SIGTERM: clean stop)."""
     from .._supervisor import SupervisorRunning, serve as run
     try:
-        run(paths_of(bus, data_dir))
+        run(paths_of(bus, data_dir), share_group=share_group)
     except SupervisorRunning as e:
         raise CliError(str(e)) from None
 

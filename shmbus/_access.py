@@ -1,0 +1,66 @@
+"""Who may use a bus: its user only (the default: 0600 files, 0700 directories), or
+also the members of one Unix group, chosen explicitly with
+`shmbus serve --share-group GROUP` and remembered in the data dir (bus.json), so an
+autostarted supervisor shares the same way. Only the supervisor creates the bus's
+files, rings and socket, so only it applies this."""
+import grp
+import json
+import os
+
+from ._errors import InvalidArgument
+
+_gid = None  # the group shared with, in the supervisor process; None: private
+
+
+def configure(data_dir, share_group=None):
+    """Apply the bus's sharing: record share_group if given, else use the recorded one."""
+    global _gid
+    path = os.path.join(data_dir, "bus.json")
+    if share_group is not None:
+        try:
+            grp.getgrnam(share_group)
+        except KeyError:
+            raise InvalidArgument(f"no Unix group named {share_group!r}") from None
+        with open(path, "w") as f:
+            json.dump({"share_group": share_group}, f)
+    try:
+        with open(path) as f:
+            share_group = json.load(f).get("share_group")
+    except FileNotFoundError:
+        share_group = None
+    _gid = grp.getgrnam(share_group).gr_gid if share_group else None
+    # Whatever is created without an explicit mode stays private, or group-only.
+    os.umask(0o007 if _gid is not None else 0o077)
+    make_dir(data_dir)
+    for root, dirs, files in os.walk(data_dir):
+        for name in dirs + files:
+            own(os.path.join(root, name))
+    return share_group
+
+
+def file_mode():
+    return 0o660 if _gid is not None else 0o600
+
+
+def dir_mode():
+    return 0o2770 if _gid is not None else 0o700  # setgid: new entries take the group
+
+
+def make_dir(path):
+    os.makedirs(path, mode=dir_mode(), exist_ok=True)
+    if _gid is not None:
+        os.chown(path, -1, _gid)
+        os.chmod(path, dir_mode())
+
+
+def own(path):
+    """Give a file the bus's group and mode (a no-op for a private bus)."""
+    if _gid is not None:
+        os.chown(path, -1, _gid)
+        os.chmod(path, dir_mode() if os.path.isdir(path) else file_mode())
+
+
+def own_fd(fd):
+    if _gid is not None:
+        os.fchown(fd, -1, _gid)
+        os.fchmod(fd, file_mode())
