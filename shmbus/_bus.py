@@ -48,6 +48,9 @@ def start_supervisor(paths):
         return subprocess.Popen(
             [sys.executable, "-m", "shmbus", "serve", "--bus", paths.bus, "--data-dir", paths.data_dir],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+            # Not the caller's directory: `-m` puts it first on sys.path, and a source
+            # checkout there (no compiled core) would shadow the installed package.
+            cwd=paths.data_dir,
         )
     finally:
         log.close()
