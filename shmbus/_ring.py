@@ -15,10 +15,6 @@ class BadRing(ShmbusError):
     """A shared-memory object that is not a valid ring of this version."""
 
 
-def total_bytes(data_bytes):
-    return lib.sb_ring_total_bytes(data_bytes)
-
-
 def max_frame_bytes(data_bytes):
     return lib.sb_max_frame_bytes(data_bytes)
 
@@ -142,14 +138,6 @@ class Ring:
                 lib.sb_slot_release(self.ptr, my_slot)
         return len(dead)
 
-    def lock_owner_dead(self):
-        owner = lib.sb_lock_owner(self.ptr)
-        if owner < 0:
-            return False
-        for slot, pid, start, _ in self.slots():
-            if slot == owner:
-                return not is_alive(pid, start)
-        return False
 
 
 def raise_for_append(code, ring):

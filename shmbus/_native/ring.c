@@ -1310,7 +1310,6 @@ int64_t sb_parse(const char *buf, uint64_t start, uint64_t length, uint64_t skip
             d[5] = f->headers_len;
             d[6] = at + k + f->headers_len;
             d[7] = f->value_len;
-            res->last_timestamp = f->timestamp_ns;
             n++;
         }
         pos += (uint64_t)size;

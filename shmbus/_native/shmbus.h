@@ -163,7 +163,6 @@ typedef struct {
     uint64_t consumed;             /* bytes of whole frames parsed */
     uint64_t next_offset;          /* offset after the last frame parsed */
     uint64_t bad_position;         /* where a corrupt frame starts (SB_CORRUPT) */
-    int64_t last_timestamp;        /* timestamp of the last data frame parsed */
 } sb_parse_result;
 
 int64_t sb_parse(const char *buffer, uint64_t start, uint64_t length, uint64_t skip_below,
