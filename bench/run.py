@@ -319,14 +319,6 @@ def available(name):
 
 # ---- formatting ----
 
-def rate(x):
-    if x >= 1e6:
-        return f"{x / 1e6:.2f}M"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f}k"
-    return f"{x:.0f}"
-
-
 def mbps(x):
     return f"{x:.1f}"
 
@@ -365,7 +357,7 @@ def throughput_table(results, sizes):
                 continue
             rates = [r.msg_per_s for r in runs]
             med = statistics.median(rates)
-            cells += [rate(med), mbps(med * size / 1e6)]
+            cells += [bm.format_rate(med), mbps(med * size / 1e6)]
             spreads.append(f"{100 * (max(rates) - min(rates)) / med:.0f}" if med else "-")
             capped = [r for r in runs if r.capped]
             if capped:
@@ -494,7 +486,7 @@ def main(argv=None):
                         print(f"{label}: FAILED: {str(e).splitlines()[0]}", file=sys.stderr)
                         continue
                     tput[row][size].append(result)
-                    print(f"{label}: {rate(result.msg_per_s)} msg/s, {mbps(result.mb_per_s)} MB/s"
+                    print(f"{label}: {bm.format_rate(result.msg_per_s)} msg/s, {mbps(result.mb_per_s)} MB/s"
                           + (" (capped)" if result.capped else "")
                           + (f" ({result.missed} never arrived)" if result.stalled
                              else f" ({result.missed} overwritten)" if result.missed else ""),

@@ -271,6 +271,15 @@ def stop_supervisor(bus, timeout=30.0):
         bus.close()
 
 
+def format_rate(x):
+    """1234567 -> '1.23M', 45600 -> '45.6k': records per second, as the tables print them."""
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f}k"
+    return f"{x:.0f}"
+
+
 def ring_bytes_for(record_bytes, records, cap=1 << 30, floor=64 << 20):
     """A ring that holds a whole run when that takes at most `cap` (so a memory-only
     ring never overwrites what the consumer has not read), else `cap`."""

@@ -11,14 +11,6 @@ from .main import CliError, bus_options, cli
 from .topics import human, parse_size
 
 
-def _rate(x):
-    if x >= 1e6:
-        return f"{x / 1e6:.2f}M"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f}k"
-    return f"{x:.0f}"
-
-
 @cli.command()
 @bus_options
 @click.option("--size", "sizes", multiple=True, default=("64",), show_default=True,
@@ -84,7 +76,7 @@ def bench(bus, data_dir, sizes, count, producers, partitions, batch, ring_size, 
         if t.missed:
             notes.append(f"{t.missed:,} overwritten before read (memory-only ring)")
         table.add_row(human(t.record_bytes), str(t.producers), f"send_many({t.batch})" if t.batch else "send",
-                      f"{t.received:,}", f"{t.seconds:.3f}", _rate(t.msg_per_s), f"{t.mb_per_s:.1f}",
+                      f"{t.received:,}", f"{t.seconds:.3f}", bm.format_rate(t.msg_per_s), f"{t.mb_per_s:.1f}",
                       "; ".join(notes))
     console.print(table)
     if latencies:
