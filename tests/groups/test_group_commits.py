@@ -7,6 +7,7 @@ import time
 import pytest
 
 import buskit
+from buskit import read_exact
 import shmbus
 from shmbus import TopicPartition
 from shmbus._group import control_page_name
@@ -15,16 +16,6 @@ from groupkit import produce
 pytestmark = pytest.mark.timeout(60)
 
 T0, T1 = TopicPartition("t", 0), TopicPartition("t", 1)
-
-
-def read(consumer, count, timeout=10.0):
-    """Exactly `count` records from consumer.poll_many (fails if fewer come in time)."""
-    messages = []
-    deadline = time.monotonic() + timeout
-    while len(messages) < count and time.monotonic() < deadline:
-        messages.extend(consumer.poll_many(count - len(messages), timeout=0.05))
-    assert len(messages) == count, f"got {len(messages)} of {count} records"
-    return messages
 
 
 def poll_until(consumer, predicate, timeout=10.0):
@@ -54,7 +45,7 @@ def test_commit_counts_only_records_handed_out(bus, make_topic):
             c.commit({T0: -1})
     # A new member of the group starts where the group committed.
     with bus.consumer("t", group="g", auto_offset_reset="earliest") as c:
-        assert read(c, 1)[0].offset == 42
+        assert read_exact(c, 1)[0].offset == 42
     with bus.consumer("t", auto_offset_reset="earliest") as groupless:
         with pytest.raises(shmbus.ShmbusError):
             groupless.commit()
@@ -65,12 +56,12 @@ def test_auto_commit_on_interval_before_revoke_and_at_close(bus, bus_paths, make
     produce(bus, "t", 2, 10)
     c1 = bus.consumer("t", group="g", auto_offset_reset="earliest", enable_auto_commit=True,
                       auto_commit_interval=0.1)
-    read(c1, 8)
+    read_exact(c1, 8)
     time.sleep(0.15)
     # Auto-commit happens in poll, for what earlier polls handed out.
     more = c1.poll_many(12, timeout=1.0)
     assert sum(c1.committed(tp) or 0 for tp in (T0, T1)) == 8
-    read(c1, 12 - len(more))
+    read_exact(c1, 12 - len(more))
 
     # A second member joins: c1 must give up a partition, and commits it first, so the
     # new owner starts right after the last record c1 handed out: nothing read twice.
@@ -84,7 +75,7 @@ def test_auto_commit_on_interval_before_revoke_and_at_close(bus, bus_paths, make
         assert c2.committed(T1) == 10
         assert c2.poll_many(100, timeout=0.2) == []
         produce(bus, "t", 2, 1, start=10)
-        assert [(m.partition, m.offset) for m in read(c2, 1)] == [(1, 10)]
+        assert [(m.partition, m.offset) for m in read_exact(c2, 1)] == [(1, 10)]
         c2.close()  # and at close
         assert c1.committed(T1) == 11
     finally:
@@ -99,7 +90,7 @@ def test_stale_commits_are_refused(bus, bus_paths, make_topic):
     slow = bus.consumer("t", group="g", auto_offset_reset="earliest", max_poll_interval=0.5,
                         on_revoke=lost.append)
     assert slow.assignment() == {T0, T1}
-    read(slow, 20)
+    read_exact(slow, 20)
     other = shmbus.connect(bus_paths.bus, bus_paths.data_dir, autostart=False)
     try:
         fast = other.consumer("t", group="g", auto_offset_reset="earliest", max_poll_interval=30)
@@ -108,7 +99,7 @@ def test_stale_commits_are_refused(bus, bus_paths, make_topic):
         with pytest.raises(shmbus.CommitFailed):
             slow.commit()
         # What slow handled but never committed is read again: at-least-once.
-        again += read(fast, 20 - len(again))
+        again += read_exact(fast, 20 - len(again))
         assert sorted((m.partition, m.offset) for m in again) == \
             sorted((p, o) for p in (0, 1) for o in range(10))
         fast.commit()
@@ -146,7 +137,7 @@ def test_committed_offsets_survive_a_supervisor_sigkill(bus, bus_paths, make_top
     make_topic("t", partitions=2)
     produce(bus, "t", 2, 100)
     c = bus.consumer("t", group="g", auto_offset_reset="earliest")
-    read(c, 120)
+    read_exact(c, 120)
     c.commit()
     committed = {tp: c.committed(tp) for tp in (T0, T1)}
     assert sum(committed.values()) == 120
@@ -165,7 +156,7 @@ def test_committed_offsets_survive_a_supervisor_sigkill(bus, bus_paths, make_top
             [["t", 0, committed[T0]], ["t", 1, committed[T1]]]
         # The member that lived through the crash sees its generation word move (the new
         # supervisor adopted the page), joins again and goes on from the committed offsets.
-        rest = read(c, 80)
+        rest = read_exact(c, 80)
         assert sorted((m.partition, m.offset) for m in rest) == \
             sorted((p, o) for p, tp in enumerate((T0, T1)) for o in range(committed[tp], 100))
         c.commit()
