@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from . import _errors as shmbus_errors
+from ._errors import BenchmarkError
 
 # The peer comparisons run on memory-only topics: none of the peers keeps
 # anything on disk. bench/durable.py measures what durability costs.
@@ -105,10 +106,6 @@ class Latency:
             "rtt_max_us": max(self.rtt_ns) / 1000 if self.rtt_ns else float("nan"),
             "one_way_p50_us": p50 / 2, "one_way_p99_us": p99 / 2,
         }
-
-
-class BenchmarkError(RuntimeError):
-    """A worker failed, or did not report within its time."""
 
 
 # ---- the process harness ----

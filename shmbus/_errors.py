@@ -57,11 +57,33 @@ class OutOfSpace(ShmbusError, OSError):
     """Shared memory (/dev/shm) or the disk has no room for what was asked."""
 
 
+class CorruptSegment(ShmbusError):
+    """A frame on disk failed its CRC or length checks: the file and offset are named."""
+
+
+# ---- private: raised inside shmbus, shown to users only as a message ----
+
+class BadRing(ShmbusError):
+    """A shared-memory object that is not a valid ring of this version."""
+
+
+class BadControlPage(ShmbusError):
+    """A shared-memory object that is not a control page of this version."""
+
+
+class SupervisorRunning(ShmbusError):
+    """Another supervisor already holds this bus's lock."""
+
+
+class BenchmarkError(ShmbusError, RuntimeError):
+    """A benchmark worker failed, or did not report within its time."""
+
+
 # What the supervisor's replies name, back to the class the client raises: ours,
 # and the builtins its argument checks raise.
 ERRORS_BY_NAME = {
     cls.__name__: cls
     for cls in (ShmbusError, TopicNotFound, TopicExists, InvalidName, MessageTooLarge, BufferFull,
                 Timeout, SupervisorUnavailable, OffsetOutOfRange, Closed, CommitFailed, OutOfSpace,
-                InvalidArgument, InvalidArgumentType, ValueError, TypeError)
+                CorruptSegment, InvalidArgument, InvalidArgumentType, ValueError, TypeError)
 }

@@ -15,7 +15,7 @@ import os
 import time
 
 from . import _shm
-from ._errors import CommitFailed, ShmbusError
+from ._errors import BadControlPage, CommitFailed, ShmbusError
 from ._names import validate_name
 from ._native._core import ffi, lib
 from ._process import my_identity
@@ -32,10 +32,6 @@ def control_page_name(shm_prefix):
         digest = hashlib.sha1(name.encode()).hexdigest()[:16]
         name = f"{shm_prefix[:200]}{digest}@groups"
     return "/" + name
-
-
-class BadControlPage(ShmbusError):
-    """A shared-memory object that is not a control page of this version."""
 
 
 class ControlPage:

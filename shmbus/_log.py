@@ -12,7 +12,7 @@ import struct
 import time
 
 from . import _access
-from ._errors import OffsetOutOfRange, ShmbusError
+from ._errors import CorruptSegment, OffsetOutOfRange
 from ._fsutil import fsync_dir
 from ._native._core import ffi, lib
 
@@ -21,10 +21,6 @@ INDEX_INTERVAL = 4096          # bytes of log between sparse index entries
 INDEX_ENTRY = struct.Struct("<QQ")      # offset, position
 TIME_ENTRY = struct.Struct("<qQ")       # max timestamp before offset, offset
 READ_CHUNK = 1 << 20
-
-
-class CorruptSegment(ShmbusError):
-    """A frame on disk failed its CRC or length checks: the file and offset are named."""
 
 
 def segment_name(base_offset):

@@ -4,15 +4,11 @@ turns its return codes into exceptions and owns the mapping's lifetime."""
 import os
 
 from . import _shm
-from ._errors import MessageTooLarge, ShmbusError
+from ._errors import BadRing, MessageTooLarge, ShmbusError
 from ._native._core import ffi, lib
 from ._process import is_alive, my_identity
 
 SLOTS = lib.SB_MAX_SLOTS
-
-
-class BadRing(ShmbusError):
-    """A shared-memory object that is not a valid ring of this version."""
 
 
 def max_frame_bytes(data_bytes):

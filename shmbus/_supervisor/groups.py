@@ -27,7 +27,8 @@ import time
 from .. import _access
 from .._errors import CommitFailed, ShmbusError
 from .._fsutil import read_json, write_json_atomic
-from .._group import STRATEGIES, BadControlPage, ControlPage, control_page_name
+from .._errors import BadControlPage
+from .._group import STRATEGIES, ControlPage, control_page_name
 from .._names import validate_name
 from .._native._core import lib
 from .._process import is_alive

@@ -11,7 +11,7 @@ import threading
 import time
 
 from .. import _access
-from .._errors import ShmbusError
+from .._errors import ShmbusError, SupervisorRunning
 from .._native._core import lib
 from .._protocol import MAX_LINE, encode, error_reply
 from .archiver import Archiver
@@ -21,10 +21,6 @@ from .topics import TopicRegistry
 REAPER_INTERVAL = 0.25      # a dead producer's claim is finished within about this
 OFFSET_SAVE_INTERVAL = 1.0  # memory-only topics: how stale the saved next offset may be
 WAITER_GRACE_NS = 1_000_000_000  # a sleeper's lease must be this long over before it is forgotten
-
-
-class SupervisorRunning(ShmbusError):
-    """Another supervisor already holds this bus's lock."""
 
 
 class Supervisor:

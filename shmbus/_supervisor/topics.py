@@ -4,14 +4,14 @@ import shutil
 import time
 
 from .. import _access
-from .._errors import (InvalidArgument, InvalidArgumentType, InvalidName, OutOfSpace, ShmbusError,
+from .._errors import (BadRing, InvalidArgument, InvalidArgumentType, InvalidName, OutOfSpace, ShmbusError,
                        TopicExists, TopicNotFound)
 from .._fsutil import read_json, write_json_atomic
 from .._log import SegmentWriter, list_segments, segment_path
 from .._names import ring_name, validate_name
 from .._native._core import ffi, lib
 from .._process import is_alive
-from .._ring import BadRing, Ring, max_frame_bytes
+from .._ring import Ring, max_frame_bytes
 from .._types import TopicInfo
 
 MIN_RING_BYTES = 64 << 10

@@ -53,7 +53,8 @@ def cli():
                    "and files become 0660/2770, group GROUP); remembered in the data dir.")
 def serve(bus, data_dir, share_group):
     """Run the bus's supervisor in the foreground (SIGTERM: clean stop)."""
-    from .._supervisor import SupervisorRunning, serve as run
+    from .._errors import SupervisorRunning
+    from .._supervisor import serve as run
     try:
         run(paths_of(bus, data_dir), share_group=share_group)
     except SupervisorRunning as e:
