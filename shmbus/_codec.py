@@ -2,16 +2,21 @@
 UTF-8 name, i32 value length (-1: None), value bytes. Only records that carry
 headers pay for this."""
 import struct
+from typing import Iterable, Mapping, Optional, Tuple, Union
 
 _NAME = struct.Struct("<H")
 _VALUE = struct.Struct("<i")
 
+# What send() takes: (name, value) pairs, or a mapping; a value of None is kept as None.
+Headers = Union[Iterable[Tuple[str, Optional[bytes]]], Mapping[str, Optional[bytes]]]
+# What a Message carries.
+DecodedHeaders = Tuple[Tuple[str, Optional[bytes]], ...]
 
-def encode_headers(headers):
-    if isinstance(headers, dict):
-        headers = headers.items()
+
+def encode_headers(headers: Headers) -> bytes:
+    pairs: Iterable[object] = headers.items() if isinstance(headers, Mapping) else headers
     parts = []
-    for item in headers:
+    for item in pairs:
         try:
             name, value = item
         except (TypeError, ValueError):
@@ -36,8 +41,8 @@ def encode_headers(headers):
     return b"".join(parts)
 
 
-def decode_headers(blob):
-    headers = []
+def decode_headers(blob: bytes) -> DecodedHeaders:
+    headers: list = []
     pos, end = 0, len(blob)
     while pos < end:
         (name_len,) = _NAME.unpack_from(blob, pos)

@@ -1,4 +1,5 @@
 """The exception tree: one root, and a builtin parent wherever the meaning matches."""
+from typing import Optional
 
 
 class ShmbusError(Exception):
@@ -77,6 +78,49 @@ class SupervisorRunning(ShmbusError):
 
 class BenchmarkError(ShmbusError, RuntimeError):
     """A benchmark worker failed, or did not report within its time."""
+
+
+# ---- private: what the C core's return codes mean (raised by _backend._raise_for) ----
+# Most are signals that the module calling the C boundary handles (wait, reap, go to
+# disk, re-resolve); they derive from ShmbusError so that one that escapes by mistake
+# is still a shmbus error with a message.
+
+class RingFull(ShmbusError):
+    """The write limit is reached: wait for space (archiving, or readers, move it)."""
+
+
+class ClaimLockBusy(ShmbusError):
+    """A ring's claim lock stayed held: check that its owner is alive."""
+
+
+class SlotBusy(ShmbusError):
+    """Another thread of this process is appending with the same producer slot."""
+
+
+class RingDeleted(ShmbusError):
+    """The ring's topic was deleted, or a restarted supervisor replaced the ring."""
+
+
+class Lapped(ShmbusError):
+    """A durable ring overwrote the cursor's position: those records are on disk."""
+
+
+class NotReady(ShmbusError):
+    """A frame before the position is still being written: try again."""
+
+
+class OutOfRing(ShmbusError):
+    """The offset is not in the ring (older than it holds, or beyond its end)."""
+
+
+class CorruptFrame(ShmbusError):
+    """A frame failed its checks (CRC, offset, length). `position`: where it starts in
+    the buffer checked; `after_offset`: the offset of the last good record before it."""
+
+    def __init__(self, message: str, position: Optional[int] = None, after_offset: Optional[int] = None):
+        super().__init__(message)
+        self.position = position
+        self.after_offset = after_offset
 
 
 # What the supervisor's replies name, back to the class the client raises: ours,

@@ -1,5 +1,5 @@
-"""Consumer groups, client side: the control page mapping, and a consumer's
-membership in its group (join, notice a rebalance, sync, commit, leave).
+"""Consumer groups, client side: a consumer's membership in its group (join, notice a
+rebalance, sync, commit, leave).
 
 The coordinator is the supervisor (_supervisor/groups.py). A member learns of a
 rebalance by loading its group's generation word from the control page on each
@@ -11,20 +11,51 @@ owner read them. So a partition never has two owners that may both commit, and
 its new owner starts exactly at the last commit.
 """
 import hashlib
-import os
 import time
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Set,
+    Tuple,
+    Union,
+)
 
-from . import _shm
-from ._errors import BadControlPage, CommitFailed, ShmbusError
+from ._backend import ControlPage
+from ._errors import CommitFailed, ShmbusError
 from ._names import validate_name
-from ._native._core import ffi, lib
 from ._process import my_identity
 from ._types import TopicPartition
 
+if TYPE_CHECKING:
+    from ._link import SupervisorLink
+
+
+class Assignee(Protocol):
+    """What a GroupMember needs from the consumer it belongs to (_consumer._GroupSide)."""
+
+    def assignment(self) -> Set[TopicPartition]:
+        """The partitions it reads now."""
+
+    def take_partitions(self, starts: Mapping[TopicPartition, Optional[int]]) -> None:
+        """Also read these partitions, each from its offset (None: auto_offset_reset)."""
+
+    def drop_partitions(self, partitions: Set[TopicPartition]) -> None:
+        """Stop reading these partitions."""
+
+    def consumed_offsets(self) -> Dict[TopicPartition, int]:
+        """What commit() commits: per partition, the offset after the last record handed out."""
+
+
 STRATEGIES = ("range", "roundrobin")
+PartitionsCallback = Any  # Callable[[Set[TopicPartition]], None] or None
 
 
-def control_page_name(shm_prefix):
+def control_page_name(shm_prefix: str) -> str:
     """The /dev/shm name of a bus's control page. '@' never occurs in a topic
     name, so it never collides with a ring, yet it carries the bus's prefix."""
     name = f"{shm_prefix}@groups"
@@ -34,63 +65,7 @@ def control_page_name(shm_prefix):
     return "/" + name
 
 
-class ControlPage:
-    """The mapped control page (control.c). Close it explicitly; never left to GC."""
-
-    def __init__(self, name, ptr):
-        self.name = name
-        self.ptr = ptr
-        self.id = lib.sb_ctl_id(ptr)
-
-    @classmethod
-    def create(cls, name):
-        fd = _shm.create(name, lib.sb_ctl_total_bytes(), "control page")
-        try:
-            err = ffi.new("int *")
-            ptr = lib.sb_ctl_create(fd, err)
-            if ptr == ffi.NULL:
-                _shm.unlink(name)
-                raise OSError(err[0], f"cannot map control page {name}")
-        finally:
-            os.close(fd)
-        return cls(name, ptr)
-
-    @classmethod
-    def attach(cls, name):
-        """Map an existing page; FileNotFoundError if absent, BadControlPage if invalid."""
-        fd, size = _shm.open_existing(name, "control page")
-        try:
-            err = ffi.new("int *")
-            ptr = lib.sb_ctl_attach(fd, size, err)
-            if ptr == ffi.NULL:
-                raise BadControlPage(f"{name} is not a control page of version {lib.SB_CTL_VERSION}")
-        finally:
-            os.close(fd)
-        return cls(name, ptr)
-
-    unlink = staticmethod(_shm.unlink)
-
-    def close(self):
-        if self.ptr is not None:
-            lib.sb_ctl_close(self.ptr)
-            self.ptr = None
-
-    def generation(self, group_slot):
-        return lib.sb_ctl_generation(self.ptr, group_slot)
-
-    def set_generation(self, group_slot, generation):
-        lib.sb_ctl_set_generation(self.ptr, group_slot, generation)
-
-    def set_member(self, member_slot, token):
-        lib.sb_ctl_member_set(self.ptr, member_slot, token)
-
-    def idle_seconds(self, member_slot, token):
-        """Seconds since the member last polled; None if the slot is no longer its own."""
-        idle_ns = lib.sb_ctl_member_idle_ns(self.ptr, member_slot, token)
-        return None if idle_ns < 0 else idle_ns / 1e9
-
-
-def _tps(rows):
+def _tps(rows: List[List[Any]]) -> Set[TopicPartition]:
     return {TopicPartition(topic, partition) for topic, partition, *_ in rows}
 
 
@@ -98,8 +73,9 @@ class GroupMember:
     """One consumer's membership in a group. The Consumer owns it and calls
     on_poll() at every poll; all group policy lives here."""
 
-    def __init__(self, bus, consumer, group, assignment_strategy="range", sticky=False,
-                 max_poll_interval=300.0, enable_auto_commit=False, auto_commit_interval=5.0):
+    def __init__(self, link: "SupervisorLink", consumer: Assignee, group: str,
+                 assignment_strategy: str = "range", sticky: bool = False, max_poll_interval: float = 300.0,
+                 enable_auto_commit: bool = False, auto_commit_interval: float = 5.0):
         validate_name(group, "group")
         if assignment_strategy not in STRATEGIES:
             raise ValueError(f"assignment_strategy must be one of {STRATEGIES}, got {assignment_strategy!r}")
@@ -109,7 +85,7 @@ class GroupMember:
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
         self.group = group
-        self._bus = bus
+        self._link = link
         self._consumer = consumer
         self._strategy = assignment_strategy
         self._sticky = sticky
@@ -117,31 +93,31 @@ class GroupMember:
         self._auto_commit = bool(enable_auto_commit)
         self._auto_commit_interval = float(auto_commit_interval)
         self._next_auto_commit = time.monotonic() + self._auto_commit_interval
-        self._last_committed = {}
-        self.topics = []
-        self.on_assign = None
-        self.on_revoke = None
-        self.member_id = None
+        self._last_committed: Dict[TopicPartition, int] = {}
+        self.topics: List[str] = []
+        self.on_assign: PartitionsCallback = None
+        self.on_revoke: PartitionsCallback = None
+        self.member_id: Optional[str] = None
         # The generation this member last synced; -1 never matches a word, so
         # the first poll after a join always syncs.
         self.generation = -1
-        self._page = None
-        self._ctl = ffi.NULL
+        self._page: Optional[ControlPage] = None
         self._group_slot = self._member_slot = self._token = 0
         self._in_rebalance = False
 
     # ---- membership ----
 
-    def subscribe(self, topics, on_assign=None, on_revoke=None):
+    def subscribe(self, topics: List[str], on_assign: PartitionsCallback = None,
+                  on_revoke: PartitionsCallback = None) -> None:
         self.topics = list(topics)
         self.on_assign = on_assign
         self.on_revoke = on_revoke
         self._join()
         self._rebalance()
 
-    def _join(self):
+    def _join(self) -> None:
         pid, start_ms = my_identity()
-        reply = self._bus.call(
+        reply = self._link.call(
             "group_join", group=self.group, member_id=self.member_id, pid=pid, start_ms=start_ms,
             topics=self.topics, strategy=self._strategy, sticky=self._sticky,
             max_poll_interval_ms=round(self._max_poll_interval * 1000))
@@ -152,7 +128,7 @@ class GroupMember:
         self._token = reply["token"]
         self.generation = -1
 
-    def _attach_page(self, name, page_id):
+    def _attach_page(self, name: str, page_id: int) -> None:
         if self._page is not None and self._page.name == name and self._page.id == page_id:
             return
         page = ControlPage.attach(name)
@@ -162,17 +138,18 @@ class GroupMember:
         if self._page is not None:
             self._page.close()
         self._page = page
-        self._ctl = page.ptr
 
-    def on_poll(self):
+    def on_poll(self) -> None:
         """Every poll: one C call reads the group's generation word (and stamps
         this member's poll time); a request is made only when it moved."""
-        if lib.sb_ctl_poll(self._ctl, self._group_slot, self._member_slot, self._token) != self.generation:
+        page = self._page
+        assert page is not None, "on_poll before the join"
+        if page.poll(self._group_slot, self._member_slot, self._token) != self.generation:
             self._rebalance()
         if self._auto_commit and time.monotonic() >= self._next_auto_commit:
             self._commit_quietly()
 
-    def _rebalance(self):
+    def _rebalance(self) -> None:
         """Sync with the coordinator until this member holds exactly its share:
         give up what it must (commit, on_revoke, release), take what is free
         (at the committed offsets), then on_assign with what it gained."""
@@ -180,10 +157,12 @@ class GroupMember:
             return
         self._in_rebalance = True
         consumer = self._consumer
-        gained, released, failure = set(), [], None
+        gained: Set[TopicPartition] = set()
+        released: List[TopicPartition] = []
+        failure: Optional[Exception] = None
         try:
             while True:
-                reply = self._bus.call("group_sync", group=self.group, member_id=self.member_id,
+                reply = self._link.call("group_sync", group=self.group, member_id=self.member_id,
                                        released=[list(tp) for tp in released])
                 released = []
                 if not reply["member"]:
@@ -191,7 +170,7 @@ class GroupMember:
                     # supervisor restarted): the partitions are someone else's already,
                     # so no commit; tell the user they are gone and join again.
                     lost = consumer.assignment()
-                    consumer._drop_partitions(lost)
+                    consumer.drop_partitions(lost)
                     gained -= lost
                     if lost:
                         failure = failure or self._call_back(self.on_revoke, lost)
@@ -203,18 +182,18 @@ class GroupMember:
                 mine = consumer.assignment()
                 new = {tp: off for tp, off in holdings.items() if tp not in mine}
                 if new:
-                    consumer._take_partitions(new)
+                    consumer.take_partitions(new)
                     gained |= new.keys()
                 stray = mine - holdings.keys()
                 if stray:  # not ours by the coordinator's book: stop reading them
-                    consumer._drop_partitions(stray)
+                    consumer.drop_partitions(stray)
                     failure = failure or self._call_back(self.on_revoke, stray)
                 revoke = _tps(reply["revoke"])
                 if revoke:
                     if self._auto_commit:
                         self._commit_quietly()
                     failure = failure or self._call_back(self.on_revoke, revoke)
-                    consumer._drop_partitions(revoke)
+                    consumer.drop_partitions(revoke)
                     gained -= revoke
                     released = sorted(revoke)
                     continue
@@ -228,7 +207,7 @@ class GroupMember:
             raise failure
 
     @staticmethod
-    def _call_back(callback, partitions):
+    def _call_back(callback: PartitionsCallback, partitions: Set[TopicPartition]) -> Optional[Exception]:
         """Run a user callback; its exception is raised once the rebalance is
         complete, so the membership is never left half-synced."""
         if callback is None:
@@ -241,17 +220,17 @@ class GroupMember:
 
     # ---- commits ----
 
-    def commit(self, offsets=None):
+    def commit(self, offsets: Optional[Mapping[Any, int]] = None) -> None:
         if self.member_id is None:
             raise CommitFailed(f"this consumer is not a member of group {self.group!r}")
         if offsets is None:
-            offsets = self._consumer._consumed_offsets()
+            offsets = self._consumer.consumed_offsets()
         else:
             offsets = self._checked_offsets(offsets)
         if not offsets:
             return
         try:
-            self._bus.call("group_commit", group=self.group, member_id=self.member_id,
+            self._link.call("group_commit", group=self.group, member_id=self.member_id,
                            generation=self.generation,
                            offsets=[[tp.topic, tp.partition, offset] for tp, offset in offsets.items()])
         except CommitFailed:
@@ -262,7 +241,7 @@ class GroupMember:
         self._last_committed.update(offsets)
 
     @staticmethod
-    def _checked_offsets(offsets):
+    def _checked_offsets(offsets: Mapping[Any, int]) -> Dict[TopicPartition, int]:
         if not isinstance(offsets, dict):
             raise TypeError("offsets must be a dict of TopicPartition -> offset")
         checked = {}
@@ -273,11 +252,11 @@ class GroupMember:
             checked[tp] = offset
         return checked
 
-    def _commit_quietly(self):
+    def _commit_quietly(self) -> None:
         """Auto-commit: what was handed out since the last commit. A refused
         commit is not an error here: the rebalance it signals is next."""
         self._next_auto_commit = time.monotonic() + self._auto_commit_interval
-        offsets = self._consumer._consumed_offsets()
+        offsets = self._consumer.consumed_offsets()
         changed = {tp: off for tp, off in offsets.items() if self._last_committed.get(tp) != off}
         if changed:
             try:
@@ -285,42 +264,29 @@ class GroupMember:
             except CommitFailed:
                 pass
 
-    def committed(self, tp):
+    def committed(self, tp: Union[TopicPartition, Tuple[str, int]]) -> Optional[int]:
         tp = TopicPartition(*tp)
-        reply = self._bus.call("group_committed", group=self.group, partitions=[list(tp)])
+        reply = self._link.call("group_committed", group=self.group, partitions=[list(tp)])
         return reply[0][2]
 
     # ---- lifetime ----
 
-    def close(self):
+    def close(self) -> None:
         """Commit (with auto-commit) and leave, over the connection we joined on:
         if the supervisor is gone, so is our membership, and no new supervisor
         should be started just to say goodbye."""
         try:
             if self.member_id is not None:
                 if self._auto_commit:
-                    offsets = self._consumer._consumed_offsets()
+                    offsets = self._consumer.consumed_offsets()
                     changed = {tp: off for tp, off in offsets.items() if self._last_committed.get(tp) != off}
                     if changed:
-                        self._call_existing("group_commit", group=self.group, member_id=self.member_id,
-                                            generation=self.generation,
-                                            offsets=[[t, p, o] for (t, p), o in changed.items()])
-                self._call_existing("group_leave", group=self.group, member_id=self.member_id)
+                        self._link.call_if_connected(
+                            "group_commit", group=self.group, member_id=self.member_id,
+                            generation=self.generation, offsets=[[t, p, o] for (t, p), o in changed.items()])
+                self._link.call_if_connected("group_leave", group=self.group, member_id=self.member_id)
         finally:
             self.member_id = None
             if self._page is not None:
                 self._page.close()
                 self._page = None
-            self._ctl = ffi.NULL
-
-    def _call_existing(self, op, **args):
-        bus = self._bus
-        control = bus._control
-        if bus._closed or control is None:
-            return None
-        try:
-            with bus._control_lock:
-                return control.call(op, **args)
-        except ShmbusError:  # gone, stopping, or the commit refused: we are leaving anyway
-            return None
-

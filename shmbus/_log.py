@@ -10,24 +10,36 @@ import bisect
 import os
 import struct
 import time
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from . import _access
-from ._errors import CorruptSegment, OffsetOutOfRange
+from ._backend import (
+    DESC_OFFSET,
+    DESC_TIMESTAMP,
+    DESC_WORDS,
+    FRAME_DATA,
+    FRAME_PADDING,
+    ArchiveState,
+    FrameParser,
+    Ring,
+    walk_frames,
+)
+from ._errors import CorruptFrame, CorruptSegment, OffsetOutOfRange
 from ._fsutil import fsync_dir
-from ._native._core import ffi, lib
 
 LOG_SUFFIX = ".log"
 INDEX_INTERVAL = 4096          # bytes of log between sparse index entries
 INDEX_ENTRY = struct.Struct("<QQ")      # offset, position
 TIME_ENTRY = struct.Struct("<qQ")       # max timestamp before offset, offset
 READ_CHUNK = 1 << 20
+Log = Callable[[str], None]
 
 
-def segment_name(base_offset):
+def segment_name(base_offset: int) -> str:
     return f"{base_offset:020d}{LOG_SUFFIX}"
 
 
-def list_segments(directory):
+def list_segments(directory: str) -> List[int]:
     """Sorted base offsets of the segments in a partition directory."""
     try:
         names = os.listdir(directory)
@@ -37,11 +49,11 @@ def list_segments(directory):
                   if n.endswith(LOG_SUFFIX) and n[:-len(LOG_SUFFIX)].isdigit())
 
 
-def segment_path(directory, base_offset, suffix=LOG_SUFFIX):
+def segment_path(directory: str, base_offset: int, suffix: str = LOG_SUFFIX) -> str:
     return os.path.join(directory, f"{base_offset:020d}{suffix}")
 
 
-def read_index(path, entry):
+def read_index(path: str, entry: struct.Struct) -> List[Tuple[int, int]]:
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -51,82 +63,73 @@ def read_index(path, entry):
     return list(entry.iter_unpack(data[:usable]))
 
 
-def scan_segment(path, start_offset):
+ScanResult = Tuple[int, int, List[Tuple[int, int]], List[Tuple[int, int]], int, Optional[int]]
+
+
+def scan_segment(path: str, start_offset: int) -> ScanResult:
     """Validate a segment frame by frame. Returns (valid_bytes, next_offset, index, timeindex,
     max_timestamp, corrupt_at): corrupt_at is the file position of the first bad frame, or None
     if the file only ends early (a torn tail) or not at all."""
     size = os.path.getsize(path)
     capacity = READ_CHUNK
-    buffer = ffi.new("char[]", capacity)
     position, next_offset, max_ts = 0, start_offset, -1
-    index, timeindex, since_index = [], [], INDEX_INTERVAL
+    index: List[Tuple[int, int]] = []
+    timeindex: List[Tuple[int, int]] = []
+    since_index = INDEX_INTERVAL
     with open(path, "rb") as f:
         while position < size:
-            want = min(capacity, size - position)
-            chunk = os.pread(f.fileno(), want, position)
-            ffi.memmove(buffer, chunk, len(chunk))
+            chunk = os.pread(f.fileno(), min(capacity, size - position), position)
             # Walk frame by frame to build the indexes as the archiver would.
             walked = 0
-            while walked < len(chunk):
-                frame_size = lib.sb_frame_check(buffer + walked, len(chunk) - walked)
-                if frame_size == lib.SB_EMPTY:
-                    break
-                if frame_size < 0:
-                    return position + walked, next_offset, index, timeindex, max_ts, position + walked
-                offset, ts, count, ftype = _frame_fields(buffer + walked)
-                if ftype != lib.SB_FRAME_PADDING:
-                    if since_index >= INDEX_INTERVAL:
-                        index.append((offset, position + walked))
-                        timeindex.append((max_ts, offset))
-                        since_index = 0
-                    next_offset = offset + count
-                    if ftype == lib.SB_FRAME_DATA and ts > max_ts:
-                        max_ts = ts
-                since_index += frame_size
-                walked += frame_size
+            try:
+                for at, frame_size, frame in walk_frames(chunk):
+                    if frame.type != FRAME_PADDING:
+                        if since_index >= INDEX_INTERVAL:
+                            index.append((frame.offset, position + at))
+                            timeindex.append((max_ts, frame.offset))
+                            since_index = 0
+                        next_offset = frame.offset + frame.record_count
+                        if frame.type == FRAME_DATA and frame.timestamp_ns > max_ts:
+                            max_ts = frame.timestamp_ns
+                    since_index += frame_size
+                    walked = at + frame_size
+            except CorruptFrame as bad:
+                assert bad.position is not None
+                corrupt_at = position + bad.position
+                return corrupt_at, next_offset, index, timeindex, max_ts, corrupt_at
             if walked == 0:
                 if len(chunk) < capacity:
                     break  # a torn frame at the end of the file
                 capacity *= 2  # one frame bigger than the buffer
-                buffer = ffi.new("char[]", capacity)
                 continue
             position += walked
     return position, next_offset, index, timeindex, max_ts, None
-
-
-_FRAME = struct.Struct("<QIHHQqIiIi")
-
-
-def _frame_fields(ptr):
-    word0, crc, ftype, flags, offset, ts, count, klen, hlen, vlen = _FRAME.unpack(
-        ffi.buffer(ptr, _FRAME.size))
-    return offset, ts, count, ftype
 
 
 class SegmentWriter:
     """The archiver's side of one partition log: recovery at start, appends from the
     ring, rolling, fsync, retention."""
 
-    def __init__(self, directory, segment_bytes):
+    def __init__(self, directory: str, segment_bytes: int):
         self.directory = directory
         self.segment_bytes = segment_bytes
         _access.make_dir(directory)
-        self.fd = None
+        self.fd: Optional[int] = None
         self.index_file = self.time_file = None
-        self.base_offset = None
-        self.state = ffi.new("sb_archive_state *")
-        self.entries = ffi.new("sb_index_entry[]", 1024)
-        self.entry_count = ffi.new("uint32_t *")
+        self.base_offset: Optional[int] = None
+        self.archive_state = ArchiveState()
+        # Where the archiver is: position, next_offset, segment_bytes, since_index, max_timestamp.
+        self.state = self.archive_state.c
         self.unsynced = 0
         self.synced_position = 0  # the ring position fsynced so far (set by the archiver)
         self.last_sync = 0.0
         self.last_sync_ns = 0
-        self.error = None        # the last write error, until archiving works again
+        self.error: Optional[str] = None   # the last write error, until archiving works again
         self.error_at = 0.0
 
     # ---- recovery ----
 
-    def recover(self, log):
+    def recover(self, log: Log) -> Optional[int]:
         """Open the log after a start: validate the last segment frame by frame and cut a
         torn tail; a corrupt frame in a closed segment is reported, never served.
         Returns the next offset on disk (0 for an empty log)."""
@@ -148,7 +151,7 @@ class SegmentWriter:
         self._open(last, valid, next_offset, max_ts)
         return next_offset
 
-    def _rewrite_indexes(self, base, index, timeindex):
+    def _rewrite_indexes(self, base: int, index: List[Tuple[int, int]], timeindex: List[Tuple[int, int]]) -> None:
         with open(segment_path(self.directory, base, ".index"), "wb") as f:
             f.write(b"".join(INDEX_ENTRY.pack(*e) for e in index))
         with open(segment_path(self.directory, base, ".timeindex"), "wb") as f:
@@ -156,7 +159,7 @@ class SegmentWriter:
 
     # ---- appending ----
 
-    def _open(self, base_offset, size, next_offset, max_ts):
+    def _open(self, base_offset: int, size: int, next_offset: int, max_ts: int) -> None:
         self.close()
         path = segment_path(self.directory, base_offset)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _access.file_mode())
@@ -168,45 +171,43 @@ class SegmentWriter:
         self.state.max_timestamp = max_ts
         self.state.next_offset = next_offset
 
-    def start(self, next_offset):
+    def start(self, next_offset: int) -> None:
         """Begin a new segment at next_offset (a fresh log, or after a roll)."""
         self._open(next_offset, 0, next_offset, -1)
         fsync_dir(self.directory)
 
-    def archive(self, ring, max_bytes=16 << 20):
+    def archive(self, ring: Ring, max_bytes: int = 16 << 20) -> int:
         """Copy complete frames from the ring into the segment; returns bytes written.
         On a write error (disk full) the segment is cut back to its last whole frame and
         the error is raised; the ring keeps everything, so nothing is lost."""
+        assert self.fd is not None and self.index_file is not None and self.time_file is not None
         state = self.state
-        before = (state.position, state.next_offset, state.segment_bytes, state.since_index,
-                  state.max_timestamp)
+        before = self.archive_state.snapshot()
         room = max(self.segment_bytes - state.segment_bytes, 1)
-        written = lib.sb_archive(ring.ptr, self.fd, state, min(max_bytes, room), INDEX_INTERVAL,
-                                 self.entries, 1024, self.entry_count)
-        if written < 0:
-            (state.position, state.next_offset, state.segment_bytes, state.since_index,
-             state.max_timestamp) = before
+        try:
+            written, entries = ring.archive(self.fd, self.archive_state, min(max_bytes, room), INDEX_INTERVAL)
+        except OSError as e:
+            self.archive_state.restore(before)
             os.ftruncate(self.fd, state.segment_bytes)
-            raise OSError(-written, f"cannot write segment in {self.directory}: {os.strerror(-written)}")
-        n = self.entry_count[0]
-        if n:
-            entries = self.entries
-            self.index_file.write(b"".join(INDEX_ENTRY.pack(entries[i].offset, entries[i].position)
-                                           for i in range(n)))
-            self.time_file.write(b"".join(TIME_ENTRY.pack(entries[i].max_timestamp, entries[i].offset)
-                                          for i in range(n)))
+            raise OSError(e.errno, f"cannot write segment in {self.directory}: {e.strerror}") from None
+        if entries:
+            self.index_file.write(b"".join(INDEX_ENTRY.pack(offset, position)
+                                           for offset, position, _ in entries))
+            self.time_file.write(b"".join(TIME_ENTRY.pack(max_ts, offset)
+                                          for offset, _, max_ts in entries))
         self.unsynced += written
         if state.segment_bytes >= self.segment_bytes:
             self.roll()
         return written
 
-    def roll(self):
+    def roll(self) -> None:
         """Close the full segment (fsynced) and start the next at the next offset."""
         self.sync()
         self.start(self.state.next_offset)
 
-    def sync(self):
+    def sync(self) -> None:
         if self.fd is not None:
+            assert self.index_file is not None and self.time_file is not None
             self.index_file.flush()
             self.time_file.flush()
             os.fsync(self.fd)
@@ -214,8 +215,9 @@ class SegmentWriter:
         self.last_sync = time.monotonic()
         self.last_sync_ns = time.time_ns()
 
-    def close(self):
+    def close(self) -> None:
         if self.fd is not None:
+            assert self.index_file is not None and self.time_file is not None
             self.index_file.close()
             self.time_file.close()
             os.close(self.fd)
@@ -223,7 +225,8 @@ class SegmentWriter:
 
     # ---- retention ----
 
-    def enforce_retention(self, retention_bytes, retention_ms, now_ns, log):
+    def enforce_retention(self, retention_bytes: Optional[int], retention_ms: Optional[int], now_ns: int,
+                          log: Log) -> List[int]:
         """Delete whole closed segments, oldest first, beyond the size or age limits."""
         bases = list_segments(self.directory)
         closed = [b for b in bases if b != self.base_offset]
@@ -251,7 +254,7 @@ class SegmentWriter:
         return removed
 
 
-def _segment_newest_timestamp(directory, base, time_entries):
+def _segment_newest_timestamp(directory: str, base: int, time_entries: List[Tuple[int, int]]) -> Optional[int]:
     """The largest timestamp in a closed segment: scan from its last time index entry."""
     start = 0
     if time_entries:
@@ -269,26 +272,27 @@ class SegmentReader:
     """Reads records from a partition's segment files, sequentially from an offset.
     Used by consumers whose position is no longer in the ring."""
 
-    def __init__(self, directory):
+    def __init__(self, directory: str):
         self.directory = directory
-        self.bases = []
-        self.base = None
-        self.fd = None
+        self.bases: List[int] = []
+        self.base: Optional[int] = None
+        self.fd: Optional[int] = None
         self.position = 0
-        self.next_offset = None
+        self.next_offset: Optional[int] = None
         self.capacity = READ_CHUNK
-        self.result = ffi.new("sb_parse_result *")
-        self.chunk = None      # the bytes last read, from file position chunk_at
+        self.parser = FrameParser()
+        self.last_consumed = 0     # bytes of frames the last read() parsed
+        self.chunk: Optional[bytes] = None      # the bytes last read, from file position chunk_at
         self.chunk_at = 0
 
-    def refresh(self):
+    def refresh(self) -> None:
         self.bases = list_segments(self.directory)
 
-    def earliest(self):
+    def earliest(self) -> Optional[int]:
         self.refresh()
         return self.bases[0] if self.bases else None
 
-    def seek(self, offset):
+    def seek(self, offset: int) -> None:
         """Position at offset; OffsetOutOfRange if no segment holds it (deleted by retention,
         or not archived)."""
         self.refresh()
@@ -306,7 +310,7 @@ class SegmentReader:
         self.position = position
         self.next_offset = offset
 
-    def _open(self, base):
+    def _open(self, base: int) -> None:
         self.close()
         self.chunk = None
         try:
@@ -315,29 +319,32 @@ class SegmentReader:
             raise OffsetOutOfRange(f"segment {base} was deleted (retention)") from None
         self.base = base
 
-    def read(self, max_records, desc, follow=True):
-        """Parse up to max_records records at or after next_offset into desc. Returns
-        (count, data) where descriptors index into data, or (0, None) at the end of disk
-        (of this segment, without follow). Reads a chunk at a time and parses it in
-        place, call after call."""
+    def read(self, max_records: int, follow: bool = True) -> Tuple[int, Optional[bytes]]:
+        """Parse up to max_records records at or after next_offset. Returns (count, data):
+        words(count) describes them, their positions indexing into data; or (0, None) at
+        the end of disk (of this segment, without follow). Reads a chunk at a time and
+        parses it in place, call after call."""
+        self.last_consumed = 0
         while True:
+            assert self.next_offset is not None and self.base is not None
             start = self.position - self.chunk_at
             if self.chunk is None or not 0 <= start < len(self.chunk):
                 self._load()
                 start = 0
+            assert self.chunk is not None
             if self.chunk:
-                result = self.result
-                result.next_offset = self.next_offset
-                n = lib.sb_parse(self.chunk, start, len(self.chunk), self.next_offset, max_records,
-                                 desc, result)
-                if n == lib.SB_CORRUPT:
-                    bad = self.chunk_at + result.bad_position
+                try:
+                    n, consumed, next_offset = self.parser.parse(self.chunk, start, self.next_offset, max_records)
+                except CorruptFrame as e:
+                    assert e.position is not None
                     raise CorruptSegment(
-                        f"corrupt record in {segment_path(self.directory, self.base)} at byte {bad} "
-                        f"(after offset {result.next_offset - 1}): CRC or length check failed")
-                if result.consumed:
-                    self.position += result.consumed
-                    self.next_offset = max(self.next_offset, result.next_offset)
+                        f"corrupt record in {segment_path(self.directory, self.base)} at byte "
+                        f"{self.chunk_at + e.position} (after offset {e.after_offset}): CRC or length "
+                        f"check failed") from None
+                if consumed:
+                    self.position += consumed
+                    self.last_consumed += consumed
+                    self.next_offset = max(self.next_offset, next_offset)
                     if n:
                         return n, self.chunk
                     continue
@@ -359,28 +366,46 @@ class SegmentReader:
             self._open(later[0])
             self.position = 0
 
-    def _load(self):
+    def words(self, n: int) -> List[int]:
+        """The descriptor words of the last read's n records (shmbus.h, SB_DESC_*)."""
+        return self.parser.words(n)
+
+    def _load(self) -> None:
+        assert self.fd is not None
         self.chunk = os.pread(self.fd, self.capacity, self.position)
         self.chunk_at = self.position
 
-    def scan_timestamps(self, base, position):
+    def scan_timestamps(self, base: int, position: int) -> Iterator[Tuple[int, int]]:
         """(offset, timestamp) of every data frame from a segment position on."""
         self._open(base)
         self.position = position
         self.next_offset = 0
-        desc = ffi.new("int64_t[]", 256 * lib.SB_DESC_WORDS)
         try:
             while True:
-                n, _ = self.read(256, desc, follow=False)
+                n, _ = self.read(self.parser.max_records, follow=False)
                 if not n:
                     return
-                words = ffi.unpack(desc, n * lib.SB_DESC_WORDS)
-                for i in range(0, n * lib.SB_DESC_WORDS, lib.SB_DESC_WORDS):
-                    yield words[i], words[i + 1]
+                words = self.words(n)
+                for i in range(0, len(words), DESC_WORDS):
+                    yield words[i + DESC_OFFSET], words[i + DESC_TIMESTAMP]
         finally:
             self.close()
 
-    def close(self):
+    def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def time_index_start(log_dir: str, timestamp: int) -> Optional[int]:
+    """The offset to scan from for the first record at or after timestamp: the last time
+    index entry before one whose max-timestamp-so-far reaches it (None: no segments)."""
+    start = None
+    for base in list_segments(log_dir):
+        if start is None:
+            start = base
+        for max_before, offset in read_index(segment_path(log_dir, base, ".timeindex"), TIME_ENTRY):
+            if max_before >= timestamp:
+                return start
+            start = offset
+    return start

@@ -4,20 +4,42 @@ the record."""
 import random
 import threading
 import time
+from types import TracebackType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Type,
+)
 
-from ._bus import ensure_topic
-from ._codec import encode_headers
-from ._errors import BufferFull, Closed, Timeout, TopicNotFound
-from ._native._core import ffi, lib
-from ._ring import raise_for_append
+from . import _backend
+from ._backend import NULL as _NULL
+from ._backend import CData, Ring, Writer
+from ._codec import Headers, encode_headers
+from ._errors import (
+    BufferFull,
+    ClaimLockBusy,
+    Closed,
+    RingDeleted,
+    RingFull,
+    SlotBusy,
+    Timeout,
+    TopicNotFound,
+)
 from ._types import RecordMetadata
+
+if TYPE_CHECKING:
+    from ._bus import Bus
 
 _new_tuple = tuple.__new__
 # The C calls of the straight-line paths, looked up once rather than per record.
-_append_value = lib.sb_append_value
-_append_keyed = lib.sb_append_keyed
+_append_value = _backend.append_value
+_append_keyed = _backend.append_keyed
 _EMPTY = b""
-_NULL = ffi.NULL
 # How long one C call may sleep waiting for ring space before Python looks
 # around (timeout, Ctrl-C, a dead producer holding the ring up).
 _WAIT_SLICE_NS = 50_000_000
@@ -26,20 +48,20 @@ _WAIT_SLICE_NS = 50_000_000
 _REAP_AFTER = 0.2
 
 
-def _not_bytes_like(obj, what):
+def _not_bytes_like(obj: object, what: str) -> TypeError:
     return TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview) or None, "
                      f"not {type(obj).__name__}")
 
 
-def as_buffer(obj, what):
+def as_buffer(obj: Any, what: str) -> CData:
     """A bytes-like object as a C buffer, without copying it."""
     try:
-        return ffi.from_buffer(obj)
+        return _backend.c_buffer(obj)
     except TypeError:
         raise _not_bytes_like(obj, what) from None
 
 
-def as_bytes(obj, what):
+def as_bytes(obj: Any, what: str) -> bytes:
     """A bytes-like object as bytes (a copy: for keys, which are small)."""
     try:
         return bytes(memoryview(obj))
@@ -47,50 +69,50 @@ def as_bytes(obj, what):
         raise _not_bytes_like(obj, what) from None
 
 
-def murmur2_partition(key, num_partitions):
+def murmur2_partition(key: bytes, num_partitions: int) -> int:
     """Kafka's default partitioner for keyed records: toPositive(murmur2(key)) % n."""
-    return (lib.sb_murmur2(key, len(key)) & 0x7FFFFFFF) % num_partitions
+    return (_backend.murmur2(key) & 0x7FFFFFFF) % num_partitions
 
 
 class _Route:
-    """A producer's view of one topic: its rings, a C writer (ring + slot) per
-    partition, taken on first use, and the sticky partition for keyless records."""
+    """A producer's view of one topic: its rings, a Writer (ring + producer slot) per
+    partition, taken on first use, and the sticky partition for keyless records.
+    `ptrs` mirrors `writers` with their C handles, for the straight-line sends."""
 
-    __slots__ = ("topic", "rings", "writers", "count", "sticky", "sticky_left", "sticky_writer",
+    __slots__ = ("topic", "rings", "writers", "ptrs", "count", "sticky", "sticky_left", "sticky_ptr",
                  "key_partitions")
 
-    def __init__(self, topic, rings):
+    def __init__(self, topic: str, rings: List[Ring]):
         self.topic = topic
         self.rings = rings
         self.count = len(rings)
-        self.writers = [None] * self.count
+        self.writers: List[Optional[Writer]] = [None] * self.count
+        self.ptrs: List[Optional[CData]] = [None] * self.count
         self.sticky = random.randrange(self.count)
         self.sticky_left = 0
-        self.sticky_writer = None
-        self.key_partitions = {}  # a cache: murmur2 of a hot key is computed once
+        self.sticky_ptr: Optional[CData] = None
+        self.key_partitions: Dict[bytes, int] = {}  # a cache: murmur2 of a hot key is computed once
 
-    def writer(self, partition):
+    def writer(self, partition: int) -> Writer:
         writer = self.writers[partition]
         if writer is None:
-            writer = ffi.new("sb_writer *")
-            writer.ring = self.rings[partition].ptr
-            writer.slot = self.rings[partition].acquire_slot()
-            writer.wait_ns = _WAIT_SLICE_NS
-            self.writers[partition] = writer
+            writer = self.writers[partition] = Writer(self.rings[partition], _WAIT_SLICE_NS)
+            self.ptrs[partition] = writer.ptr
         return writer
 
-    def stick_to(self, partition, budget):
-        self.sticky_writer = self.writer(partition)
+    def stick_to(self, partition: int, budget: int) -> None:
+        self.sticky_ptr = self.writer(partition).ptr
         self.sticky = partition
         self.sticky_left = budget
 
-    def release(self):
-        for ring, writer in zip(self.rings, self.writers):
+    def release(self) -> None:
+        for writer in self.writers:
             if writer is not None:
-                ring.release_slot(writer.slot)
+                writer.release()
         self.writers = [None] * self.count
+        self.ptrs = [None] * self.count
         self.sticky_left = 0
-        self.sticky_writer = None
+        self.sticky_ptr = None
 
 
 class Producer:
@@ -106,19 +128,19 @@ class Producer:
     Thread-safe. Records one producer sends to one partition keep their order.
     """
 
-    def __init__(self, bus, timeout=30.0, partitioner=None, sticky_bytes=16384):
+    def __init__(self, bus: "Bus", timeout: float = 30.0,
+                 partitioner: Optional[Callable[[bytes, int], int]] = None, sticky_bytes: int = 16384):
         self._bus = bus
         self._timeout = timeout
         self._partitioner = partitioner or murmur2_partition
         self._sticky_bytes = sticky_bytes
-        self._routes = {}
+        self._routes: Dict[str, _Route] = {}
         self._lock = threading.Lock()  # routes and slots change under it; sends don't take it
-        self._count = ffi.new("uint32_t *")
         self._closed = False
 
     # ---- routing ----
 
-    def _route(self, topic):
+    def _route(self, topic: str) -> _Route:
         with self._lock:
             if self._closed:
                 raise Closed("this producer is closed")
@@ -126,11 +148,11 @@ class Producer:
                 raise TypeError(f"topic must be a str, not {type(topic).__name__}")
             route = self._routes.get(topic)
             if route is None:
-                _, rings = ensure_topic(self._bus, topic)
+                _, rings = self._bus.rings.get(topic)
                 route = self._routes[topic] = _Route(topic, rings)
             return route
 
-    def _pick(self, route, key, partition, nbytes):
+    def _pick(self, route: _Route, key: Optional[bytes], partition: Optional[int], nbytes: int) -> int:
         if partition is not None:
             if type(partition) is not int or not 0 <= partition < route.count:
                 raise ValueError(f"partition must be an int in [0, {route.count}) for topic "
@@ -144,11 +166,11 @@ class Producer:
                     route.key_partitions.clear()
                 partition = route.key_partitions[key] = self._partitioner(key, route.count)
             return partition
-        if route.sticky_left <= 0 or route.sticky_writer is None:
+        if route.sticky_left <= 0 or route.sticky_ptr is None:
             # Kafka's sticky partitioner: a new partition once a batch' worth was sent.
             with self._lock:
                 choice = route.sticky
-                if route.count > 1 and route.sticky_writer is not None:
+                if route.count > 1 and route.sticky_ptr is not None:
                     choice = (choice + random.randrange(1, route.count)) % route.count
                 route.stick_to(choice, self._sticky_bytes)
         route.sticky_left -= nbytes
@@ -156,8 +178,9 @@ class Producer:
 
     # ---- sending ----
 
-    def send(self, topic, value, key=None, headers=None, partition=None, timestamp_ns=None,
-             timeout=None):
+    def send(self, topic: str, value: Optional[bytes], key: Optional[bytes] = None,
+             headers: Optional[Headers] = None, partition: Optional[int] = None,
+             timestamp_ns: Optional[int] = None, timeout: Optional[float] = None) -> RecordMetadata:
         """Append one record; returns RecordMetadata(topic, partition, offset, timestamp_ns)
         once it is in shared memory and visible to consumers."""
         route = self._routes.get(topic)
@@ -169,28 +192,29 @@ class Producer:
                 if partition is None and route.sticky_left > 0:
                     size = len(value)
                     route.sticky_left -= size
-                    writer = route.sticky_writer
-                    offset = _append_value(writer, value, size)
+                    ptr = route.sticky_ptr
+                    offset = _append_value(ptr, value, size)
                     if offset >= 0:
-                        return _new_tuple(RecordMetadata, (topic, route.sticky, offset, writer.timestamp_ns))
+                        return _new_tuple(RecordMetadata, (topic, route.sticky, offset, ptr.timestamp_ns))
                     partition = route.sticky
                 elif type(partition) is int and 0 <= partition < route.count:
-                    writer = route.writers[partition]
-                    if writer is not None:
-                        offset = _append_value(writer, value, len(value))
+                    ptr = route.ptrs[partition]
+                    if ptr is not None:
+                        offset = _append_value(ptr, value, len(value))
                         if offset >= 0:
-                            return _new_tuple(RecordMetadata, (topic, partition, offset, writer.timestamp_ns))
+                            return _new_tuple(RecordMetadata, (topic, partition, offset, ptr.timestamp_ns))
             elif type(key) is bytes and partition is None:
                 partition = route.key_partitions.get(key)
-                writer = route.writers[partition] if partition is not None else None
-                if writer is not None:
-                    offset = _append_keyed(writer, key, len(key), value, len(value))
+                ptr = route.ptrs[partition] if partition is not None else None
+                if ptr is not None:
+                    offset = _append_keyed(ptr, key, len(key), value, len(value))
                     if offset >= 0:
-                        return _new_tuple(RecordMetadata, (topic, partition, offset, writer.timestamp_ns))
+                        return _new_tuple(RecordMetadata, (topic, partition, offset, ptr.timestamp_ns))
                 partition = None  # let the general path pick (and validate) it
         return self._send(route, topic, value, key, headers, partition, timestamp_ns, timeout)
 
-    def _send(self, route, topic, value, key, headers, partition, timestamp_ns, timeout):
+    def _send(self, route: Optional[_Route], topic: str, value: Any, key: Any, headers: Optional[Headers],
+              partition: Optional[int], timestamp_ns: Optional[int], timeout: Optional[float]) -> RecordMetadata:
         if route is None:
             route = self._route(topic)
         if type(value) is bytes:
@@ -222,20 +246,20 @@ class Producer:
             if writer is None:
                 with self._lock:
                     writer = route.writer(partition)
-            code = lib.sb_append(writer, key, key_len, blob, len(blob), value, value_len, timestamp_ns)
-            if code >= 0:
-                return _new_tuple(RecordMetadata, (route.topic, partition, code, writer.timestamp_ns))
-            route, blocked_since = self._handle(code, route, partition, deadline, blocked_since)
+            try:
+                offset = writer.append(key, key_len, blob, len(blob), value, value_len, timestamp_ns)
+                return _new_tuple(RecordMetadata, (route.topic, partition, offset, writer.timestamp_ns))
+            except SlotBusy:  # another thread is mid-append on this partition
+                time.sleep(0)
+            except RingDeleted:
+                route, blocked_since = self._reroute(route, partition), None
+            except (RingFull, ClaimLockBusy) as blocked:
+                blocked_since = self._wait_for_space(blocked, route, partition, deadline, blocked_since)
 
-    def _handle(self, code, route, partition, deadline, blocked_since):
-        """What to do about a negative sb_append code: wait, reap, re-resolve or raise."""
-        if code == lib.SB_SLOT_BUSY:  # another thread is mid-append on this partition
-            time.sleep(0)
-            return route, blocked_since
-        if code == lib.SB_DELETED:
-            return self._reroute(route), None
-        if code not in (lib.SB_FULL, lib.SB_LOCK_BUSY):
-            raise_for_append(code, route.rings[partition])
+    def _wait_for_space(self, blocked: Exception, route: _Route, partition: int, deadline: float,
+                        blocked_since: Optional[float]) -> float:
+        """An append found the ring full, or its claim lock held for long: BufferFull past
+        the deadline; else look for what holds it up. Returns when the block started."""
         now = time.monotonic()
         blocked_since = blocked_since or now
         if now >= deadline:
@@ -245,23 +269,23 @@ class Producer:
                 f"safe to overwrite for {now - blocked_since:.1f}s"
                 + (" (is the supervisor archiving?)" if ring.durable else "")
             )
-        if code == lib.SB_LOCK_BUSY or now - blocked_since > _REAP_AFTER:
+        if isinstance(blocked, ClaimLockBusy) or now - blocked_since > _REAP_AFTER:
             # A producer that died mid-claim holds the ring up: finish its claim.
             writer = route.writers[partition]
             route.rings[partition].reap_dead(writer.slot if writer is not None else None)
             if route.rings[partition].durable:
                 # Or the archiver stopped: a dead supervisor is restarted (autostart).
-                self._bus.ensure_supervisor()
-        return route, blocked_since
+                self._bus.link.ensure_supervisor()
+        return blocked_since
 
-    def _reroute(self, route):
+    def _reroute(self, route: _Route, partition: int) -> _Route:
         """The topic's rings were deleted: it was deleted, or the bus restarted. Re-resolve."""
         with self._lock:
             route.release()
             if self._routes.get(route.topic) is route:
                 del self._routes[route.topic]
         try:
-            self._bus.rings.refresh(route.topic, stale=route.rings)
+            self._bus.rings.refresh(route.topic, stale=route.rings[partition])
         except TopicNotFound:
             raise TopicNotFound(f"topic {route.topic!r} was deleted") from None
         new = self._route(route.topic)
@@ -269,8 +293,9 @@ class Producer:
             raise TopicNotFound(f"topic {route.topic!r} was deleted and created again")
         return new
 
-    def send_many(self, topic, values, key=None, partition=None, headers=None, timestamp_ns=None,
-                  timeout=None):
+    def send_many(self, topic: str, values: Iterable[bytes], key: Optional[bytes] = None,
+                  partition: Optional[int] = None, headers: Optional[Headers] = None,
+                  timestamp_ns: Optional[int] = None, timeout: Optional[float] = None) -> int:
         """Append a batch to one partition, with as few C calls as the ring allows
         (one per half-ring of data). All records share key, headers and timestamp.
         Returns how many were sent."""
@@ -286,8 +311,8 @@ class Producer:
             raise TypeError(f"send_many values must be bytes-like, not {type(bad).__name__}") from None
         # Byte lengths: len() of a memoryview or array counts items, not bytes.
         value_lens = [len(v) if type(v) is bytes else memoryview(v).nbytes for v in values]
-        lens = ffi.new("int64_t[]", value_lens)
-        data = ffi.from_buffer(blob)
+        lens = _backend.int64_array(value_lens)
+        data = _backend.c_buffer(blob)
         if key is not None and type(key) is not bytes:
             key = as_bytes(key, "key")
         partition = self._pick(route, key, partition, len(blob))
@@ -303,57 +328,62 @@ class Producer:
                 raise Closed("this producer is closed")
             with self._lock:
                 writer = route.writer(partition)
-            code = lib.sb_append_batch(writer, key, key_len, header_blob, len(header_blob),
-                                       data + position, lens + sent, total - sent, timestamp_ns,
-                                       self._count)
-            if code >= 0:
-                n = self._count[0]
-                position += sum(value_lens[sent:sent + n])
-                sent += n
-                blocked_since = None
-                continue
             try:
-                route, blocked_since = self._handle(code, route, partition, deadline, blocked_since)
-            except BufferFull as e:
-                raise BufferFull(f"{e}; {sent} of {total} records sent") from None
+                _, n = writer.append_batch(key, key_len, header_blob, len(header_blob), data + position,
+                                           lens + sent, total - sent, timestamp_ns)
+            except SlotBusy:
+                time.sleep(0)
+                continue
+            except RingDeleted:
+                route, blocked_since = self._reroute(route, partition), None
+                continue
+            except (RingFull, ClaimLockBusy) as blocked:
+                try:
+                    blocked_since = self._wait_for_space(blocked, route, partition, deadline, blocked_since)
+                except BufferFull as e:
+                    raise BufferFull(f"{e}; {sent} of {total} records sent") from None
+                continue
+            position += sum(value_lens[sent:sent + n])
+            sent += n
+            blocked_since = None
         return sent
 
-    def flush(self, timeout=None):
+    def flush(self, timeout: Optional[float] = None) -> None:
         """Return once every record this producer sent to a durable topic is fsynced
         on disk (memory-only topics have nothing to wait for). Timeout if the
         supervisor does not get there in time (default: the producer's timeout)."""
         if self._closed:
             raise Closed("this producer is closed")
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
-        pending = [(route, p, writer.end_position) for route in list(self._routes.values())
+        pending = [(route, p, writer, writer.end_position) for route in list(self._routes.values())
                    for p, writer in enumerate(route.writers)
-                   if writer is not None and route.rings[p].durable and writer.end_position]
-        for route, p, end in pending:
-            lib.sb_request_sync(route.rings[p].ptr, end)
-        for route, p, end in pending:
+                   if writer is not None and writer.ring.durable and writer.end_position]
+        for _, _, writer, end in pending:
+            writer.request_sync(end)
+        for route, p, writer, end in pending:
             while True:
                 left = deadline - time.monotonic()
-                done = lib.sb_wait_synced(route.rings[p].ptr, end, int(max(0.0, min(left, 0.1)) * 1e9))
-                if done == 1:
-                    break
-                if done == lib.SB_DELETED:
-                    if route.rings[p].stats().synced >= end:
+                try:
+                    if writer.wait_synced(end, int(max(0.0, min(left, 0.1)) * 1e9)):
                         break
-                    raise TopicNotFound(f"topic {route.topic!r} was deleted before its records were flushed")
-                self._bus.ensure_supervisor()
+                except RingDeleted:
+                    if writer.ring.stats().synced >= end:
+                        break
+                    raise TopicNotFound(f"topic {route.topic!r} was deleted before its records were flushed") from None
+                self._bus.link.ensure_supervisor()
                 if left <= 0:
                     raise Timeout(f"flush: records of {route.topic!r} partition {p} not fsynced after "
                                   f"{(self._timeout if timeout is None else timeout):.1f}s "
                                   f"(is the supervisor running? see `shmbus topics describe`)")
-                lib.sb_request_sync(route.rings[p].ptr, end)
+                writer.request_sync(end)
 
-    def partitions_for(self, topic):
+    def partitions_for(self, topic: str) -> List[int]:
         """The partition numbers of a topic."""
         return list(range(self._route(topic).count))
 
     # ---- lifetime ----
 
-    def close(self):
+    def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -363,8 +393,9 @@ class Producer:
             for route in routes:
                 route.release()
 
-    def __enter__(self):
+    def __enter__(self) -> "Producer":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 traceback: Optional[TracebackType]) -> None:
         self.close()

@@ -125,7 +125,8 @@ def _kill_self_mid_claim(producer, topic, partition, arm_file, kill_on):
         wait_for_file(arm_file)
     route = producer._routes[topic]
     writer = route.writers[partition]
-    ring, slot = writer.ring, writer.slot
+    ring, slot = writer.ring.ptr, writer.slot
+    # Raw C calls, not Ring.slots(): this loop must be fast to catch the instant.
     slots = ffi.new("sb_slot_info[]", lib.SB_MAX_SLOTS)
     while True:
         if kill_on == "either" and lib.sb_lock_owner(ring) == slot:

@@ -84,23 +84,12 @@ struct slot {
     uint64_t claim_count;
 };
 
-struct frame {
-    uint64_t word0;            /* lap << 32 | length; written last */
-    uint32_t crc;              /* CRC32C of bytes [12, content end) */
-    uint16_t type;
-    uint16_t flags;
-    uint64_t offset;
-    int64_t timestamp_ns;
-    uint32_t record_count;     /* 1 for data, 0 for padding, n for an aborted claim */
-    int32_t key_len;           /* -1: no key */
-    uint32_t headers_len;
-    int32_t value_len;         /* -1: no value (a tombstone) */
-};
+#define SB_FRAME_HEADER_BYTES sizeof(sb_frame_header)
 
 _Static_assert(sizeof(struct header) <= HEADER_PAGE, "header fits its page");
 _Static_assert(sizeof(struct slot) == LINE, "one slot per cache line");
 _Static_assert(SB_MAX_SLOTS * sizeof(struct slot) <= SLOT_PAGE, "slots fit their page");
-_Static_assert(sizeof(struct frame) == SB_FRAME_HEADER_BYTES, "frame header size");
+_Static_assert(sizeof(sb_frame_header) == 48, "frame header size");
 
 struct sb_ring {
     char *base;
@@ -144,9 +133,9 @@ static inline int64_t now_ns(clockid_t clock)
 }
 
 static inline uint64_t lap_of(const sb_ring *r, uint64_t pos) { return pos / r->data_bytes + 1; }
-static inline struct frame *frame_at(const sb_ring *r, uint64_t pos)
+static inline sb_frame_header *frame_at(const sb_ring *r, uint64_t pos)
 {
-    return (struct frame *)(r->data + pos % r->data_bytes);
+    return (sb_frame_header *)(r->data + pos % r->data_bytes);
 }
 
 /* The frame at pos is complete when its word0 carries pos's lap and a length. */
@@ -158,7 +147,7 @@ static inline uint32_t published_length(const sb_ring *r, uint64_t pos)
     return (uint32_t)word0;
 }
 
-static inline uint64_t payload_bytes(const struct frame *f)
+static inline uint64_t payload_bytes(const sb_frame_header *f)
 {
     return (f->key_len > 0 ? (uint64_t)f->key_len : 0) + f->headers_len
          + (f->value_len > 0 ? (uint64_t)f->value_len : 0);
@@ -482,7 +471,7 @@ static int make_room(sb_ring *r, uint64_t needed_end)
         }
         if (head >= archived)
             break;
-        struct frame *f = frame_at(r, head);
+        sb_frame_header *f = frame_at(r, head);
         uint32_t len = published_length(r, head);
         head_offset += f->type == SB_FRAME_PADDING ? 0 : f->record_count;
         head += align8(len);
@@ -583,7 +572,7 @@ static void publish(sb_ring *r, uint64_t pos, uint32_t length)
     STORE_REL(&frame_at(r, pos)->word0, (lap_of(r, pos) << 32) | length);
 }
 
-static void seal(struct frame *f, uint64_t content_bytes)
+static void seal(sb_frame_header *f, uint64_t content_bytes)
 {
     f->crc = sb_crc32c(0, (const char *)f + 12, content_bytes - 12);
 }
@@ -592,7 +581,7 @@ static void seal(struct frame *f, uint64_t content_bytes)
 static void write_filler(sb_ring *r, uint64_t pos, uint64_t length, uint16_t type,
                          uint64_t offset, uint32_t record_count)
 {
-    struct frame *f = frame_at(r, pos);
+    sb_frame_header *f = frame_at(r, pos);
     f->type = type;
     f->flags = 0;
     f->offset = offset;
@@ -610,7 +599,7 @@ static uint64_t write_record(sb_ring *r, uint64_t pos, uint64_t offset, int64_t 
                              const char *headers, int64_t headers_len,
                              const char *value, int64_t value_len, uint64_t gap)
 {
-    struct frame *f = frame_at(r, pos);
+    sb_frame_header *f = frame_at(r, pos);
     char *payload = (char *)(f + 1);
     uint64_t k = key_len > 0 ? (uint64_t)key_len : 0, v = value_len > 0 ? (uint64_t)value_len : 0;
     f->type = SB_FRAME_DATA;
@@ -923,7 +912,7 @@ int sb_seek(sb_ring *r, sb_cursor *cur, uint64_t offset)
     uint64_t indexed = LOAD(&r->index[(indexed_offset / SB_INDEX_STRIDE) & (r->index_slots - 1)]);
     if (indexed >= head && indexed < tail && indexed % 8 == 0 && indexed_offset >= head_offset
         && published_length(r, indexed)) {
-        struct frame *f = frame_at(r, indexed);
+        sb_frame_header *f = frame_at(r, indexed);
         if (f->type == SB_FRAME_DATA && f->offset == indexed_offset) {
             pos = indexed;
             at = indexed_offset;
@@ -933,7 +922,7 @@ int sb_seek(sb_ring *r, sb_cursor *cur, uint64_t offset)
         uint32_t len = published_length(r, pos);
         if (!len)
             return SB_EMPTY; /* a frame before it is still being written: try again */
-        struct frame *f = frame_at(r, pos);
+        sb_frame_header *f = frame_at(r, pos);
         uint64_t records = f->type == SB_FRAME_PADDING ? 0 : f->record_count;
         if (f->type != SB_FRAME_PADDING && f->offset + records > offset)
             break;
@@ -946,7 +935,7 @@ int sb_seek(sb_ring *r, sb_cursor *cur, uint64_t offset)
     cur->next_offset = at > offset ? at : offset;
     /* Inside an aborted frame the cursor sits on the frame; sb_read skips it. */
     if (pos < tail) {
-        struct frame *f = frame_at(r, pos);
+        sb_frame_header *f = frame_at(r, pos);
         if (f->type == SB_FRAME_ABORTED)
             cur->next_offset = f->offset;
     }
@@ -1004,7 +993,7 @@ int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
                 return lapped(r, cur, offset);
             break;
         }
-        const struct frame *f = frame_at(r, pos);
+        const sb_frame_header *f = frame_at(r, pos);
         if (len < SB_FRAME_HEADER_BYTES || len > r->data_bytes)
             return SB_CORRUPT;
         if (f->type == SB_FRAME_PADDING) {
@@ -1231,7 +1220,7 @@ int64_t sb_archive(sb_ring *r, int fd, sb_archive_state *st, uint64_t max_bytes,
         uint32_t len = published_length(r, pos);
         if (!len)
             break;
-        struct frame *f = frame_at(r, pos);
+        sb_frame_header *f = frame_at(r, pos);
         uint64_t size = align8(len);
         if (f->type == SB_FRAME_PADDING) {
             if ((rc = flush_run(r, fd, run_start, pos)) < 0)
@@ -1250,7 +1239,7 @@ int64_t sb_archive(sb_ring *r, int fd, sb_archive_state *st, uint64_t max_bytes,
         if (f->type == SB_FRAME_ABORTED && size > SB_FRAME_HEADER_BYTES) {
             if ((rc = flush_run(r, fd, run_start, pos)) < 0)
                 return rc;
-            struct frame header = *f;
+            sb_frame_header header = *f;
             header.word0 = SB_FRAME_HEADER_BYTES;
             if ((rc = write_all(fd, (const char *)&header, sizeof header)) < 0)
                 return rc;
@@ -1295,7 +1284,7 @@ int64_t sb_parse(const char *buf, uint64_t start, uint64_t length, uint64_t skip
             res->consumed = pos - start;
             return SB_CORRUPT;
         }
-        const struct frame *f = (const struct frame *)(buf + pos);
+        const sb_frame_header *f = (const sb_frame_header *)(buf + pos);
         if (f->type != SB_FRAME_PADDING)
             res->next_offset = f->offset + f->record_count;
         if (f->type == SB_FRAME_DATA && f->offset >= skip_below) {
@@ -1345,7 +1334,7 @@ int64_t sb_frame_check(const char *frame, uint64_t available)
 {
     if (available < SB_FRAME_HEADER_BYTES)
         return SB_EMPTY;
-    const struct frame *f = (const struct frame *)frame;
+    const sb_frame_header *f = (const sb_frame_header *)frame;
     uint32_t len = (uint32_t)f->word0;
     if (len == 0)
         return SB_EMPTY;

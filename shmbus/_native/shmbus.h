@@ -1,9 +1,12 @@
 /* shmbus.h -- the C core's whole API.
  *
  * build.py hands this file, minus its preprocessor lines, to cffi's cdef, so it
- * is the single source of truth for every constant and signature Python sees.
- * Keep it to plain C types: the ring's shared-memory layout is private to
- * ring.c and reached only through these functions.
+ * is the single source of truth for every constant, struct and signature Python
+ * sees: Python takes sizes and offsets from cffi (ffi.sizeof, ffi.offsetof),
+ * never from a copy. Keep it to plain C types. The ring's own shared-memory
+ * layout (header page, producer slots) is private to the C files (layout.h) and
+ * reached only through these functions; the frame header is declared here
+ * because segment files on disk hold the same frames.
  */
 #ifndef SHMBUS_H
 #define SHMBUS_H
@@ -11,14 +14,11 @@
 
 enum {
     SB_VERSION = 1,
-    SB_FRAME_HEADER_BYTES = 48,    /* word0, type/flags/crc, offset, timestamp, 4 lengths */
-    SB_FRAME_ALIGN = 8,
+    SB_FRAME_ALIGN = 8,            /* every frame starts at a multiple of 8 */
     SB_FRAME_DATA = 1,
     SB_FRAME_PADDING = 2,          /* fills the end of the ring so no frame wraps */
     SB_FRAME_ABORTED = 3,          /* a claim whose producer died; covers record_count offsets */
     SB_MAX_SLOTS = 63,             /* producer (and reaper) slots per ring */
-    SB_DESC_WORDS = 8,             /* int64 words per record in sb_read's descriptor array */
-    SB_PLAIN_DESC_WORDS = 2,       /* ... when every record read is "plain" (see sb_read) */
     SB_RING_DURABLE = 1,           /* ring flag: producers may not pass the archived position */
     SB_RING_DELETED = 2,           /* ring flag: the topic was deleted; clients must let go */
     SB_RING_ARCHIVE_ERROR = 4,     /* ring flag: the archiver cannot write (disk full?); see the supervisor */
@@ -41,6 +41,46 @@ enum {
 };
 
 typedef struct sb_ring sb_ring;    /* a mapped ring; opaque */
+
+/* ---- frames: the same bytes in a ring and in a segment file ---- */
+
+/* Every frame is this header, then the key, headers and value bytes, padded
+ * to SB_FRAME_ALIGN. In a ring, word0 = lap << 32 | length is stored last, with
+ * a release store: a reader that sees it sees the whole frame. Segment files
+ * keep the frames byte for byte; there only word0's low 32 bits (the length)
+ * count. */
+typedef struct {
+    uint64_t word0;                /* lap << 32 | length in bytes, before alignment */
+    uint32_t crc;                  /* CRC32C of the bytes from `type` to the end of the value */
+    uint16_t type;                 /* SB_FRAME_DATA, SB_FRAME_PADDING or SB_FRAME_ABORTED */
+    uint16_t flags;
+    uint64_t offset;               /* data: the record's offset; aborted: the first it covers */
+    int64_t timestamp_ns;
+    uint32_t record_count;         /* 1 for data, 0 for padding, n for an aborted claim */
+    int32_t key_len;               /* -1: no key */
+    uint32_t headers_len;
+    int32_t value_len;             /* -1: no value (a tombstone) */
+} sb_frame_header;
+
+/* How sb_read and sb_parse describe each record they hand out: SB_DESC_WORDS
+ * int64 words, at these indexes. "at" words are byte positions in the buffer the
+ * call filled (sb_read) or parsed (sb_parse). When every record of an sb_read is
+ * plain (no key, no headers, consecutive offsets) it uses SB_PLAIN_DESC_WORDS
+ * words per record instead, values packed back to back. */
+enum {
+    SB_DESC_OFFSET = 0,
+    SB_DESC_TIMESTAMP = 1,
+    SB_DESC_KEY_AT = 2,
+    SB_DESC_KEY_LEN = 3,           /* -1: no key */
+    SB_DESC_HEADERS_AT = 4,
+    SB_DESC_HEADERS_LEN = 5,
+    SB_DESC_VALUE_AT = 6,
+    SB_DESC_VALUE_LEN = 7,         /* -1: no value */
+    SB_DESC_WORDS = 8,
+    SB_PLAIN_TIMESTAMP = 0,
+    SB_PLAIN_VALUE_LEN = 1,
+    SB_PLAIN_DESC_WORDS = 2
+};
 
 /* A consumer's place in one ring: where the next frame starts and which offset it must carry. */
 typedef struct {

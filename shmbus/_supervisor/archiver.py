@@ -6,7 +6,7 @@ rings' futex words, like a consumer, so an idle bus costs nothing."""
 import threading
 import time
 
-from .._native._core import ffi, lib
+from .._backend import RING_ARCHIVE_ERROR, Cursor, WaitSet
 
 FSYNC_INTERVAL = 0.1        # seconds: what a host crash can lose at most
 FSYNC_BYTES = 64 << 20      # fsync at least this often under heavy load
@@ -80,7 +80,7 @@ class Archiver:
                 ring.set_archived(writer.state.position, synced)
             due = (writer.unsynced and (force_sync or now - writer.last_sync >= self.fsync_interval
                                         or writer.unsynced >= FSYNC_BYTES
-                                        or lib.sb_sync_requested(ring.ptr) > synced))
+                                        or ring.sync_requested() > synced))
             if due:
                 writer.sync()
             if due or not writer.unsynced:
@@ -89,13 +89,13 @@ class Archiver:
             if writer.error is not None:
                 self.supervisor.log(f"{topic.info.name}/{p}: archiving again after: {writer.error}")
                 writer.error = None
-                lib.sb_ring_clear_flag(ring.ptr, lib.SB_RING_ARCHIVE_ERROR)
+                ring.clear_flag(RING_ARCHIVE_ERROR)
             return written
         except OSError as e:
             if writer.error is None:
                 self.supervisor.log(f"{topic.info.name}/{p}: cannot archive: {e}; producers will block "
                                     f"when the ring fills, and archiving resumes when it can")
-                ring.set_flag(lib.SB_RING_ARCHIVE_ERROR)
+                ring.set_flag(RING_ARCHIVE_ERROR)
             writer.error = str(e)
             writer.error_at = now
             return 0
@@ -103,24 +103,17 @@ class Archiver:
     def _wait_arrays(self, parts):
         """Rings and cursors (at the archived position) to sleep on, built under the lock;
         the rings stay mapped until this thread closes them (close_retired)."""
-        rings, cursors = [], []
-        for topic, p in parts:
-            cursor = ffi.new("sb_cursor *")
-            cursor.position = topic.logs[p].state.position
-            rings.append(topic.rings[p].ptr)
-            cursors.append(cursor)
+        cursors = [Cursor(topic.rings[p], topic.logs[p].state.position) for topic, p in parts]
         unsynced = any(topic.logs[p].unsynced for topic, p in parts)
-        return rings, cursors, self.fsync_interval if unsynced else 0.5
+        return cursors, self.fsync_interval if unsynced else 0.5
 
-    def _sleep(self, rings, cursors, timeout):
+    def _sleep(self, cursors, timeout):
         """Sleep until a ring has a new frame, a flush request or a deletion, or the
         fsync interval passes."""
-        if not rings or len(rings) > 128:
-            time.sleep(min(timeout, 0.01) if rings else 0.2)
+        if not cursors or len(cursors) > WaitSet.MAX_RINGS:
+            time.sleep(min(timeout, 0.01) if cursors else 0.2)
             return
-        ring_array = ffi.new("sb_ring *[]", rings)
-        cursor_array = ffi.new("sb_cursor *[]", cursors)
-        lib.sb_wait_data(ring_array, cursor_array, len(rings), int(timeout * 1e9), 0, 0)
+        WaitSet(cursors).wait(int(timeout * 1e9), 0, False)
 
     def drain(self):
         """Archive and fsync everything the rings hold (a clean stop)."""

@@ -25,12 +25,11 @@ import shutil
 import time
 
 from .. import _access
-from .._errors import CommitFailed, ShmbusError
+from .._backend import CONTROL_GROUPS, CONTROL_MEMBERS, ControlPage
+from .._errors import BadControlPage, CommitFailed, ShmbusError
 from .._fsutil import read_json, write_json_atomic
-from .._errors import BadControlPage
-from .._group import STRATEGIES, ControlPage, control_page_name
+from .._group import STRATEGIES, control_page_name
 from .._names import validate_name
-from .._native._core import lib
 from .._process import is_alive
 from .._types import TopicPartition
 
@@ -188,8 +187,8 @@ class GroupCoordinator:
         self.log = log
         self.groups = {}
         self.page = None
-        self._free_group_slots = list(range(lib.SB_CTL_GROUPS - 1, -1, -1))
-        self._free_member_slots = list(range(lib.SB_CTL_MEMBERS - 1, -1, -1))
+        self._free_group_slots = list(range(CONTROL_GROUPS - 1, -1, -1))
+        self._free_member_slots = list(range(CONTROL_MEMBERS - 1, -1, -1))
         # Tokens start at the wall clock, so none equals a token a previous
         # supervisor handed out on an adopted page.
         self._next_token = time.time_ns()
@@ -235,12 +234,12 @@ class GroupCoordinator:
         # membership died with it: move every generation word on so they notice
         # and join again, and free every member line.
         moved = 0
-        for slot in range(lib.SB_CTL_GROUPS):
+        for slot in range(CONTROL_GROUPS):
             generation = self.page.generation(slot)
             if generation:
                 self.page.set_generation(slot, generation + 1)
                 moved += 1
-        for slot in range(lib.SB_CTL_MEMBERS):
+        for slot in range(CONTROL_MEMBERS):
             self.page.set_member(slot, 0)
         self.log(f"adopted control page {name}" + (f"; {moved} group(s) must rejoin" if moved else ""))
 
@@ -299,10 +298,10 @@ class GroupCoordinator:
                 self._rebalance(g, f"{member.member_id} subscribed to {', '.join(member.topics)}")
             else:
                 if not self._free_member_slots:
-                    raise ShmbusError(f"this bus already has {lib.SB_CTL_MEMBERS} group members")
+                    raise ShmbusError(f"this bus already has {CONTROL_MEMBERS} group members")
                 if g.slot is None:
                     if not self._free_group_slots:
-                        raise ShmbusError(f"this bus already has {lib.SB_CTL_GROUPS} groups with members")
+                        raise ShmbusError(f"this bus already has {CONTROL_GROUPS} groups with members")
                     g.slot = self._free_group_slots.pop()
                     # Never below what the line held: a watcher of an earlier
                     # group on this line must see the word move.

@@ -12,7 +12,6 @@ import time
 
 from .. import _access
 from .._errors import ShmbusError, SupervisorRunning
-from .._native._core import lib
 from .._protocol import MAX_LINE, encode, error_reply
 from .archiver import Archiver
 from .groups import GroupCoordinator
@@ -159,7 +158,7 @@ class Supervisor:
                             if reaped:
                                 self.log(f"{topic.info.name}/{p}: freed {reaped} dead producer slot(s)")
                             # Waiters killed in their sleep: forget them once their lease is over.
-                            lib.sb_expire_waiters(ring.ptr, WAITER_GRACE_NS)
+                            ring.expire_waiters(WAITER_GRACE_NS)
                     if time.monotonic() - last_save >= OFFSET_SAVE_INTERVAL:
                         self.registry.save_offsets()
                         last_save = time.monotonic()

@@ -4,14 +4,22 @@ import shutil
 import time
 
 from .. import _access
-from .._errors import (BadRing, InvalidArgument, InvalidArgumentType, InvalidName, OutOfSpace, ShmbusError,
-                       TopicExists, TopicNotFound)
+from .._backend import Cursor, Ring, max_record_bytes
+from .._errors import (
+    BadRing,
+    InvalidArgument,
+    InvalidArgumentType,
+    InvalidName,
+    OutOfRing,
+    OutOfSpace,
+    ShmbusError,
+    TopicExists,
+    TopicNotFound,
+)
 from .._fsutil import read_json, write_json_atomic
 from .._log import SegmentWriter, list_segments, segment_path
 from .._names import ring_name, validate_name
-from .._native._core import ffi, lib
 from .._process import is_alive
-from .._ring import Ring, max_frame_bytes
 from .._types import TopicInfo
 
 MIN_RING_BYTES = 64 << 10
@@ -210,7 +218,7 @@ class TopicRegistry:
                 })
             partitions.append(row)
         return {"topic": topic.info._asdict(), "created_ns": topic.created_ns,
-                "max_record_bytes": max_frame_bytes(topic.info.ring_bytes) - 48,
+                "max_record_bytes": max_record_bytes(topic.info.ring_bytes),
                 "partitions": partitions}
 
     # ---- rings ----
@@ -276,14 +284,18 @@ class TopicRegistry:
             self.log(f"{info.name}/{p}: ring ends at offset {stats.next_offset} but the disk at "
                      f"{disk_next}: replacing the ring")
             return None
-        cursor = ffi.new("sb_cursor *")
+        cursor = Cursor(ring)
+        found = False
         for _ in range(1000):
-            rc = lib.sb_seek(ring.ptr, cursor, disk_next)
-            if rc != lib.SB_EMPTY:
+            try:
+                if cursor.seek(disk_next):
+                    found = True
+                    break
+            except OutOfRing:
                 break
-            ring.reap_dead()
+            ring.reap_dead()  # a dead producer's unfinished frame holds the seek up
             time.sleep(0.001)
-        if rc == lib.SB_OK:
+        if found:
             return cursor.position
         self.log(f"{info.name}/{p}: records {disk_next}..{stats.head_offset - 1} are neither on disk "
                  f"nor in the ring: they were lost")

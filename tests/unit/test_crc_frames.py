@@ -10,9 +10,10 @@ import pytest
 
 import shmbus
 from shmbus._native._core import ffi, lib
-from shmbus._ring import Ring
+from shmbus import _backend
+from shmbus._backend import Ring
 
-HEADER = lib.SB_FRAME_HEADER_BYTES
+HEADER = ffi.sizeof("sb_frame_header")
 WORD0 = struct.Struct("<Q")
 
 
@@ -83,25 +84,18 @@ def ring():
 
 
 class Writer:
-    """Appends straight into a ring through the C API, as a producer does."""
+    """Appends straight into a ring through the C boundary, as a producer does."""
 
     def __init__(self, ring):
-        self.ring = ring
-        self.handle = ffi.new("sb_writer *")
-        self.handle.ring = ring.ptr
-        self.handle.slot = ring.acquire_slot()
-        self.handle.wait_ns = 0
+        self.writer = _backend.Writer(ring, wait_ns=0)
 
     def append(self, value, key=None, headers=b"", timestamp_ns=-1):
         key_ptr, key_len = (ffi.NULL, -1) if key is None else (key, len(key))
         value_ptr, value_len = (ffi.NULL, -1) if value is None else (value, len(value))
-        offset = lib.sb_append(self.handle, key_ptr, key_len, headers, len(headers), value_ptr, value_len,
-                               timestamp_ns)
-        assert offset >= 0, offset
-        return offset
+        return self.writer.append(key_ptr, key_len, headers, len(headers), value_ptr, value_len, timestamp_ns)
 
     def close(self):
-        self.ring.release_slot(self.handle.slot)
+        self.writer.release()
 
 
 def data_area(ring):

@@ -4,14 +4,10 @@ import random
 
 import pytest
 
-from shmbus._native._core import lib
+from shmbus._backend import murmur2
 from shmbus._producer import murmur2_partition
 
 from buskit import reference_murmur2
-
-
-def murmur2(data):
-    return lib.sb_murmur2(data, len(data))
 
 
 # From Kafka's UtilsTest.testMurmur2.
