@@ -1,21 +1,9 @@
 """shmbus: Kafka's model for processes on one Linux host, over shared memory."""
 from ._bus import Bus, connect
 from ._consumer import Consumer
-from ._errors import (
-                      BufferFull,
-                      Closed,
-                      CommitFailed,
-                      CorruptSegment,
-                      InvalidName,
-                      MessageTooLarge,
-                      OffsetOutOfRange,
-                      OutOfSpace,
-                      ShmbusError,
-                      SupervisorUnavailable,
-                      Timeout,
-                      TopicExists,
-                      TopicNotFound,
-)
+from ._errors import (BufferFull, Closed, CommitFailed, CorruptSegment, InvalidName, MessageTooLarge,
+                      OffsetOutOfRange, OutOfSpace, ShmbusError, SupervisorUnavailable, Timeout, TopicExists,
+                      TopicNotFound)
 from ._producer import Producer
 from ._types import Message, RecordMetadata, TopicInfo, TopicPartition
 

@@ -12,34 +12,11 @@ to every send, a sixth of it). They return the offset, or a negative code; the
 caller then makes the same append through `Writer.append`, which raises.
 """
 import os
-from typing import (
-    Any,
-    Callable,
-    Iterator,
-    List,
-    NamedTuple,
-    NoReturn,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Any, Callable, Iterator, List, NamedTuple, NoReturn, Optional, Sequence, Tuple, Union
 
 from . import _shm
-from ._errors import (
-    BadControlPage,
-    BadRing,
-    ClaimLockBusy,
-    CorruptFrame,
-    Lapped,
-    MessageTooLarge,
-    NotReady,
-    OutOfRing,
-    RingDeleted,
-    RingFull,
-    ShmbusError,
-    SlotBusy,
-)
+from ._errors import (BadControlPage, BadRing, ClaimLockBusy, CorruptFrame, Lapped, MessageTooLarge, NotReady,
+                      OutOfRing, RingDeleted, RingFull, ShmbusError, SlotBusy)
 from ._native._core import ffi, lib
 from ._process import is_alive, my_identity
 

@@ -5,20 +5,8 @@ is a PartitionReader (_partition_reader.py); group membership is a GroupMember
 import os
 import time
 from types import TracebackType
-from typing import (
-    TYPE_CHECKING,
-    Callable,
-    Dict,
-    Iterable,
-    Iterator,
-    List,
-    Mapping,
-    Optional,
-    Set,
-    Tuple,
-    Type,
-    Union,
-)
+from typing import (TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple,
+                    Type, Union)
 
 from . import _backend
 from ._backend import ReadBuffer, WaitSet

@@ -12,18 +12,7 @@ its new owner starts exactly at the last commit.
 """
 import hashlib
 import time
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Dict,
-    List,
-    Mapping,
-    Optional,
-    Protocol,
-    Set,
-    Tuple,
-    Union,
-)
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Protocol, Set, Tuple, Union
 
 from ._backend import ControlPage
 from ._errors import CommitFailed, ShmbusError

@@ -13,17 +13,8 @@ import time
 from typing import Callable, Iterator, List, Optional, Tuple
 
 from . import _access
-from ._backend import (
-    DESC_OFFSET,
-    DESC_TIMESTAMP,
-    DESC_WORDS,
-    FRAME_DATA,
-    FRAME_PADDING,
-    ArchiveState,
-    FrameParser,
-    Ring,
-    walk_frames,
-)
+from ._backend import (DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_DATA, FRAME_PADDING, ArchiveState,
+                       FrameParser, Ring, walk_frames)
 from ._errors import CorruptFrame, CorruptSegment, OffsetOutOfRange
 from ._fsutil import fsync_dir
 

@@ -5,31 +5,14 @@ import random
 import threading
 import time
 from types import TracebackType
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Callable,
-    Dict,
-    Iterable,
-    List,
-    Optional,
-    Type,
-)
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Type
 
 from . import _backend
 from ._backend import NULL as _NULL
 from ._backend import CData, Ring, Writer
 from ._codec import Headers, encode_headers
-from ._errors import (
-    BufferFull,
-    ClaimLockBusy,
-    Closed,
-    RingDeleted,
-    RingFull,
-    SlotBusy,
-    Timeout,
-    TopicNotFound,
-)
+from ._errors import (BufferFull, ClaimLockBusy, Closed, RingDeleted, RingFull, SlotBusy, Timeout,
+                      TopicNotFound)
 from ._types import RecordMetadata
 
 if TYPE_CHECKING:

@@ -5,17 +5,8 @@ import time
 
 from .. import _access
 from .._backend import Cursor, Ring, max_record_bytes
-from .._errors import (
-    BadRing,
-    InvalidArgument,
-    InvalidArgumentType,
-    InvalidName,
-    OutOfRing,
-    OutOfSpace,
-    ShmbusError,
-    TopicExists,
-    TopicNotFound,
-)
+from .._errors import (BadRing, InvalidArgument, InvalidArgumentType, InvalidName, OutOfRing, OutOfSpace,
+                       ShmbusError, TopicExists, TopicNotFound)
 from .._fsutil import read_json, write_json_atomic
 from .._log import SegmentWriter, list_segments, segment_path
 from .._names import ring_name, validate_name
