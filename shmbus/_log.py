@@ -7,10 +7,11 @@ The supervisor's archiver appends (SegmentWriter); consumers that fell out of
 the ring read (SegmentReader). Both see only whole, CRC-checked frames.
 """
 import bisect
+import logging
 import os
 import struct
 import time
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from . import _access
 from ._backend import (DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_DATA, FRAME_PADDING, ArchiveState,
@@ -23,7 +24,9 @@ INDEX_INTERVAL = 4096          # bytes of log between sparse index entries
 INDEX_ENTRY = struct.Struct("<QQ")      # offset, position
 TIME_ENTRY = struct.Struct("<qQ")       # max timestamp before offset, offset
 READ_CHUNK = 1 << 20
-Log = Callable[[str], None]
+
+# Only the supervisor writes segments: what it finds and does goes to its log.
+logger = logging.getLogger("shmbus.supervisor")
 
 
 def segment_name(base_offset: int) -> str:
@@ -120,7 +123,7 @@ class SegmentWriter:
 
     # ---- recovery ----
 
-    def recover(self, log: Log) -> Optional[int]:
+    def recover(self) -> Optional[int]:
         """Open the log after a start: validate the last segment frame by frame and cut a
         torn tail; a corrupt frame in a closed segment is reported, never served.
         Returns the next offset on disk (0 for an empty log)."""
@@ -133,7 +136,7 @@ class SegmentWriter:
         size = os.path.getsize(path)
         if valid < size:
             what = "corrupt frame" if corrupt_at is not None else "torn tail"
-            log(f"{path}: {what} at byte {valid} (offset {next_offset}): truncating {size - valid} bytes")
+            logger.warning(f"{path}: {what} at byte {valid} (offset {next_offset}): truncating {size - valid} bytes")
             with open(path, "r+b") as f:
                 f.truncate(valid)
                 os.fsync(f.fileno())
@@ -216,8 +219,8 @@ class SegmentWriter:
 
     # ---- retention ----
 
-    def enforce_retention(self, retention_bytes: Optional[int], retention_ms: Optional[int], now_ns: int,
-                          log: Log) -> List[int]:
+    def enforce_retention(self, retention_bytes: Optional[int], retention_ms: Optional[int],
+                          now_ns: int) -> List[int]:
         """Delete whole closed segments, oldest first, beyond the size or age limits."""
         bases = list_segments(self.directory)
         closed = [b for b in bases if b != self.base_offset]
@@ -241,7 +244,7 @@ class SegmentWriter:
             total -= sizes[base]
             removed.append(base)
         if removed:
-            log(f"{self.directory}: retention removed {len(removed)} segment(s) from offset {removed[0]}")
+            logger.info(f"{self.directory}: retention removed {len(removed)} segment(s) from offset {removed[0]}")
         return removed
 
 

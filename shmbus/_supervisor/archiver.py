@@ -3,6 +3,7 @@ partition's segment files, fsyncs by policy (and at once when a producer's
 flush() asks), and moves the ring's archived position, which is what lets
 producers reuse ring space. One thread for all partitions: it sleeps on the
 rings' futex words, like a consumer, so an idle bus costs nothing."""
+import logging
 import threading
 import time
 
@@ -14,6 +15,8 @@ RETENTION_INTERVAL = 5.0    # seconds between retention sweeps
 ERROR_RETRY = 1.0           # seconds between retries after a write error
 STEP_BYTES = 64 << 20       # most one partition archives before the next gets a turn
 BATCH_BYTES = 64 << 10      # below this per round (a trickle), the archiver naps 1 ms to batch
+
+logger = logging.getLogger("shmbus.supervisor")
 
 
 class Archiver:
@@ -49,7 +52,7 @@ class Archiver:
                         for topic in sup.registry.topics.values():
                             sup.registry.enforce_retention(topic)
             except Exception as e:  # keep archiving the other partitions; report what broke
-                sup.log(f"archiver error: {e!r}")
+                logger.exception(f"archiver error: {e!r}")
                 time.sleep(ERROR_RETRY)
             if written >= BATCH_BYTES:
                 continue  # a backlog: keep going
@@ -87,14 +90,14 @@ class Archiver:
                 writer.synced_position = writer.state.position
                 ring.set_archived(writer.state.position, writer.synced_position)
             if writer.error is not None:
-                self.supervisor.log(f"{topic.info.name}/{p}: archiving again after: {writer.error}")
+                logger.info(f"{topic.info.name}/{p}: archiving again after: {writer.error}")
                 writer.error = None
                 ring.clear_flag(RING_ARCHIVE_ERROR)
             return written
         except OSError as e:
             if writer.error is None:
-                self.supervisor.log(f"{topic.info.name}/{p}: cannot archive: {e}; producers will block "
-                                    f"when the ring fills, and archiving resumes when it can")
+                logger.error(f"{topic.info.name}/{p}: cannot archive: {e}; producers will block "
+                             f"when the ring fills, and archiving resumes when it can")
                 ring.set_flag(RING_ARCHIVE_ERROR)
             writer.error = str(e)
             writer.error_at = now

@@ -20,6 +20,7 @@ Committed offsets live in <data_dir>/groups/<group>/offsets.json, replaced
 atomically and fsynced on every commit, under the supervisor's lock.
 """
 import functools
+import logging
 import os
 import shutil
 import time
@@ -34,6 +35,8 @@ from .._process import is_alive
 from .._types import TopicPartition
 
 OFFSETS_FILE = "offsets.json"
+
+logger = logging.getLogger("shmbus.supervisor")
 
 
 # ---- assignment strategies ----
@@ -180,11 +183,10 @@ class GroupCoordinator:
     """Every group of the bus. Its op_* methods are control operations; they
     take the supervisor's lock, and get the id of the connection they came on."""
 
-    def __init__(self, paths, registry, lock, log):
+    def __init__(self, paths, registry, lock):
         self.paths = paths
         self.registry = registry
         self.lock = lock
-        self.log = log
         self.groups = {}
         self.page = None
         self._free_group_slots = list(range(CONTROL_GROUPS - 1, -1, -1))
@@ -226,7 +228,7 @@ class GroupCoordinator:
             self.page = ControlPage.create(name)
             return
         except BadControlPage:
-            self.log(f"{name} is not a valid control page; replacing it")
+            logger.warning(f"{name} is not a valid control page; replacing it")
             ControlPage.unlink(name)
             self.page = ControlPage.create(name)
             return
@@ -241,7 +243,7 @@ class GroupCoordinator:
                 moved += 1
         for slot in range(CONTROL_MEMBERS):
             self.page.set_member(slot, 0)
-        self.log(f"adopted control page {name}" + (f"; {moved} group(s) must rejoin" if moved else ""))
+        logger.info(f"adopted control page {name}" + (f"; {moved} group(s) must rejoin" if moved else ""))
 
     def close(self):
         """Clean stop: tell every member (its word moves: it will look for the next
@@ -393,7 +395,7 @@ class GroupCoordinator:
         self._free_group_slots.append(g.slot)
         g.slot = None
         g.target = {}
-        self.log(f"group {g.name}: generation {g.generation}: {reason}; no members left")
+        logger.info(f"group {g.name}: generation {g.generation}: {reason}; no members left")
 
     def _partition_counts(self, g):
         topics = set().union(*(set(m.topics) for m in g.members.values()))
@@ -409,7 +411,7 @@ class GroupCoordinator:
         subscriptions = {member_id: set(m.topics) for member_id, m in g.members.items()}
         g.target = compute_assignment(g.strategy, g.sticky, subscriptions, g.partitions, g.target)
         self._bump(g)
-        self.log(f"group {g.name}: generation {g.generation}: {reason}")
+        logger.info(f"group {g.name}: generation {g.generation}: {reason}")
 
     def _bump(self, g):
         g.generation += 1
@@ -542,7 +544,7 @@ class GroupCoordinator:
                 for row in plan:
                     g.offsets[TopicPartition(row["topic"], row["partition"])] = row["new"]
                 self._save(g)
-                self.log(f"group {group}: offsets reset to {to} for {', '.join(topics)}")
+                logger.info(f"group {group}: offsets reset to {to} for {', '.join(topics)}")
             return {"group": group, "executed": bool(execute), "members": len(g.members) if g else 0,
                     "partitions": plan}
 
@@ -556,5 +558,5 @@ class GroupCoordinator:
                 raise ShmbusError(f"group {group!r} has {len(g.members)} live member(s): stop them first")
             del self.groups[group]
             shutil.rmtree(os.path.join(self.groups_dir, group), ignore_errors=True)
-            self.log(f"deleted group {group}")
+            logger.info(f"deleted group {group}")
         return None

@@ -3,6 +3,7 @@ the liveness loop, and a clean stop that leaves nothing in /dev/shm."""
 import fcntl
 import itertools
 import json
+import logging
 import os
 import signal
 import socketserver
@@ -21,27 +22,26 @@ REAPER_INTERVAL = 0.25      # a dead producer's claim is finished within about t
 OFFSET_SAVE_INTERVAL = 1.0  # memory-only topics: how stale the saved next offset may be
 WAITER_GRACE_NS = 1_000_000_000  # a sleeper's lease must be this long over before it is forgotten
 
+# Every part of the supervisor logs here; serve() sends it to stderr, which an
+# autostarted supervisor has pointed at <data_dir>/supervisor.log.
+logger = logging.getLogger("shmbus.supervisor")
+
 
 class Supervisor:
-    def __init__(self, paths, log_stream=None, share_group=None):
+    def __init__(self, paths, share_group=None):
         self.paths = paths
         self.share_group = share_group
-        self.log_stream = log_stream or sys.stderr
         self.lock = threading.RLock()
         self.stopping = threading.Event()
-        self.registry = TopicRegistry(paths, self.log)
+        self.registry = TopicRegistry(paths)
         self.archiver = Archiver(self)
         # Consumer groups: each control connection gets an id, so its members
         # leave when it closes (the kernel closes it when their process dies).
-        self.groups = GroupCoordinator(paths, self.registry, self.lock, self.log)
+        self.groups = GroupCoordinator(paths, self.registry, self.lock)
         self._connection_ids = itertools.count(1)
         self._lock_fd = None
         self._server = None
         self.started_ns = time.time_ns()
-
-    def log(self, message):
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{stamp} shmbus[{os.getpid()}] {self.paths.bus}: {message}", file=self.log_stream, flush=True)
 
     # ---- lifecycle ----
 
@@ -66,13 +66,13 @@ class Supervisor:
         try:
             shared = _access.configure(self.paths.data_dir, self.share_group)
             if shared:
-                self.log(f"shared with the members of group {shared!r}")
+                logger.info(f"shared with the members of group {shared!r}")
             crashed = not os.path.exists(self.paths.clean_marker)
             if os.path.exists(self.paths.clean_marker):
                 os.unlink(self.paths.clean_marker)
             state = ("new" if not os.path.isdir(self.paths.topics_dir)
                      else "after a crash" if crashed else "after a clean stop")
-            self.log(f"starting ({state}), data dir {self.paths.data_dir}")
+            logger.info(f"starting ({state}), data dir {self.paths.data_dir}")
             self.registry.load(crashed)
             self.groups.open()
             self._start_server()
@@ -81,7 +81,7 @@ class Supervisor:
         except BaseException:
             self._release_lock()
             raise
-        self.log(f"serving on {self.paths.socket_path}")
+        logger.info(f"serving on {self.paths.socket_path}")
 
     def _start_server(self):
         path = self.paths.socket_path
@@ -136,7 +136,7 @@ class Supervisor:
             self.groups.close()
         with open(self.paths.clean_marker, "w") as f:
             f.write(f"{time.time_ns()}\n")
-        self.log("stopped cleanly")
+        logger.info("stopped cleanly")
         self._release_lock()
 
     def _release_lock(self):
@@ -156,18 +156,18 @@ class Supervisor:
                         for p, ring in enumerate(topic.rings):
                             reaped = ring.reap_dead(topic.reaper_slots[p])
                             if reaped:
-                                self.log(f"{topic.info.name}/{p}: freed {reaped} dead producer slot(s)")
+                                logger.info(f"{topic.info.name}/{p}: freed {reaped} dead producer slot(s)")
                             # Waiters killed in their sleep: forget them once their lease is over.
                             ring.expire_waiters(WAITER_GRACE_NS)
                     if time.monotonic() - last_save >= OFFSET_SAVE_INTERVAL:
                         self.registry.save_offsets()
                         last_save = time.monotonic()
             except Exception as e:  # keep watching; report what broke
-                self.log(f"liveness loop error: {e!r}")
+                logger.exception(f"liveness loop error: {e!r}")
             try:
                 self.groups.check_liveness()  # group members that died or stopped polling
             except Exception as e:
-                self.log(f"group liveness error: {e!r}")
+                logger.exception(f"group liveness error: {e!r}")
 
     # ---- the control protocol ----
 
@@ -236,6 +236,12 @@ class Supervisor:
 def serve(paths, share_group=None):
     """Run a supervisor in this process until SIGTERM/SIGINT or `shmbus stop`.
     share_group: also let the members of this Unix group use the bus (remembered)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s shmbus[%(process)d] {paths.bus}: %(message)s",
+                                           datefmt="%Y-%m-%d %H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     supervisor = Supervisor(paths, share_group=share_group)
     supervisor.start()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -1,4 +1,5 @@
 """Topic metadata on disk and the rings in /dev/shm that go with it."""
+import logging
 import os
 import shutil
 import time
@@ -17,6 +18,8 @@ MIN_RING_BYTES = 64 << 10
 MIN_SEGMENT_BYTES = 64 << 10
 MAX_PARTITIONS = 1024
 OFFSET_RESERVE = 10_000_000  # memory-only offsets skipped after a host crash, at least
+
+logger = logging.getLogger("shmbus.supervisor")
 
 
 def normalize_ring_bytes(ring_bytes):
@@ -48,9 +51,8 @@ class TopicRegistry:
     """Creates, adopts, describes and deletes topics. Thread-safe through the
     supervisor's lock (the caller holds it)."""
 
-    def __init__(self, paths, log):
+    def __init__(self, paths):
         self.paths = paths
-        self.log = log
         self.topics = {}
         self.retired = []  # rings of deleted topics, still mapped (see _drop_rings)
 
@@ -94,7 +96,7 @@ class TopicRegistry:
             # '@' never occurs in a ring's name: those are control objects (the groups' page).
             if entry.startswith(prefix) and entry not in wanted and "@" not in entry[len(prefix):]:
                 Ring.unlink("/" + entry)
-                self.log(f"removed stray ring /dev/shm/{entry}")
+                logger.warning(f"removed stray ring /dev/shm/{entry}")
 
     def quiesce(self, timeout=1.0):
         """Stop new appends everywhere and give claims in flight a moment to finish."""
@@ -159,7 +161,7 @@ class TopicRegistry:
             shutil.rmtree(self.topic_dir(name), ignore_errors=True)
             raise
         self.topics[name] = topic
-        self.log(f"created topic {name}: {partitions} partition(s), {ring_bytes} byte rings, "
+        logger.info(f"created topic {name}: {partitions} partition(s), {ring_bytes} byte rings, "
                  f"{'durable' if durable else 'memory-only'}")
         return topic
 
@@ -168,7 +170,7 @@ class TopicRegistry:
         del self.topics[name]
         self._drop_rings(topic)
         shutil.rmtree(self.topic_dir(name), ignore_errors=True)
-        self.log(f"deleted topic {name}")
+        logger.info(f"deleted topic {name}")
 
     def get(self, name):
         if not isinstance(name, str):
@@ -236,7 +238,7 @@ class TopicRegistry:
         """One partition's ring and log. A durable ring is the tail of its log: the
         archiver resumes at the first offset the disk does not have."""
         log = SegmentWriter(self.partition_dir(info.name, p), info.segment_bytes) if info.durable else None
-        disk_next = log.recover(self.log) if log is not None else None
+        disk_next = log.recover() if log is not None else None
         ring = self._adopt(info, p) if adopt else None
         position = None
         if ring is not None and log is not None:
@@ -272,7 +274,7 @@ class TopicRegistry:
         if disk_next is None:
             return stats.head  # nothing on disk: archive all the ring holds
         if disk_next > stats.next_offset:
-            self.log(f"{info.name}/{p}: ring ends at offset {stats.next_offset} but the disk at "
+            logger.warning(f"{info.name}/{p}: ring ends at offset {stats.next_offset} but the disk at "
                      f"{disk_next}: replacing the ring")
             return None
         cursor = Cursor(ring)
@@ -288,7 +290,7 @@ class TopicRegistry:
             time.sleep(0.001)
         if found:
             return cursor.position
-        self.log(f"{info.name}/{p}: records {disk_next}..{stats.head_offset - 1} are neither on disk "
+        logger.error(f"{info.name}/{p}: records {disk_next}..{stats.head_offset - 1} are neither on disk "
                  f"nor in the ring: they were lost")
         return stats.head
 
@@ -299,7 +301,7 @@ class TopicRegistry:
         except FileNotFoundError:
             return None
         except BadRing:
-            self.log(f"ring {name} is not valid; replacing it")
+            logger.warning(f"ring {name} is not valid; replacing it")
             Ring.unlink(name)
             return None
         if ring.data_bytes != info.ring_bytes or ring.durable != info.durable or ring.is_deleted():
@@ -307,7 +309,7 @@ class TopicRegistry:
             Ring.unlink(name)
             return None
         reaped = ring.reap_dead()
-        self.log(f"adopted ring {name} at offset {ring.stats().next_offset}"
+        logger.info(f"adopted ring {name} at offset {ring.stats().next_offset}"
                  + (f", freed {reaped} dead producer slot(s)" if reaped else ""))
         return ring
 
@@ -326,7 +328,7 @@ class TopicRegistry:
         if not info.durable or (info.retention_bytes is None and info.retention_ms is None):
             return
         for log in topic.logs:
-            log.enforce_retention(info.retention_bytes, info.retention_ms, time.time_ns(), self.log)
+            log.enforce_retention(info.retention_bytes, info.retention_ms, time.time_ns())
 
     def _save_offsets(self, topic, final=False):
         """Memory-only partitions: record the next offset, and a reservation beyond
