@@ -7,8 +7,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import _benchmark as bm
-from .main import CliError, bus_options, cli
-from .topics import human, parse_size
+from ._format import human, parse_size
+from ._plumbing import CliError, bus_options
+from .main import cli
 
 
 @cli.command()

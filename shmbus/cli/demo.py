@@ -16,7 +16,8 @@ from rich.live import Live
 from rich.table import Table
 
 from .. import _benchmark as bm
-from .main import CliError, bus_options, cli
+from ._plumbing import CliError, bus_options
+from .main import cli
 
 PARTITIONS = 4
 SENSORS_PER_PRODUCER = 8

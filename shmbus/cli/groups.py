@@ -4,8 +4,9 @@ import json
 import click
 from rich.table import Table
 
-from .main import CliError, bus_options, cli, open_bus
-from .topics import wide_console
+from ._format import wide_console
+from ._plumbing import CliError, bus_options, open_bus
+from .main import cli
 
 
 def _cell(value):

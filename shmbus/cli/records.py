@@ -5,7 +5,8 @@ import sys
 
 import click
 
-from .main import bus_options, cli, open_bus
+from ._plumbing import bus_options, open_bus
+from .main import cli
 
 
 @cli.command()

@@ -6,8 +6,9 @@ import click
 from rich.live import Live
 from rich.table import Table
 
-from .main import bus_options, cli, open_bus
-from .topics import human, wide_console
+from ._format import human, wide_console
+from ._plumbing import bus_options, open_bus
+from .main import cli
 
 
 def collect(bus):
