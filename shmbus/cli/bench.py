@@ -9,10 +9,9 @@ from rich.table import Table
 from .. import _benchmark as bm
 from ._format import human, parse_size
 from ._plumbing import CliError, bus_options
-from .main import cli
 
 
-@cli.command()
+@click.command()
 @bus_options
 @click.option("--size", "sizes", multiple=True, default=("64",), show_default=True,
               help="Value size per record (65536, 1KiB, 64KiB); repeat for several.")

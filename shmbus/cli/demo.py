@@ -17,7 +17,6 @@ from rich.table import Table
 
 from .. import _benchmark as bm
 from ._plumbing import CliError, bus_options
-from .main import cli
 
 PARTITIONS = 4
 SENSORS_PER_PRODUCER = 8
@@ -132,7 +131,7 @@ class _LiveView:
         return table
 
 
-@cli.command()
+@click.command()
 @bus_options
 @click.option("--producers", type=int, default=3, show_default=True, help="Producer processes.")
 @click.option("--records", type=int, default=200_000, show_default=True, help="Records per producer.")

@@ -6,14 +6,13 @@ from rich.table import Table
 
 from ._format import wide_console
 from ._plumbing import CliError, bus_options, open_bus
-from .main import cli
 
 
 def _cell(value):
     return "-" if value is None else str(value)
 
 
-@cli.group()
+@click.group()
 def groups():
     """List, describe, reset and delete consumer groups."""
 

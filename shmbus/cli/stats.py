@@ -8,7 +8,6 @@ from rich.table import Table
 
 from ._format import human, wide_console
 from ._plumbing import bus_options, open_bus
-from .main import cli
 
 
 def collect(bus):
@@ -88,7 +87,7 @@ def table(snapshot):
     return t
 
 
-@cli.command()
+@click.command()
 @bus_options
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--prometheus", is_flag=True, help="Prometheus text exposition format.")
@@ -112,7 +111,7 @@ def stats(bus, data_dir, as_json, prometheus, interval):
 
 
 
-@cli.command()
+@click.command()
 @bus_options
 @click.option("--interval", type=float, default=1.0, show_default=True)
 def top(bus, data_dir, interval):

@@ -7,10 +7,9 @@ from rich.table import Table
 
 from ._format import human, parse_size, wide_console
 from ._plumbing import bus_options, open_bus
-from .main import cli
 
 
-@cli.group()
+@click.group()
 def topics():
     """Create, list, describe and delete topics."""
 
