@@ -10,7 +10,7 @@ between two processes, one-way = RTT / 2. Medians of --runs runs, the spread, an
 the ratios shmbus / peer. See bench/README.md for how to read them.
 
 Every worker is a spawn process that meets the others at a barrier (the process
-harness is shmbus._benchmark's, so shmbus and its peers are measured by the same
+harness is shmbus._bench.harness, so shmbus and its peers are measured by the same
 code). Each run has a time cap; what does not report by then is killed.
 """
 import argparse
@@ -24,12 +24,13 @@ import sys
 import tempfile
 import time
 
-from shmbus import _benchmark as bm
+from shmbus._bench import harness, shmbus_runs
+from shmbus._errors import BenchmarkError
 
 SIZES = (64, 1024, 65536)
 # The batch of the shmbus send_many row, per size: what fits a 64 KiB-ish write.
 BATCH = {64: 64, 1024: 64, 65536: 16}
-CHECK_EVERY = bm.CHECK_EVERY
+CHECK_EVERY = harness.CHECK_EVERY
 # A peer producer sends this after its last record (capped or not): values are
 # never empty, so the consumer can tell it apart and stop without a timeout.
 END = b""
@@ -41,7 +42,7 @@ def _produce(send, record_bytes, count, barrier, time_cap):
     """The peers' producer loop: one call per record, a time cap checked every
     CHECK_EVERY records, then the end marker. Returns how many were sent."""
     payload = b"x" * record_bytes
-    bm.wait_start(barrier)
+    harness.wait_start(barrier)
     deadline = time.monotonic() + time_cap
     sent = 0
     while sent < count and time.monotonic() < deadline:
@@ -65,9 +66,9 @@ def queue_consumer(q, producers, total, record_bytes, *, barrier, time_cap):
 
 def _consume(recv, producers, total, barrier, time_cap):
     """The peers' consumer loop: one blocking receive per record, end markers counted.
-    recv returns None after bm.IDLE_TIMEOUT without a record (for the peers whose
+    recv returns None after harness.IDLE_TIMEOUT without a record (for the peers whose
     receive takes a timeout): the records still due never arrived."""
-    bm.wait_start(barrier)
+    harness.wait_start(barrier)
     start = time.perf_counter()
     deadline = time.monotonic() + time_cap
     received = ended = 0
@@ -104,7 +105,7 @@ def _ping(send, recv, record_bytes, round_trips, warmup, barrier):
     syscall); the parent's time cap bounds it."""
     perf_ns = time.perf_counter_ns
     payload = b"p" * record_bytes
-    bm.wait_start(barrier)
+    harness.wait_start(barrier)
     for _ in range(warmup):
         send(payload)
         recv()
@@ -118,7 +119,7 @@ def _ping(send, recv, record_bytes, round_trips, warmup, barrier):
 
 
 def _pong(recv, send, total, barrier):
-    bm.wait_start(barrier)
+    harness.wait_start(barrier)
     for _ in range(total):
         send(recv())
     return total
@@ -162,7 +163,7 @@ def zmq_consumer(endpoint, producers, total, record_bytes, *, barrier, time_cap)
     sock = context.socket(zmq.PULL)
     sock.bind(endpoint)
     # A receive timeout set once costs nothing per call and bounds every wait.
-    sock.setsockopt(zmq.RCVTIMEO, int(min(bm.IDLE_TIMEOUT, time_cap) * 1000))
+    sock.setsockopt(zmq.RCVTIMEO, int(min(harness.IDLE_TIMEOUT, time_cap) * 1000))
 
     def recv():
         try:
@@ -218,7 +219,7 @@ def ff_consumer(q, producers, total, record_bytes, *, barrier, time_cap):
 
     def get():
         try:
-            return q.get(timeout=min(bm.IDLE_TIMEOUT, time_cap))
+            return q.get(timeout=min(harness.IDLE_TIMEOUT, time_cap))
         except faster_fifo.Empty:
             return None
     return _consume(get, producers, total, barrier, time_cap)
@@ -243,7 +244,7 @@ class Peers:
 
     def __init__(self, time_cap):
         self.time_cap = time_cap
-        self.ctx = bm.SPAWN
+        self.ctx = harness.SPAWN
         self.sockets = tempfile.mkdtemp(prefix="shmbus-bench-ipc-")
         self._n = 0
 
@@ -258,38 +259,38 @@ class Peers:
         cap = self.time_cap
         if name == "multiprocessing.Queue put/get":
             q = self.ctx.Queue()
-            return bm.throughput(name, queue_producer, (q,), queue_consumer, (q, 1), size, count,
-                                 time_cap=cap)
+            return harness.throughput(name, queue_producer, (q,), queue_consumer, (q, 1), size, count,
+                                      time_cap=cap)
         if name == "multiprocessing.Pipe send_bytes/recv_bytes":
             receiver, sender = self.ctx.Pipe(duplex=False)
-            return bm.throughput(name, pipe_producer, (sender,), pipe_consumer, (receiver, 1), size,
-                                 count, time_cap=cap, parent_closes=(receiver, sender))
+            return harness.throughput(name, pipe_producer, (sender,), pipe_consumer, (receiver, 1), size,
+                                      count, time_cap=cap, parent_closes=(receiver, sender))
         if name == "pyzmq PUSH/PULL ipc://":
             endpoint = self.endpoint()
-            return bm.throughput(name, zmq_producer, (endpoint,), zmq_consumer, (endpoint, 1), size,
-                                 count, time_cap=cap)
+            return harness.throughput(name, zmq_producer, (endpoint,), zmq_consumer, (endpoint, 1), size,
+                                      count, time_cap=cap)
         if name == "faster-fifo put/get":
             import faster_fifo
             q = faster_fifo.Queue(max_size_bytes=FF_BYTES)
-            return bm.throughput(name, ff_producer, (q,), ff_consumer, (q, 1), size, count,
-                                 time_cap=cap)
+            return harness.throughput(name, ff_producer, (q,), ff_consumer, (q, 1), size, count,
+                                      time_cap=cap)
         raise ValueError(name)
 
     def latency(self, name, round_trips, warmup):
         kw = dict(record_bytes=64, round_trips=round_trips, warmup=warmup, time_cap=self.time_cap)
         if name == "multiprocessing.Queue":
             args = (self.ctx.Queue(), self.ctx.Queue())
-            return bm.pingpong(name, queue_pinger, args, queue_ponger, args, **kw)
+            return harness.pingpong(name, queue_pinger, args, queue_ponger, args, **kw)
         if name == "multiprocessing.Pipe (bytes)":
             a, b = self.ctx.Pipe(duplex=True)
-            return bm.pingpong(name, pipe_pinger, (a,), pipe_ponger, (b,), parent_closes=(a, b), **kw)
+            return harness.pingpong(name, pipe_pinger, (a,), pipe_ponger, (b,), parent_closes=(a, b), **kw)
         if name == "pyzmq PUSH/PULL ipc://":
             args = (self.endpoint(), self.endpoint())
-            return bm.pingpong(name, zmq_pinger, args, zmq_ponger, args, **kw)
+            return harness.pingpong(name, zmq_pinger, args, zmq_ponger, args, **kw)
         if name == "faster-fifo":
             import faster_fifo
             args = (faster_fifo.Queue(max_size_bytes=FF_BYTES), faster_fifo.Queue(max_size_bytes=FF_BYTES))
-            return bm.pingpong(name, ff_pinger, args, ff_ponger, args, **kw)
+            return harness.pingpong(name, ff_pinger, args, ff_ponger, args, **kw)
         raise ValueError(name)
 
 
@@ -357,7 +358,7 @@ def throughput_table(results, sizes):
                 continue
             rates = [r.msg_per_s for r in runs]
             med = statistics.median(rates)
-            cells += [bm.format_rate(med), mbps(med * size / 1e6)]
+            cells += [harness.format_rate(med), mbps(med * size / 1e6)]
             spreads.append(f"{100 * (max(rates) - min(rates)) / med:.0f}" if med else "-")
             capped = [r for r in runs if r.capped]
             if capped:
@@ -444,7 +445,7 @@ def main(argv=None):
 
     sizes = [int(s) for s in args.sizes.split(",")]
     divisor = 10 if args.quick else 1
-    counts = {size: bm.default_count(size) // divisor for size in sizes}
+    counts = {size: shmbus_runs.default_count(size) // divisor for size in sizes}
     round_trips, warmup = args.round_trips // divisor, args.warmup // divisor
 
     def wanted(row):
@@ -463,7 +464,7 @@ def main(argv=None):
     failures = []
 
     data_dir = tempfile.mkdtemp(prefix="shmbus-bench-")
-    bus, _ = bm.attach_or_start(f"bench{os.getpid()}", data_dir)
+    bus, _ = shmbus_runs.attach_or_start(f"bench{os.getpid()}", data_dir)
     peers = Peers(args.time_cap)
     began = time.monotonic()
     try:
@@ -476,17 +477,17 @@ def main(argv=None):
                     try:
                         if row == SHMBUS_SEND or row == SHMBUS_BATCH:
                             batch = BATCH.get(size, 16) if row == SHMBUS_BATCH else None
-                            ring = bm.ring_bytes_for(size, counts[size], cap=args.max_ring)
-                            result = bm.shmbus_throughput(bus, size, counts[size], batch=batch,
-                                                          ring_bytes=ring, time_cap=args.time_cap)
+                            ring = shmbus_runs.ring_bytes_for(size, counts[size], cap=args.max_ring)
+                            result = shmbus_runs.shmbus_throughput(bus, size, counts[size], batch=batch,
+                                                                   ring_bytes=ring, time_cap=args.time_cap)
                         else:
                             result = peers.throughput(row, size, counts[size])
-                    except bm.BenchmarkError as e:
+                    except BenchmarkError as e:
                         failures.append(f"{label}: {e}")
                         print(f"{label}: FAILED: {str(e).splitlines()[0]}", file=sys.stderr)
                         continue
                     tput[row][size].append(result)
-                    print(f"{label}: {bm.format_rate(result.msg_per_s)} msg/s, {mbps(result.mb_per_s)} MB/s"
+                    print(f"{label}: {harness.format_rate(result.msg_per_s)} msg/s, {mbps(result.mb_per_s)} MB/s"
                           + (" (capped)" if result.capped else "")
                           + (f" ({result.missed} never arrived)" if result.stalled
                              else f" ({result.missed} overwritten)" if result.missed else ""),
@@ -496,11 +497,11 @@ def main(argv=None):
                 try:
                     if row in (SHMBUS_SPIN, SHMBUS_BUSY):
                         wait = "busy" if row == SHMBUS_BUSY else "spin"
-                        result = bm.shmbus_latency(bus, wait=wait, round_trips=round_trips,
-                                                   warmup=warmup, time_cap=args.time_cap)
+                        result = shmbus_runs.shmbus_latency(bus, wait=wait, round_trips=round_trips,
+                                                            warmup=warmup, time_cap=args.time_cap)
                     else:
                         result = peers.latency(row, round_trips, warmup)
-                except bm.BenchmarkError as e:
+                except BenchmarkError as e:
                     failures.append(f"{label}: {e}")
                     print(f"{label}: FAILED: {str(e).splitlines()[0]}", file=sys.stderr)
                     continue
@@ -510,7 +511,7 @@ def main(argv=None):
                       file=sys.stderr)
     finally:
         peers.close()
-        bm.stop_supervisor(bus)
+        shmbus_runs.stop_supervisor(bus)
         shutil.rmtree(data_dir, ignore_errors=True)
     elapsed = time.monotonic() - began
 

@@ -6,12 +6,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .. import _benchmark as bm
-from .main import CliError, bus_options, cli
-from .topics import human, parse_size
+from .._bench.harness import format_rate
+from .._bench.shmbus_runs import (attach_or_start, default_count, ring_bytes_for, shmbus_latency,
+                                  shmbus_throughput, stop_supervisor)
+from .._errors import BenchmarkError
+from ._format import human, parse_size
+from ._plumbing import CliError, bus_options
 
 
-@cli.command()
+@click.command()
 @bus_options
 @click.option("--size", "sizes", multiple=True, default=("64",), show_default=True,
               help="Value size per record (65536, 1KiB, 64KiB); repeat for several.")
@@ -40,26 +43,26 @@ def bench(bus, data_dir, sizes, count, producers, partitions, batch, ring_size, 
         raise CliError("--size, --count and --producers must be positive")
     ring_bytes = parse_size(ring_size) if ring_size else None
     console = Console(stderr=as_json)
-    b, started = bm.attach_or_start(bus, data_dir)
+    b, started = attach_or_start(bus, data_dir)
     throughputs, latencies = [], []  # latencies: (wait mode, Latency)
     try:
         for size in sizes:
-            records = count or bm.default_count(size)
-            ring = ring_bytes or bm.ring_bytes_for(size, records * producers // partitions)
+            records = count or default_count(size)
+            ring = ring_bytes or ring_bytes_for(size, records * producers // partitions)
             with console.status(f"throughput: {producers} x {records:,} records of {human(size)} ..."):
-                throughputs.append(bm.shmbus_throughput(
+                throughputs.append(shmbus_throughput(
                     b, size, records, producers=producers, batch=batch, partitions=partitions,
                     ring_bytes=ring, wait=wait, time_cap=time_cap))
         if latency:
             for mode in ("spin", "busy"):
                 with console.status(f"latency: {round_trips:,} round trips, wait={mode} ..."):
-                    latencies.append((mode, bm.shmbus_latency(b, wait=mode, round_trips=round_trips,
-                                                              warmup=warmup, time_cap=time_cap)))
-    except bm.BenchmarkError as e:
+                    latencies.append((mode, shmbus_latency(b, wait=mode, round_trips=round_trips,
+                                                           warmup=warmup, time_cap=time_cap)))
+    except BenchmarkError as e:
         raise CliError(f"benchmark failed: {str(e).splitlines()[0]}") from None
     finally:
         if started:
-            bm.stop_supervisor(b)
+            stop_supervisor(b)
         else:
             b.close()
 
@@ -76,7 +79,7 @@ def bench(bus, data_dir, sizes, count, producers, partitions, batch, ring_size, 
         if t.missed:
             notes.append(f"{t.missed:,} overwritten before read (memory-only ring)")
         table.add_row(human(t.record_bytes), str(t.producers), f"send_many({t.batch})" if t.batch else "send",
-                      f"{t.received:,}", f"{t.seconds:.3f}", bm.format_rate(t.msg_per_s), f"{t.mb_per_s:.1f}",
+                      f"{t.received:,}", f"{t.seconds:.3f}", format_rate(t.msg_per_s), f"{t.mb_per_s:.1f}",
                       "; ".join(notes))
     console.print(table)
     if latencies:

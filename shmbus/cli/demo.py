@@ -15,8 +15,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from .. import _benchmark as bm
-from .main import CliError, bus_options, cli
+from .._bench.harness import SPAWN, run_workers, wait_start
+from .._bench.shmbus_runs import attach_or_start, ring_bytes_for, shmbus_latency, stop_supervisor
+from .._errors import BenchmarkError
+from ._plumbing import CliError, bus_options
 
 PARTITIONS = 4
 SENSORS_PER_PRODUCER = 8
@@ -41,7 +43,7 @@ def _produce(bus_name, data_dir, topic, progress, index, records, *, barrier, ti
     with shmbus.connect(bus_name, data_dir, autostart=False) as bus, bus.producer(timeout=5.0) as p:
         p.partitions_for(topic)
         send = p.send
-        bm.wait_start(barrier)
+        wait_start(barrier)
         deadline = time.monotonic() + time_cap
         sent = 0
         while sent < records and time.monotonic() < deadline:
@@ -67,7 +69,7 @@ def _consume(bus_name, data_dir, topic, progress, slot, producers, records, *, b
     unpack = VALUE.unpack
     with shmbus.connect(bus_name, data_dir, autostart=False) as bus, \
             bus.consumer(topic, auto_offset_reset="earliest") as c:
-        bm.wait_start(barrier)
+        wait_start(barrier)
         start = time.perf_counter()
         deadline = time.monotonic() + time_cap
         received, last = 0, start
@@ -131,7 +133,7 @@ class _LiveView:
         return table
 
 
-@cli.command()
+@click.command()
 @bus_options
 @click.option("--producers", type=int, default=3, show_default=True, help="Producer processes.")
 @click.option("--records", type=int, default=200_000, show_default=True, help="Records per producer.")
@@ -142,14 +144,14 @@ def demo(bus, data_dir, producers, records, round_trips):
     if producers < 1 or records < 1 or round_trips < 1:
         raise CliError("--producers, --records and --round-trips must be positive")
     console = Console()
-    b, started = bm.attach_or_start(bus, data_dir)
+    b, started = attach_or_start(bus, data_dir)
     topic = f"demo-{os.getpid()}"
     try:
         console.print(f"bus [bold]{b.name}[/bold] at {b.data_dir}: "
                       f"{'started a supervisor' if started else 'attached to the running supervisor'}")
         result, sent, seconds = _run(console, b, topic, producers, records)
         latency = _latency(console, b, round_trips)
-    except bm.BenchmarkError as e:
+    except BenchmarkError as e:
         raise CliError(f"demo failed: {str(e).splitlines()[0]}") from None
     finally:
         _cleanup(b, topic, started)
@@ -186,18 +188,18 @@ def _run(console, b, topic, producers, records):
     # The default kind of topic: durable, archived to the data dir (the demo deletes
     # it at the end). A demo record is ~60 bytes of key, headers and value, plus the
     # 48-byte frame header.
-    ring = bm.ring_bytes_for(64, per_partition, floor=8 << 20)
+    ring = ring_bytes_for(64, per_partition, floor=8 << 20)
     b.create_topic(topic, partitions=PARTITIONS, ring_bytes=ring)
     console.print(f"created topic [bold]{topic}[/bold]: {PARTITIONS} partitions, "
                   f"{ring >> 20} MiB rings, durable (archived to {b.data_dir})")
-    progress = bm.SPAWN.RawArray("q", producers + 1)
+    progress = SPAWN.RawArray("q", producers + 1)
     args = (b.name, b.data_dir, topic, progress)
     workers = [("consumer", _consume, (*args, producers, producers, records))]
     workers += [(f"producer{i}", _produce, (*args, i, records)) for i in range(producers)]
     view = _LiveView(progress, producers, records)
     with Live(view.table(), console=console, refresh_per_second=10) as live:
-        values = bm.run_workers(workers, TIME_CAP, required=[r for r, _, _ in workers],
-                                on_wait=lambda: live.update(view.table()))
+        values = run_workers(workers, TIME_CAP, required=[r for r, _, _ in workers],
+                             on_wait=lambda: live.update(view.table()))
         live.update(view.table())
     if not console.is_terminal:
         console.line()  # off a terminal, Live leaves its last line open
@@ -208,8 +210,8 @@ def _run(console, b, topic, producers, records):
 
 def _latency(console, b, round_trips):
     with console.status(f"latency: {round_trips:,} ping-pong round trips between two processes ..."):
-        return bm.shmbus_latency(b, wait="spin", round_trips=round_trips,
-                                 warmup=max(1, round_trips // 10), time_cap=TIME_CAP)
+        return shmbus_latency(b, wait="spin", round_trips=round_trips,
+                              warmup=max(1, round_trips // 10), time_cap=TIME_CAP)
 
 
 def _verify(result, sent, total):
@@ -239,6 +241,6 @@ def _cleanup(b, topic, started):
             b.delete_topic(topic)
     finally:
         if started:
-            bm.stop_supervisor(b)
+            stop_supervisor(b)
         else:
             b.close()

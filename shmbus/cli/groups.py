@@ -4,15 +4,15 @@ import json
 import click
 from rich.table import Table
 
-from .main import CliError, bus_options, cli, open_bus
-from .topics import wide_console
+from ._format import wide_console
+from ._plumbing import CliError, bus_options, open_bus
 
 
 def _cell(value):
     return "-" if value is None else str(value)
 
 
-@cli.group()
+@click.group()
 def groups():
     """List, describe, reset and delete consumer groups."""
 

@@ -1,43 +1,18 @@
-"""Entry point and the shared plumbing: --bus/--data-dir, and errors as one line."""
+"""The `shmbus` command, assembled: the root group and every subcommand on it.
 
+Each subcommand module defines its own click command or group and knows nothing of
+this one; the plumbing they share is in _plumbing.py, the formatting in _format.py.
+"""
 import click
 
-from .._config import BusPaths
-from .._errors import ShmbusError
-
-
-class CliError(click.ClickException):
-    def show(self, file=None):
-        click.echo(f"shmbus: error: {self.format_message()}", err=True)
-
-
-class Group(click.Group):
-    """Turns every shmbus error into one line on stderr and exit status 1."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (ShmbusError, OSError, ValueError, TypeError) as e:
-            raise CliError(str(e) or type(e).__name__) from None
-        except KeyboardInterrupt:
-            raise SystemExit(130) from None
-
-
-def bus_options(f):
-    f = click.option("--data-dir", envvar="SHMBUS_DATA_DIR", default=None,
-                     help="The bus's data directory [env SHMBUS_DATA_DIR].")(f)
-    f = click.option("--bus", envvar="SHMBUS_BUS", default=None,
-                     help="The bus name (default 'default') [env SHMBUS_BUS].")(f)
-    return f
-
-
-def paths_of(bus, data_dir):
-    return BusPaths.resolve(bus, data_dir)
-
-
-def open_bus(bus, data_dir, autostart=True):
-    import shmbus
-    return shmbus.connect(bus, data_dir, autostart=autostart)
+from ._plumbing import Group
+from .bench import bench
+from .demo import demo
+from .groups import groups
+from .records import consume, produce
+from .stats import stats, top
+from .supervisor import serve, stop
+from .topics import topics
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,37 +21,9 @@ def cli():
     """shmbus: Kafka's model over shared memory, for processes on one host."""
 
 
-@cli.command()
-@bus_options
-@click.option("--share-group", default=None, metavar="GROUP",
-              help="Also let the members of this Unix group use the bus (its rings, socket "
-                   "and files become 0660/2770, group GROUP); remembered in the data dir.")
-def serve(bus, data_dir, share_group):
-    """Run the bus's supervisor in the foreground (SIGTERM: clean stop)."""
-    from .._errors import SupervisorRunning
-    from .._supervisor import serve as run
-    try:
-        run(paths_of(bus, data_dir), share_group=share_group)
-    except SupervisorRunning as e:
-        raise CliError(str(e)) from None
-
-
-@cli.command()
-@bus_options
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for it to exit.")
-def stop(bus, data_dir, timeout):
-    """Stop the bus's supervisor cleanly: nothing of the bus is left in /dev/shm."""
-    from .._errors import SupervisorUnavailable
-    paths = paths_of(bus, data_dir)
-    try:
-        with open_bus(bus, data_dir, autostart=False) as b:
-            b.stop_supervisor(timeout)
-    except SupervisorUnavailable:
-        click.echo(f"no supervisor runs for bus {paths.bus!r}", err=True)
-        return
-    click.echo(f"stopped bus {paths.bus!r}")
+for command in (serve, stop, demo, topics, produce, consume, groups, stats, top, bench):
+    cli.add_command(command)
 
 
 def main():
-    from . import bench, demo, groups, records, stats, topics  # noqa: F401  (they register their commands)
     cli(prog_name="shmbus")

@@ -5,10 +5,10 @@ import sys
 
 import click
 
-from .main import bus_options, cli, open_bus
+from ._plumbing import bus_options, open_bus
 
 
-@cli.command()
+@click.command()
 @bus_options
 @click.argument("topic")
 @click.option("--key", default=None, help="The key of every record.")
@@ -40,7 +40,7 @@ def _text(data):
         return "base64:" + base64.b64encode(data).decode()
 
 
-@cli.command()
+@click.command()
 @bus_options
 @click.argument("topic")
 @click.option("--group", default=None, help="Consume as a member of this consumer group.")

@@ -6,8 +6,8 @@ import click
 from rich.live import Live
 from rich.table import Table
 
-from .main import bus_options, cli, open_bus
-from .topics import human, wide_console
+from ._format import human, wide_console
+from ._plumbing import bus_options, open_bus
 
 
 def collect(bus):
@@ -87,7 +87,7 @@ def table(snapshot):
     return t
 
 
-@cli.command()
+@click.command()
 @bus_options
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--prometheus", is_flag=True, help="Prometheus text exposition format.")
@@ -111,7 +111,7 @@ def stats(bus, data_dir, as_json, prometheus, interval):
 
 
 
-@cli.command()
+@click.command()
 @bus_options
 @click.option("--interval", type=float, default=1.0, show_default=True)
 def top(bus, data_dir, interval):

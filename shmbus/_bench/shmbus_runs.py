@@ -1,0 +1,200 @@
+"""Measurements of shmbus itself, run by the harness (harness.py): throughput of N
+producer processes -> 1 consumer process, and ping-pong latency between two
+processes, each on topics made for the run and deleted after it; and the bus they
+run on. `shmbus bench`, `shmbus demo` and bench/run.py all measure shmbus with these.
+"""
+import os
+import time
+
+from .._errors import BenchmarkError, Timeout
+from .harness import CHECK_EVERY, IDLE_TIMEOUT, pingpong, throughput, wait_start
+
+# The peer comparisons run on memory-only topics: none of the peers keeps
+# anything on disk. bench/durable.py measures what durability costs.
+DURABLE = False
+# Most records one consumer read returns (poll_many): shmbus's normal read path.
+CONSUMER_BATCH = 1000
+
+
+# ---- the bus a measurement runs on ----
+
+def attach_or_start(name=None, data_dir=None):
+    """(bus, started): attach to a running supervisor, else start one.
+    `started` says this caller must stop it when done."""
+    import shmbus
+    try:
+        return shmbus.connect(name, data_dir, autostart=False), False
+    except shmbus.SupervisorUnavailable:
+        return shmbus.connect(name, data_dir, autostart=True), True
+
+
+def stop_supervisor(bus, timeout=30.0):
+    """Stop the bus's supervisor, wait until it has removed everything, and close the
+    connection."""
+    try:
+        bus.stop_supervisor(timeout)
+    except Timeout as e:
+        raise BenchmarkError(str(e)) from None
+    finally:
+        bus.close()
+
+
+def ring_bytes_for(record_bytes, records, cap=1 << 30, floor=64 << 20):
+    """A ring that holds a whole run when that takes at most `cap` (so a memory-only
+    ring never overwrites what the consumer has not read), else `cap`."""
+    frame = 48 + ((record_bytes + 7) & ~7)
+    return max(floor, min(cap, frame * records * 9 // 8))
+
+
+# ---- shmbus workers ----
+
+def _shmbus_producer(bus_name, data_dir, topic, batch, index, record_bytes, count, *, barrier,
+                     time_cap):
+    import shmbus
+    payload = b"x" * record_bytes
+    with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
+        producer = bus.producer(timeout=time_cap)
+        producer.partitions_for(topic)  # map the rings now, not inside the timed loop
+        send, send_many = producer.send, producer.send_many
+        wait_start(barrier)
+        deadline = time.monotonic() + time_cap
+        sent = 0
+        if batch:
+            values = [payload] * batch
+            while sent < count and time.monotonic() < deadline:
+                sent += send_many(topic, values[:count - sent])
+        else:
+            while sent < count and time.monotonic() < deadline:
+                n = min(CHECK_EVERY, count - sent)
+                for _ in range(n):
+                    send(topic, payload)
+                sent += n
+        producer.close()
+    return sent
+
+
+def _shmbus_consumer(bus_name, data_dir, topic, wait, total, record_bytes, *, barrier, time_cap):
+    import shmbus
+    with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
+        consumer = bus.consumer(topic, auto_offset_reset="earliest", wait=wait)
+        poll_many, missed = consumer.poll_many, consumer.missed
+        wait_start(barrier)
+        start = time.perf_counter()
+        deadline = time.monotonic() + time_cap
+        received = 0
+        last = start
+        stalled = False
+        while received + missed() < total:
+            if time.monotonic() >= deadline:
+                break
+            batch = poll_many(CONSUMER_BATCH, timeout=0.1)
+            if batch:
+                received += len(batch)
+                last = time.perf_counter()
+            elif time.perf_counter() - last > IDLE_TIMEOUT:
+                stalled = True
+                break
+        lost = missed()
+        consumer.close()
+    return {"received": received, "missed": lost, "seconds": last - start,
+            "capped": received + lost < total, "stalled": stalled}
+
+
+def _shmbus_pinger(bus_name, data_dir, ping, pong, wait, record_bytes, round_trips, warmup, *,
+                   barrier, time_cap):
+    import shmbus
+    perf_ns = time.perf_counter_ns
+    payload = b"p" * record_bytes
+    with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
+        producer = bus.producer(timeout=5.0)
+        producer.partitions_for(ping)
+        consumer = bus.consumer(pong, auto_offset_reset="earliest", wait=wait)
+        send, poll = producer.send, consumer.poll
+        wait_start(barrier)
+        deadline = time.monotonic() + time_cap
+        rtts = []
+        for i in range(warmup + round_trips):
+            start = perf_ns()
+            send(ping, payload)
+            reply = poll(timeout=max(0.0, deadline - time.monotonic()))
+            end = perf_ns()
+            if reply is None:
+                raise TimeoutError(f"no pong within the {time_cap}s cap ({i} round trips done)")
+            if i >= warmup:
+                rtts.append(end - start)
+        producer.close()
+        consumer.close()
+    return rtts
+
+
+def _shmbus_ponger(bus_name, data_dir, ping, pong, wait, record_bytes, total, *, barrier, time_cap):
+    import shmbus
+    with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
+        producer = bus.producer(timeout=5.0)
+        producer.partitions_for(pong)
+        consumer = bus.consumer(ping, auto_offset_reset="earliest", wait=wait)
+        send, poll = producer.send, consumer.poll
+        wait_start(barrier)
+        deadline = time.monotonic() + time_cap
+        echoed = 0
+        while echoed < total:
+            message = poll(timeout=max(0.0, deadline - time.monotonic()))
+            if message is None:
+                break  # the pinger reports the failure
+            send(pong, message.value)
+            echoed += 1
+        producer.close()
+        consumer.close()
+    return echoed
+
+
+# ---- shmbus measurements ----
+
+def _topic_name(kind):
+    return f"bench-{kind}-{os.getpid()}-{time.monotonic_ns() % 1_000_000}"
+
+
+def shmbus_throughput(bus, record_bytes, count, producers=1, batch=None, partitions=1,
+                      ring_bytes=None, wait="spin", time_cap=60.0):
+    """Throughput of `producers` processes sending `count` records each (one send
+    per record, or send_many of `batch`) to one consumer process, on a topic made
+    for the run and deleted after it."""
+    topic = _topic_name("tput")
+    if ring_bytes is None:
+        ring_bytes = ring_bytes_for(record_bytes, count * producers // partitions)
+    bus.create_topic(topic, partitions=partitions, ring_bytes=ring_bytes, durable=DURABLE)
+    try:
+        label = "shmbus send" if not batch else f"shmbus send_many({batch})"
+        return throughput(label, _shmbus_producer, (bus.name, bus.data_dir, topic, batch),
+                          _shmbus_consumer, (bus.name, bus.data_dir, topic, wait),
+                          record_bytes, count, producers=producers, time_cap=time_cap, batch=batch)
+    finally:
+        bus.delete_topic(topic)
+
+
+def shmbus_latency(bus, wait="spin", record_bytes=64, round_trips=20_000, warmup=2_000,
+                   time_cap=60.0):
+    """Ping-pong between two processes over two one-partition topics made for the run."""
+    ping, pong = _topic_name("ping"), _topic_name("pong")
+    bus.create_topic(ping, partitions=1, ring_bytes=16 << 20, durable=DURABLE)
+    try:
+        bus.create_topic(pong, partitions=1, ring_bytes=16 << 20, durable=DURABLE)
+        try:
+            args = (bus.name, bus.data_dir, ping, pong, wait)
+            return pingpong(f"shmbus ({wait})", _shmbus_pinger, args, _shmbus_ponger, args,
+                            record_bytes=record_bytes, round_trips=round_trips, warmup=warmup,
+                            time_cap=time_cap)
+        finally:
+            bus.delete_topic(pong)
+    finally:
+        bus.delete_topic(ping)
+
+
+def default_count(record_bytes):
+    """Records per run by size, as the peer measurements use: 1,000,000 small
+    records, 500,000 up to 16 KiB, 100,000 beyond."""
+    if record_bytes <= 256:
+        return 1_000_000
+    if record_bytes <= 16 << 10:
+        return 500_000
+    return 100_000

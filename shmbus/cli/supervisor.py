@@ -1,0 +1,35 @@
+"""shmbus serve | stop: run a bus's supervisor in the foreground, stop it cleanly."""
+import click
+
+from ._plumbing import CliError, bus_options, open_bus, paths_of
+
+
+@click.command()
+@bus_options
+@click.option("--share-group", default=None, metavar="GROUP",
+              help="Also let the members of this Unix group use the bus (its rings, socket "
+                   "and files become 0660/2770, group GROUP); remembered in the data dir.")
+def serve(bus, data_dir, share_group):
+    """Run the bus's supervisor in the foreground (SIGTERM: clean stop)."""
+    from .._errors import SupervisorRunning
+    from .._supervisor import serve as run
+    try:
+        run(paths_of(bus, data_dir), share_group=share_group)
+    except SupervisorRunning as e:
+        raise CliError(str(e)) from None
+
+
+@click.command()
+@bus_options
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for it to exit.")
+def stop(bus, data_dir, timeout):
+    """Stop the bus's supervisor cleanly: nothing of the bus is left in /dev/shm."""
+    from .._errors import SupervisorUnavailable
+    paths = paths_of(bus, data_dir)
+    try:
+        with open_bus(bus, data_dir, autostart=False) as b:
+            b.stop_supervisor(timeout)
+    except SupervisorUnavailable:
+        click.echo(f"no supervisor runs for bus {paths.bus!r}", err=True)
+        return
+    click.echo(f"stopped bus {paths.bus!r}")
