@@ -6,13 +6,14 @@ files, rings and socket, so only it applies this."""
 import grp
 import json
 import os
+from typing import Optional
 
 from ._errors import InvalidArgument
 
-_gid = None  # the group shared with, in the supervisor process; None: private
+_gid: Optional[int] = None  # the group shared with, in the supervisor process; None: private
 
 
-def configure(data_dir, share_group=None):
+def configure(data_dir: str, share_group: Optional[str] = None) -> Optional[str]:
     """Apply the bus's sharing: record share_group if given, else use the recorded one."""
     global _gid
     path = os.path.join(data_dir, "bus.json")
@@ -38,29 +39,29 @@ def configure(data_dir, share_group=None):
     return share_group
 
 
-def file_mode():
+def file_mode() -> int:
     return 0o660 if _gid is not None else 0o600
 
 
-def dir_mode():
+def dir_mode() -> int:
     return 0o2770 if _gid is not None else 0o700  # setgid: new entries take the group
 
 
-def make_dir(path):
+def make_dir(path: str) -> None:
     os.makedirs(path, mode=dir_mode(), exist_ok=True)
     if _gid is not None:
         os.chown(path, -1, _gid)
         os.chmod(path, dir_mode())
 
 
-def own(path):
+def own(path: str) -> None:
     """Give a file the bus's group and mode (a no-op for a private bus)."""
     if _gid is not None:
         os.chown(path, -1, _gid)
         os.chmod(path, dir_mode() if os.path.isdir(path) else file_mode())
 
 
-def own_fd(fd):
+def own_fd(fd: int) -> None:
     if _gid is not None:
         os.fchown(fd, -1, _gid)
         os.fchmod(fd, file_mode())

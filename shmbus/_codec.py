@@ -2,7 +2,7 @@
 UTF-8 name, i32 value length (-1: None), value bytes. Only records that carry
 headers pay for this."""
 import struct
-from typing import Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Iterable, Mapping, Optional, Tuple, Union
 
 _NAME = struct.Struct("<H")
 _VALUE = struct.Struct("<i")
@@ -14,7 +14,7 @@ DecodedHeaders = Tuple[Tuple[str, Optional[bytes]], ...]
 
 
 def encode_headers(headers: Headers) -> bytes:
-    pairs: Iterable[object] = headers.items() if isinstance(headers, Mapping) else headers
+    pairs: Iterable[Any] = headers.items() if isinstance(headers, Mapping) else headers
     parts = []
     for item in pairs:
         try:

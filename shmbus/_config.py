@@ -3,6 +3,7 @@ then the environment (SHMBUS_BUS, SHMBUS_DATA_DIR), then per-user defaults."""
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Optional, Union
 
 from ._names import bus_prefix, validate_name
 
@@ -19,7 +20,8 @@ class BusPaths:
     data_dir: str
 
     @classmethod
-    def resolve(cls, bus=None, data_dir=None):
+    def resolve(cls, bus: Optional[str] = None,
+                data_dir: Union[str, "os.PathLike[str]", None] = None) -> "BusPaths":
         if bus is None:
             bus = os.environ.get("SHMBUS_BUS") or DEFAULT_BUS
         bus = validate_name(bus, "bus")
@@ -30,23 +32,23 @@ class BusPaths:
         return cls(bus, os.path.abspath(os.fspath(data_dir)))
 
     @property
-    def lock_file(self):
+    def lock_file(self) -> str:
         return os.path.join(self.data_dir, "supervisor.lock")
 
     @property
-    def log_file(self):
+    def log_file(self) -> str:
         return os.path.join(self.data_dir, "supervisor.log")
 
     @property
-    def clean_marker(self):
+    def clean_marker(self) -> str:
         return os.path.join(self.data_dir, "clean-shutdown")
 
     @property
-    def topics_dir(self):
+    def topics_dir(self) -> str:
         return os.path.join(self.data_dir, "topics")
 
     @property
-    def socket_path(self):
+    def socket_path(self) -> str:
         path = os.path.join(self.data_dir, "supervisor.sock")
         if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
             return path
@@ -54,7 +56,7 @@ class BusPaths:
         return os.path.join(self.runtime_dir(), f"{self.bus[:40]}-{digest}.sock")
 
     @staticmethod
-    def runtime_dir():
+    def runtime_dir() -> str:
         """A private directory for sockets whose data dir path is too long."""
         base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
         path = os.path.join(base, f"shmbus-{os.getuid()}")
@@ -62,5 +64,5 @@ class BusPaths:
         return path
 
     @property
-    def shm_prefix(self):
+    def shm_prefix(self) -> str:
         return bus_prefix(self.bus, self.data_dir)

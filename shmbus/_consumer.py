@@ -111,7 +111,7 @@ class Consumer:
         there), on_assign(partitions) after new ones are given."""
         self._check_open()
         topics = [topics] if isinstance(topics, str) else list(topics)
-        tps = []
+        tps: List[TopicPartition] = []
         for topic in topics:
             if not isinstance(topic, str):
                 raise TypeError(f"topic must be a str, not {type(topic).__name__}")

@@ -1,9 +1,10 @@
 """Small file-system helpers: atomic, fsynced replacement of small files."""
 import json
 import os
+from typing import Any
 
 
-def fsync_dir(path):
+def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -11,7 +12,7 @@ def fsync_dir(path):
         os.close(fd)
 
 
-def write_json_atomic(path, obj):
+def write_json_atomic(path: str, obj: Any) -> None:
     """Write, fsync, rename over, fsync the directory: a crash leaves the old or the new file, whole."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
@@ -22,7 +23,7 @@ def write_json_atomic(path, obj):
     fsync_dir(os.path.dirname(path) or ".")
 
 
-def read_json(path, default=None):
+def read_json(path: str, default: Any = None) -> Any:
     try:
         with open(path) as f:
             return json.load(f)

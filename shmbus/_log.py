@@ -11,7 +11,7 @@ import logging
 import os
 import struct
 import time
-from typing import Iterator, List, Optional, Tuple
+from typing import BinaryIO, Iterator, List, Optional, Tuple
 
 from . import _access
 from ._backend import (DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_DATA, FRAME_PADDING, ArchiveState,
@@ -109,7 +109,8 @@ class SegmentWriter:
         self.segment_bytes = segment_bytes
         _access.make_dir(directory)
         self.fd: Optional[int] = None
-        self.index_file = self.time_file = None
+        self.index_file: Optional[BinaryIO] = None
+        self.time_file: Optional[BinaryIO] = None
         self.base_offset: Optional[int] = None
         self.archive_state = ArchiveState()
         # Where the archiver is: position, next_offset, segment_bytes, since_index, max_timestamp.

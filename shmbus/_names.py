@@ -10,7 +10,7 @@ _LEGAL = re.compile(r"[A-Za-z0-9._-]{1,249}")
 SHM_PREFIX = "shmbus"
 
 
-def validate_name(name, what="topic"):
+def validate_name(name: object, what: str = "topic") -> str:
     """Return name if Kafka would accept it as a topic name, else raise InvalidName."""
     if not isinstance(name, str):
         raise InvalidName(f"{what} name must be a str, not {type(name).__name__}")
@@ -21,7 +21,7 @@ def validate_name(name, what="topic"):
     return name
 
 
-def user_tag():
+def user_tag() -> str:
     """The user part of shared-memory names (the login name, else the uid)."""
     try:
         name = pwd.getpwuid(os.getuid()).pw_name
@@ -30,7 +30,7 @@ def user_tag():
     return name if _LEGAL.fullmatch(name or "") else f"uid{os.getuid()}"
 
 
-def bus_prefix(bus, data_dir):
+def bus_prefix(bus: str, data_dir: str) -> str:
     """The start of every /dev/shm name of one bus: user, bus name and a short hash of
     the data dir, so two buses or two users never collide. ':' cannot appear in a
     name, so the parts never run into each other. A long bus name is shortened with
@@ -41,7 +41,7 @@ def bus_prefix(bus, data_dir):
     return f"{SHM_PREFIX}:{user_tag()}:{bus}:{dir_hash}:"
 
 
-def ring_name(prefix, topic, partition):
+def ring_name(prefix: str, topic: str, partition: int) -> str:
     """The /dev/shm name of one partition's ring: the bus prefix, the topic (or a hash
     of it, when the whole would pass NAME_MAX) and the partition."""
     name = f"{prefix}{topic}:{partition}"

@@ -1,13 +1,14 @@
 """Process identity: a pid plus its create time, so a reused pid never passes for
 the process that died (Chronicle's dead-owner check, done through psutil)."""
 import os
+from typing import Optional, Tuple
 
 import psutil
 
-_my_identity = None
+_my_identity: Optional[Tuple[int, int]] = None
 
 
-def start_ms(pid):
+def start_ms(pid: int) -> Optional[int]:
     """The process's create time in ms since the epoch, or None if it is gone."""
     try:
         return round(psutil.Process(pid).create_time() * 1000)
@@ -15,7 +16,7 @@ def start_ms(pid):
         return None
 
 
-def my_identity():
+def my_identity() -> Tuple[int, int]:
     """(pid, start_ms) of this process; recomputed after a fork."""
     global _my_identity
     pid = os.getpid()
@@ -24,7 +25,7 @@ def my_identity():
     return _my_identity
 
 
-def is_alive(pid, expected_start_ms):
+def is_alive(pid: int, expected_start_ms: int) -> bool:
     """True if pid runs and is the same process (create times within 20 ms; 0 = not yet known)."""
     if pid <= 0:
         return False

@@ -73,7 +73,7 @@ class _Route:
         self.ptrs: List[Optional[CData]] = [None] * self.count
         self.sticky = random.randrange(self.count)
         self.sticky_left = 0
-        self.sticky_ptr: Optional[CData] = None
+        self.sticky_ptr: CData = None   # the sticky partition's C writer, once chosen
         self.key_partitions: Dict[bytes, int] = {}  # a cache: murmur2 of a hot key is computed once
 
     def writer(self, partition: int) -> Writer:

@@ -5,22 +5,23 @@ metadata and membership; records never pass through it."""
 import json
 import socket
 import threading
+from typing import Any, Dict, NoReturn
 
 from ._errors import ERRORS_BY_NAME, ShmbusError, SupervisorUnavailable
 
 MAX_LINE = 1 << 20
 
 
-def encode(obj):
+def encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
-def error_reply(exc):
+def error_reply(exc: BaseException) -> Dict[str, Any]:
     return {"ok": False, "error": type(exc).__name__, "message": str(exc)}
 
 
-def raise_reply(reply):
-    cls = ERRORS_BY_NAME.get(reply.get("error"), ShmbusError)
+def raise_reply(reply: Dict[str, Any]) -> NoReturn:
+    cls = ERRORS_BY_NAME.get(str(reply.get("error")), ShmbusError)
     raise cls(reply.get("message", "supervisor error"))
 
 
@@ -29,7 +30,7 @@ class ControlClient:
     the supervisor sees the close when the process dies (a kernel-made liveness
     signal). Thread-safe: one request at a time."""
 
-    def __init__(self, socket_path, timeout=10.0):
+    def __init__(self, socket_path: str, timeout: float = 10.0):
         self.socket_path = socket_path
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -41,7 +42,7 @@ class ControlClient:
             raise SupervisorUnavailable(f"no supervisor at {socket_path}: {e.strerror or e}") from None
         self._reader = self._sock.makefile("rb")
 
-    def call(self, op, **args):
+    def call(self, op: str, **args: Any) -> Any:
         request = dict(args, op=op)
         with self._lock:
             try:
@@ -56,7 +57,7 @@ class ControlClient:
             raise_reply(reply)
         return reply.get("result")
 
-    def close(self):
+    def close(self) -> None:
         try:
             self._reader.close()
         finally:

@@ -3,6 +3,7 @@ front, open, unlink. The rings and the groups' control page both live in one;
 the C core maps them from the file descriptor these return."""
 import errno
 import os
+from typing import Tuple
 
 import posix_ipc
 
@@ -10,7 +11,7 @@ from . import _access
 from ._errors import OutOfSpace
 
 
-def create(name, size, what):
+def create(name: str, size: int, what: str) -> int:
     """Create name (it must not exist) and reserve size bytes now, so a full /dev/shm
     fails here with OutOfSpace, never later as a SIGBUS in whoever touches the page.
     Returns an open fd; on failure nothing is left behind."""
@@ -31,7 +32,7 @@ def create(name, size, what):
     return fd
 
 
-def open_existing(name, what):
+def open_existing(name: str, what: str) -> Tuple[int, int]:
     """(fd, size) of an existing object; FileNotFoundError if there is none."""
     try:
         shm = posix_ipc.SharedMemory(name)
@@ -42,7 +43,7 @@ def open_existing(name, what):
     return fd, size
 
 
-def unlink(name):
+def unlink(name: str) -> None:
     try:
         posix_ipc.unlink_shared_memory(name)
     except posix_ipc.ExistentialError:

@@ -18,7 +18,7 @@ import queue
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from .._errors import BenchmarkError
 
@@ -145,7 +145,8 @@ def run_workers(workers, time_cap, required=None, parent_closes=(), on_wait=None
         process.start()
     for handle in parent_closes:
         handle.close()
-    values, errors = {}, []
+    values: Dict[str, Any] = {}
+    errors: List[str] = []
     deadline = time.monotonic() + SETUP_TIMEOUT + time_cap + GRACE
     try:
         while not required.issubset(values) and not errors:

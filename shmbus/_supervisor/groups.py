@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import time
+from typing import Dict, List, Optional, Set
 
 from .. import _access
 from .._backend import CONTROL_GROUPS, CONTROL_MEMBERS, ControlPage
@@ -43,14 +44,18 @@ logger = logging.getLogger("shmbus.supervisor")
 # Each takes the members' subscriptions {member_id: set(topic)} in join order and
 # the partition counts {topic: n}, and returns {member_id: set(TopicPartition)}.
 
-def _subscribers(subscriptions, topic):
+Subscriptions = Dict[str, Set[str]]
+Assignment = Dict[str, Set[TopicPartition]]
+
+
+def _subscribers(subscriptions: Subscriptions, topic: str) -> List[str]:
     return [member for member, topics in subscriptions.items() if topic in topics]
 
 
-def assign_range(subscriptions, partitions):
+def assign_range(subscriptions: Subscriptions, partitions: Dict[str, int]) -> Assignment:
     """Kafka's RangeAssignor: per topic, consecutive ranges; the first members
     get one more when the partitions do not divide evenly."""
-    result = {member: set() for member in subscriptions}
+    result: Assignment = {member: set() for member in subscriptions}
     for topic in sorted(partitions):
         members = _subscribers(subscriptions, topic)
         if not members:
@@ -64,10 +69,10 @@ def assign_range(subscriptions, partitions):
     return result
 
 
-def assign_roundrobin(subscriptions, partitions):
+def assign_roundrobin(subscriptions: Subscriptions, partitions: Dict[str, int]) -> Assignment:
     """Kafka's RoundRobinAssignor: every partition of every topic in turn, to
     the next member in the circle that subscribes to its topic."""
-    result = {member: set() for member in subscriptions}
+    result: Assignment = {member: set() for member in subscriptions}
     members = list(subscriptions)
     turn = 0
     for topic in sorted(partitions):
@@ -187,14 +192,20 @@ class GroupCoordinator:
         self.paths = paths
         self.registry = registry
         self.lock = lock
-        self.groups = {}
-        self.page = None
+        self.groups: Dict[str, Group] = {}
+        self._page: Optional[ControlPage] = None
         self._free_group_slots = list(range(CONTROL_GROUPS - 1, -1, -1))
         self._free_member_slots = list(range(CONTROL_MEMBERS - 1, -1, -1))
         # Tokens start at the wall clock, so none equals a token a previous
         # supervisor handed out on an adopted page.
         self._next_token = time.time_ns()
         self._closed = False
+
+    @property
+    def page(self) -> ControlPage:
+        """The control page (mapped by open())."""
+        assert self._page is not None, "the coordinator is not open"
+        return self._page
 
     @property
     def groups_dir(self):
@@ -223,14 +234,14 @@ class GroupCoordinator:
             self.groups[name] = Group(name, int(data.get("generation", 0)), offsets)
         name = control_page_name(self.paths.shm_prefix)
         try:
-            self.page = ControlPage.attach(name)
+            self._page = ControlPage.attach(name)
         except FileNotFoundError:
-            self.page = ControlPage.create(name)
+            self._page = ControlPage.create(name)
             return
         except BadControlPage:
             logger.warning(f"{name} is not a valid control page; replacing it")
             ControlPage.unlink(name)
-            self.page = ControlPage.create(name)
+            self._page = ControlPage.create(name)
             return
         # Members of the supervisor that died still watch this page, but their
         # membership died with it: move every generation word on so they notice
@@ -249,14 +260,14 @@ class GroupCoordinator:
         """Clean stop: tell every member (its word moves: it will look for the next
         supervisor), then remove the control page."""
         self._closed = True
-        if self.page is None:
+        if self._page is None:
             return
         for group in self.groups.values():
             if group.slot is not None:
                 self._bump(group)
-        self.page.close()
-        ControlPage.unlink(self.page.name)
-        self.page = None
+        self._page.close()
+        ControlPage.unlink(self._page.name)
+        self._page = None
 
     def _check_open(self):
         if self._closed:
@@ -454,7 +465,7 @@ class GroupCoordinator:
             return [[tp.topic, tp.partition, offsets.get(tp)] for tp in _partition_rows(partitions)]
 
     def _save(self, g):
-        by_topic = {}
+        by_topic: Dict[str, Dict[str, int]] = {}
         for tp, offset in sorted(g.offsets.items()):
             by_topic.setdefault(tp.topic, {})[str(tp.partition)] = offset
         _access.make_dir(os.path.dirname(self._group_file(g.name)))

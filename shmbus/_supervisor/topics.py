@@ -3,6 +3,7 @@ import logging
 import os
 import shutil
 import time
+from typing import Optional
 
 from .. import _access
 from .._backend import Cursor, Ring, max_record_bytes
@@ -240,7 +241,7 @@ class TopicRegistry:
         log = SegmentWriter(self.partition_dir(info.name, p), info.segment_bytes) if info.durable else None
         disk_next = log.recover() if log is not None else None
         ring = self._adopt(info, p) if adopt else None
-        position = None
+        position: Optional[int] = None   # where the archiver starts in the ring
         if ring is not None and log is not None:
             position = self._archive_position(info, p, ring, disk_next)
             if position is None:
@@ -260,6 +261,7 @@ class TopicRegistry:
             ring = self._create_ring(info, p, base)
             position = 0
         if log is not None:
+            assert position is not None
             if log.fd is None:
                 log.start(ring.stats().head_offset)
             log.state.position = position

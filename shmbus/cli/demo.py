@@ -9,6 +9,7 @@ partition, and cleans up: the topic, and the supervisor if the demo started it.
 import os
 import struct
 import time
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 from rich.console import Console
@@ -63,7 +64,7 @@ def _consume(bus_name, data_dir, topic, progress, slot, producers, records, *, b
     total = producers * records
     seen = [bytearray(records) for _ in range(producers)]
     next_offset = [0] * PARTITIONS
-    partition_of_key = {}
+    partition_of_key: Dict[Optional[bytes], int] = {}
     gaps, duplicates, bad, wrong_partition = [], 0, 0, 0
     payload_bytes = 0
     unpack = VALUE.unpack
@@ -81,6 +82,7 @@ def _consume(bus_name, data_dir, topic, progress, slot, producers, records, *, b
                 if m.offset != next_offset[m.partition]:
                     gaps.append((m.partition, next_offset[m.partition], m.offset))
                 next_offset[m.partition] = m.offset + 1
+                assert m.value is not None and m.key is not None
                 producer, seq, _ = unpack(m.value)
                 if producer >= producers or seq >= records or m.headers[:1] != (("unit", b"degC"),):
                     bad += 1
@@ -91,7 +93,7 @@ def _consume(bus_name, data_dir, topic, progress, slot, producers, records, *, b
                 # Same key, same partition: the first partition seen for a key is its home.
                 if partition_of_key.setdefault(m.key, m.partition) != m.partition:
                     wrong_partition += 1
-                payload_bytes += len(m.key) + len(m.value) + sum(len(k) + len(v) for k, v in m.headers)
+                payload_bytes += len(m.key) + len(m.value) + sum(len(k) + len(v or b"") for k, v in m.headers)
             received += len(batch)
             last = time.perf_counter()
             progress[slot] = received
@@ -113,8 +115,8 @@ class _LiveView:
         self.progress = progress
         self.targets = [records] * producers + [records * producers]
         self.names = [f"producer {i}" for i in range(producers)] + ["consumer"]
-        self.started_at = None
-        self.finished_at = [None] * len(self.targets)
+        self.started_at: Optional[float] = None
+        self.finished_at: List[Optional[float]] = [None] * len(self.targets)
 
     def table(self):
         now = time.monotonic()
@@ -194,7 +196,7 @@ def _run(console, b, topic, producers, records):
                   f"{ring >> 20} MiB rings, durable (archived to {b.data_dir})")
     progress = SPAWN.RawArray("q", producers + 1)
     args = (b.name, b.data_dir, topic, progress)
-    workers = [("consumer", _consume, (*args, producers, producers, records))]
+    workers: List[Tuple[str, Any, tuple]] = [("consumer", _consume, (*args, producers, producers, records))]
     workers += [(f"producer{i}", _produce, (*args, i, records)) for i in range(producers)]
     view = _LiveView(progress, producers, records)
     with Live(view.table(), console=console, refresh_per_second=10) as live:

@@ -1,6 +1,8 @@
-"""The public names of ../shared/API.md, exactly: users and outside tests are written
-against them. Everything else is private (_modules)."""
+"""The public names of ../shared/API.md, exactly, as trio checks its own: users and
+outside tests are written against them. Everything else is private (_modules)."""
 import inspect
+import subprocess
+import sys
 
 import shmbus
 
@@ -8,14 +10,32 @@ API_NAMES = {
     "connect", "Bus", "Producer", "Consumer", "Message", "RecordMetadata", "TopicInfo",
     "TopicPartition", "ShmbusError", "TopicNotFound", "TopicExists", "InvalidName",
     "MessageTooLarge", "BufferFull", "Timeout", "SupervisorUnavailable", "OffsetOutOfRange",
-    "Closed", "CommitFailed",
+    "Closed", "CommitFailed", "OutOfSpace", "CorruptSegment",
 }
+# Public subpackages: reached as shmbus.<name>, never re-exported at the top.
+SUBPACKAGES = {"cli"}
 
 
-def test_every_api_name_is_exported():
-    assert API_NAMES <= set(shmbus.__all__)
+def test_all_is_exactly_the_api():
+    assert set(shmbus.__all__) == API_NAMES
+    assert len(shmbus.__all__) == len(set(shmbus.__all__)), "a name listed twice"
     for name in shmbus.__all__:
         assert hasattr(shmbus, name), name
+
+
+def test_nothing_else_public_at_the_top():
+    """A fresh interpreter, so other tests' imports of subpackages don't count."""
+    code = "import shmbus; print(' '.join(n for n in dir(shmbus) if not n.startswith('_')))"
+    names = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               check=True).stdout.split())
+    assert names - SUBPACKAGES == API_NAMES
+
+
+def test_public_objects_say_they_are_shmbus_s():
+    for name in shmbus.__all__:
+        obj = getattr(shmbus, name)
+        assert obj.__module__.startswith("shmbus"), (name, obj.__module__)
+        assert obj.__doc__, f"{name} has no docstring"
 
 
 def test_errors_have_one_root_and_the_matching_builtins():

@@ -1,0 +1,6 @@
+# The compiled cffi module (build.py builds it from shmbus.h). Its functions and
+# constants are what shmbus.h declares; only shmbus/_backend.py uses them.
+from typing import Any
+
+ffi: Any
+lib: Any
