@@ -43,7 +43,7 @@ def children(bus_paths, tmp_path):
 
 @pytest.fixture
 def make_topic(bus):
-    """create_topic with memory-only defaults (durable topics are not available yet)."""
+    """create_topic for tests that need no disk: memory-only, a 64 KiB ring, one partition."""
     def create(name="t", partitions=1, ring_bytes=64 << 10):
         return bus.create_topic(name, partitions=partitions, ring_bytes=ring_bytes, durable=False)
     return create

@@ -1,6 +1,6 @@
 """Producer and consumer roles that tests run in real child processes.
 
-    python tests/buskit_child.py '{"role": "produce", "bus": ..., "data_dir": ..., ...}'
+    python tests/buskit/child.py '{"role": "produce", "bus": ..., "data_dir": ..., ...}'
 
 The JSON argument carries the bus name, so a child that outlives its test
 shows up in the leak check. Children never start a supervisor (autostart=False,
@@ -16,9 +16,12 @@ import sys
 import threading
 import time
 
-import buskit
-import shmbus
-from shmbus._native._core import ffi, lib
+# Run as a script: its own directory is first on sys.path; the tests' is what it needs.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import buskit  # noqa: E402
+import shmbus  # noqa: E402
+from shmbus._native._core import ffi, lib  # noqa: E402
 
 
 def write_json(path, obj):
