@@ -6,6 +6,7 @@ run on. `shmbus bench`, `shmbus demo` and bench/run.py all measure shmbus with t
 import os
 import time
 
+from .._backend import FRAME_HEADER_BYTES
 from .._errors import BenchmarkError, Timeout
 from .harness import CHECK_EVERY, IDLE_TIMEOUT, pingpong, throughput, wait_start
 
@@ -42,7 +43,7 @@ def stop_supervisor(bus, timeout=30.0):
 def ring_bytes_for(record_bytes, records, cap=1 << 30, floor=64 << 20):
     """A ring that holds a whole run when that takes at most `cap` (so a memory-only
     ring never overwrites what the consumer has not read), else `cap`."""
-    frame = 48 + ((record_bytes + 7) & ~7)
+    frame = FRAME_HEADER_BYTES + ((record_bytes + 7) & ~7)
     return max(floor, min(cap, frame * records * 9 // 8))
 
 

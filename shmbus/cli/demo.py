@@ -188,8 +188,8 @@ def _run(console, b, topic, producers, records):
     """Produce and consume with live progress; returns (consumer result, sent, seconds)."""
     per_partition = records * producers // PARTITIONS
     # The default kind of topic: durable, archived to the data dir (the demo deletes
-    # it at the end). A demo record is ~60 bytes of key, headers and value, plus the
-    # 48-byte frame header.
+    # it at the end). A demo record is ~60 bytes of key, headers and value, plus its
+    # frame header.
     ring = ring_bytes_for(64, per_partition, floor=8 << 20)
     b.create_topic(topic, partitions=PARTITIONS, ring_bytes=ring)
     console.print(f"created topic [bold]{topic}[/bold]: {PARTITIONS} partitions, "
