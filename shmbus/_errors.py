@@ -80,7 +80,7 @@ class BenchmarkError(ShmbusError, RuntimeError):
     """A benchmark worker failed, or did not report within its time."""
 
 
-# ---- private: what the C core's return codes mean (raised by _backend._raise_for) ----
+# ---- private: what the C core's return codes mean (raised by _backend.core.raise_for) ----
 # Most are signals that the module calling the C boundary handles (wait, reap, go to
 # disk, re-resolve); they derive from ShmbusError so that one that escapes by mistake
 # is still a shmbus error with a message.

@@ -1,5 +1,5 @@
 # The compiled cffi module (build.py builds it from shmbus.h). Its functions and
-# constants are what shmbus.h declares; only shmbus/_backend.py uses them.
+# constants are what shmbus.h declares; only the shmbus._backend package uses them.
 from typing import Any
 
 ffi: Any

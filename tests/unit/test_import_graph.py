@@ -87,7 +87,7 @@ def test_no_subcommand_imports_the_cli_main():
 def test_only_the_backend_calls_the_c_core():
     """One owner of the C boundary (pyzmq's backend rule)."""
     callers = {m for m, imported in IMPORTED.items() if "shmbus._native._core" in imported}
-    assert callers == {"shmbus._backend"}, callers
+    assert callers and all(m.startswith("shmbus._backend.") for m in callers), callers
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("shmbus.cli.")

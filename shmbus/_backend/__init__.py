@@ -1,0 +1,32 @@
+"""The C boundary: the only package that calls the compiled core (shmbus/_native),
+one module per concept of the core, like its C files (pyzmq's cffi backend).
+
+Everything else works with the classes here -- Ring, Writer, Cursor, ReadBuffer,
+WaitSet, ArchiveState, FrameParser, ControlPage -- and with exceptions, never with
+return codes: `core.raise_for` turns every negative code into its exception, in one
+place (pyzmq's _check_rc). Sizes and word indexes come from cffi (what shmbus.h
+declares), never from a copy.
+
+Hot paths bind what they need once: `append_value` and `append_keyed` are the C
+functions themselves, called with `Writer.ptr` (a Python wrapper would add ~30 ns
+to every send, a sixth of it). They return the offset, or a negative code; the
+caller then makes the same append through `Writer.append`, which raises.
+"""
+from .control import ControlPage
+from .core import (CONTROL_GROUPS, CONTROL_MEMBERS, DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_ABORTED,
+                   FRAME_DATA, FRAME_HEADER_BYTES, FRAME_PADDING, INDEX_STRIDE, MAX_SLOTS, NULL,
+                   PLAIN_DESC_WORDS, RING_ARCHIVE_ERROR, RING_DELETED, RING_DURABLE, CData, c_buffer, crc32c,
+                   int64_array, keep_freed_heap, max_record_bytes, murmur2)
+from .frames import FrameHeader, FrameParser, walk_frames
+from .reader import Cursor, ReadBuffer, WaitSet
+from .ring import ArchiveState, Ring, RingStats, SlotInfo
+from .writer import Writer, append_keyed, append_value
+
+__all__ = [
+    "ControlPage", "CONTROL_GROUPS", "CONTROL_MEMBERS", "DESC_OFFSET", "DESC_TIMESTAMP", "DESC_WORDS",
+    "FRAME_ABORTED", "FRAME_DATA", "FRAME_HEADER_BYTES", "FRAME_PADDING", "INDEX_STRIDE", "MAX_SLOTS", "NULL",
+    "PLAIN_DESC_WORDS", "RING_ARCHIVE_ERROR", "RING_DELETED", "RING_DURABLE", "CData", "c_buffer", "crc32c",
+    "int64_array", "keep_freed_heap", "max_record_bytes", "murmur2", "FrameHeader", "FrameParser",
+    "walk_frames", "Cursor", "ReadBuffer", "WaitSet", "ArchiveState", "Ring", "RingStats", "SlotInfo",
+    "Writer", "append_keyed", "append_value",
+]

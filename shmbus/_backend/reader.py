@@ -1,0 +1,140 @@
+"""Reading (read.c, wait.c): a consumer's place in one ring, the buffer records are
+copied into, and sleeping until any of several rings has something."""
+from typing import List, Sequence, Union
+
+from .._native._core import ffi, lib
+from .core import DESC_WORDS, PLAIN_DESC_WORDS, CData, raise_for
+from .ring import Ring
+
+
+class ReadBuffer:
+    """Where sb_read copies records and describes them: shared by every cursor of one
+    consumer. It grows when a record does not fit."""
+
+    __slots__ = ("out", "capacity", "max_records", "desc", "_used", "_plain")
+
+    def __init__(self, capacity: int = 1 << 20, max_records: int = 256):
+        self.capacity = capacity
+        self.out = ffi.new("char[]", capacity)
+        self.max_records = max_records
+        self.desc = ffi.new("int64_t[]", max_records * DESC_WORDS)
+        self._used = ffi.new("uint64_t *")
+        self._plain = ffi.new("int *")
+
+    @property
+    def used(self) -> int:
+        """Bytes of key, headers and values the last read copied."""
+        return self._used[0]
+
+    @property
+    def plain(self) -> bool:
+        """The last read's records are all plain: PLAIN_DESC_WORDS words each."""
+        return bool(self._plain[0])
+
+    def grow(self, at_least: int) -> None:
+        self.capacity = max(self.capacity * 2, at_least)
+        self.out = ffi.new("char[]", self.capacity)
+
+    def data(self, n: int) -> Union[bytes, CData]:
+        """What the last read copied, to slice values from. Small records: one copy out
+        of the C buffer, then cheap slices of it. Large ones: the C buffer itself, so
+        each value is copied once."""
+        used = self._used[0]
+        data = ffi.buffer(self.out, used)
+        return data[:] if used < n * 4096 else data
+
+    def words(self, n: int) -> List[int]:
+        """The last read's descriptor words for n records."""
+        return ffi.unpack(self.desc, n * (PLAIN_DESC_WORDS if self._plain[0] else DESC_WORDS))
+
+
+class Cursor:
+    """A reader's place in one ring (sb_cursor): the position of the next frame, the
+    offset it must carry, and what was skipped (missed: overwritten on a memory-only
+    ring; aborted: offsets whose producer died mid-write)."""
+
+    __slots__ = ("ring", "ptr")
+
+    def __init__(self, ring: Ring, position: int = 0):
+        self.ring = ring
+        self.ptr = ffi.new("sb_cursor *")
+        self.ptr.position = position
+
+    @property
+    def position(self) -> int:
+        return self.ptr.position
+
+    @property
+    def next_offset(self) -> int:
+        return self.ptr.next_offset
+
+    @next_offset.setter
+    def next_offset(self, offset: int) -> None:
+        self.ptr.next_offset = offset
+
+    @property
+    def missed(self) -> int:
+        return self.ptr.missed
+
+    def seek(self, offset: int) -> bool:
+        """Go to offset. False if a frame before it is still being written (try again);
+        OutOfRing if the ring does not hold it."""
+        code = lib.sb_seek(self.ring.ptr, self.ptr, offset)
+        if code == lib.SB_EMPTY:
+            return False
+        if code < 0:
+            raise_for(code, self.ring.name)
+        return True
+
+    def seek_head(self) -> None:
+        """Go to the oldest record the ring holds."""
+        lib.sb_seek_head(self.ring.ptr, self.ptr)
+
+    def seek_end(self) -> None:
+        """Go past the newest record."""
+        lib.sb_seek_end(self.ring.ptr, self.ptr)
+
+    def read(self, buffer: ReadBuffer, max_records: int) -> int:
+        """Copy up to max_records (at most buffer.max_records) available records into
+        buffer; returns how many (0: none yet). Lapped when a durable ring overwrote the
+        position (read the disk), RingDeleted, CorruptFrame."""
+        max_records = min(max_records, buffer.max_records)
+        while True:
+            n = lib.sb_read(self.ring.ptr, self.ptr, max_records, buffer.out, buffer.capacity,
+                            buffer.desc, buffer._used, buffer._plain)
+            if n >= 0:
+                return n
+            if n == lib.SB_EMPTY:
+                return 0
+            if n == lib.SB_BUFFER_SMALL:
+                buffer.grow(buffer._used[0])
+                continue
+            raise_for(n, self.ring.name)
+
+
+class WaitSet:
+    """Sleep until one of several cursors has something to read (a frame, a lap, a
+    deletion) or a producer asks for an fsync: spin, then futex_waitv on the rings'
+    wake-up words (wait.c)."""
+
+    # Most rings one futex_waitv call sleeps on (the kernel's limit). Beyond it a set
+    # sleeps on the first ones; the caller's wait slices bound how late the others are seen.
+    MAX_RINGS = 128
+
+    __slots__ = ("count", "_rings", "_cursors")
+
+    def __init__(self, cursors: Sequence[Cursor]):
+        self.count = len(cursors)
+        watched = cursors[:self.MAX_RINGS]
+        self._rings = ffi.new("sb_ring *[]", [c.ring.ptr for c in watched])
+        self._cursors = ffi.new("sb_cursor *[]", [c.ptr for c in watched])
+
+    def wait(self, timeout_ns: int, spin_ns: int, yield_when_spinning: bool) -> bool:
+        """True if something is ready; False on timeout."""
+        if not self.count:
+            return False
+        found = lib.sb_wait_data(self._rings, self._cursors, min(self.count, self.MAX_RINGS), timeout_ns,
+                                 spin_ns, yield_when_spinning)
+        if found < 0:
+            raise_for(found, "wait")
+        return found == 1

@@ -1,0 +1,219 @@
+"""A mapped partition ring (ring.c, claim.c, unblock.c, archive.c): lifetime, header,
+producer slots and their dead owners, and archiving to a segment file."""
+import os
+from typing import List, NamedTuple, Optional, Tuple
+
+from .. import _shm
+from .._errors import BadRing, ShmbusError
+from .._native._core import ffi, lib
+from .._process import is_alive, my_identity
+from .core import MAX_SLOTS, NULL, RING_DELETED, RING_DURABLE, CData, max_record_bytes
+
+
+class RingStats(NamedTuple):
+    """A snapshot of a ring header (sb_stats)."""
+
+    total_bytes: int
+    data_bytes: int
+    flags: int
+    created_ns: int
+    tail: int            # end of the last claimed frame
+    next_offset: int     # offset the next claim gets
+    head: int            # start of the oldest frame still in the ring
+    head_offset: int     # offset of that frame
+    published: int       # every frame before this position is complete
+    archived: int        # every frame before this position is on disk
+    synced: int          # every frame before this position is fsynced
+    data_waiters: int
+    space_waiters: int
+    base_offset: int     # offset of the ring's first frame
+
+
+class SlotInfo(NamedTuple):
+    """One producer slot in use."""
+
+    slot: int
+    pid: int
+    start_ms: int        # the owner's process create time, ms since the epoch
+    claimed: bool        # a claim is between reservation and publication
+
+
+class Ring:
+    """One mapped partition ring. Close it explicitly; the mapping is never left to GC."""
+
+    __slots__ = ("name", "ptr", "data_bytes", "durable", "max_record", "_closed")
+
+    def __init__(self, name: str, ptr: CData):
+        self.name = name
+        self.ptr = ptr
+        stats = self.stats()
+        self.data_bytes = stats.data_bytes
+        self.durable = bool(stats.flags & RING_DURABLE)
+        self.max_record = max_record_bytes(self.data_bytes)
+        self._closed = False
+
+    # ---- lifetime ----
+
+    @staticmethod
+    def total_bytes(data_bytes: int) -> int:
+        """What a ring of data_bytes takes in /dev/shm, header pages and index included."""
+        return lib.sb_ring_total_bytes(data_bytes)
+
+    @classmethod
+    def create(cls, name: str, data_bytes: int, base_offset: int, durable: bool) -> "Ring":
+        """Create the ring with all its memory reserved (OutOfSpace if /dev/shm is full)."""
+        fd = _shm.create(name, cls.total_bytes(data_bytes), "ring")
+        try:
+            err = ffi.new("int *")
+            ptr = lib.sb_ring_create(fd, data_bytes, base_offset, RING_DURABLE if durable else 0, err)
+            if ptr == NULL:
+                _shm.unlink(name)
+                raise OSError(err[0], f"cannot map ring {name}: {os.strerror(err[0])}")
+        finally:
+            os.close(fd)
+        return cls(name, ptr)
+
+    @classmethod
+    def attach(cls, name: str) -> "Ring":
+        """Map an existing ring; BadRing if it is not one, FileNotFoundError if absent."""
+        fd, size = _shm.open_existing(name, "ring")
+        try:
+            err = ffi.new("int *")
+            ptr = lib.sb_ring_attach(fd, size, err)
+            if ptr == NULL:
+                raise BadRing(f"{name} is not a valid shmbus ring of version {lib.SB_VERSION}")
+        finally:
+            os.close(fd)
+        return cls(name, ptr)
+
+    unlink = staticmethod(_shm.unlink)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            lib.sb_ring_close(self.ptr)
+            self.ptr = NULL
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ---- header ----
+
+    def stats(self) -> RingStats:
+        out = ffi.new("sb_stats *")
+        lib.sb_ring_stats(self.ptr, out)
+        return RingStats(out.total_bytes, out.data_bytes, out.flags, out.created_ns, out.tail,
+                         out.next_offset, out.head, out.head_offset, out.published, out.archived,
+                         out.synced, out.data_waiters, out.space_waiters, out.base_offset)
+
+    def set_flag(self, flag: int) -> None:
+        """Set a header flag and wake every waiter, so they notice."""
+        lib.sb_ring_set_flag(self.ptr, flag)
+
+    def clear_flag(self, flag: int) -> None:
+        lib.sb_ring_clear_flag(self.ptr, flag)
+
+    def mark_deleted(self) -> None:
+        self.set_flag(RING_DELETED)
+
+    def is_deleted(self) -> bool:
+        return bool(self.stats().flags & RING_DELETED)
+
+    def set_archived(self, archived: int, synced: int) -> None:
+        """Move the archived and synced positions (the archiver's side) and wake writers."""
+        lib.sb_ring_set_archived(self.ptr, archived, synced)
+
+    def sync_requested(self) -> int:
+        """The highest position a producer's flush() waits to see fsynced."""
+        return lib.sb_sync_requested(self.ptr)
+
+    def expire_waiters(self, grace_ns: int) -> bool:
+        """Forget waiter counts left by waiters that died asleep (their lease is over)."""
+        return bool(lib.sb_expire_waiters(self.ptr, grace_ns))
+
+    # ---- producer slots and dead owners ----
+
+    def acquire_slot(self) -> int:
+        pid, start = my_identity()
+        slot = lib.sb_slot_acquire(self.ptr, pid, start)
+        if slot < 0:
+            self.reap_dead()
+            slot = lib.sb_slot_acquire(self.ptr, pid, start)
+        if slot < 0:
+            raise ShmbusError(f"all {MAX_SLOTS} producer slots of {self.name} are taken by live producers")
+        return slot
+
+    def release_slot(self, slot: int) -> None:
+        if not self._closed and slot >= 0:
+            lib.sb_slot_release(self.ptr, slot)
+
+    def slots(self) -> List[SlotInfo]:
+        """Every slot in use."""
+        out = ffi.new("sb_slot_info[]", MAX_SLOTS)
+        lib.sb_slots_get(self.ptr, out)
+        return [SlotInfo(i, s.owner_pid, s.owner_start, bool(s.claimed)) for i, s in enumerate(out)
+                if s.owner_pid]
+
+    def lock_owner(self) -> int:
+        """The producer slot holding the claim lock, or -1."""
+        return lib.sb_lock_owner(self.ptr)
+
+    def reap_dead(self, my_slot: Optional[int] = None) -> int:
+        """Free the slots of dead producers, finishing their claims as aborted frames
+        and breaking the claim lock if one died holding it. Returns how many."""
+        dead = [s.slot for s in self.slots() if not is_alive(s.pid, s.start_ms)]
+        if not dead:
+            return 0
+        own_slot = my_slot is None
+        if my_slot is None:
+            pid, start = my_identity()
+            my_slot = lib.sb_slot_acquire(self.ptr, pid, start)
+            if my_slot < 0:
+                # Every slot is taken, some by the dead: borrow a dead one's after reaping it.
+                my_slot = dead[0]
+        try:
+            for slot in dead:
+                if slot != my_slot:
+                    lib.sb_reap(self.ptr, my_slot, slot)
+        finally:
+            if own_slot and my_slot not in dead:
+                lib.sb_slot_release(self.ptr, my_slot)
+        return len(dead)
+
+    # ---- archiving ----
+
+    def archive(self, fd: int, state: "ArchiveState", max_bytes: int,
+                index_interval: int) -> Tuple[int, List[Tuple[int, int, int]]]:
+        """Copy complete frames from the ring to the segment file fd (see archive.c).
+        Returns (bytes written, index entries [(offset, segment position, max
+        timestamp before it)]); OSError if the file cannot be written."""
+        written = lib.sb_archive(self.ptr, fd, state.c, max_bytes, index_interval, state.entries,
+                                 state.capacity, state.entry_count)
+        if written < 0:
+            raise OSError(-written, os.strerror(-written))
+        entries = state.entries
+        return written, [(entries[i].offset, entries[i].position, entries[i].max_timestamp)
+                              for i in range(state.entry_count[0])]
+
+
+class ArchiveState:
+    """Where the archiver is in one ring and in the segment it writes (sb_archive_state:
+    position, next_offset, segment_bytes, since_index, max_timestamp, read and set as
+    attributes of `.c`), and room for the index entries one archive call makes."""
+
+    __slots__ = ("c", "entries", "entry_count", "capacity")
+
+    def __init__(self, capacity: int = 1024):
+        self.c = ffi.new("sb_archive_state *")
+        self.entries = ffi.new("sb_index_entry[]", capacity)
+        self.entry_count = ffi.new("uint32_t *")
+        self.capacity = capacity
+
+    def snapshot(self) -> Tuple[int, int, int, int, int]:
+        c = self.c
+        return c.position, c.next_offset, c.segment_bytes, c.since_index, c.max_timestamp
+
+    def restore(self, saved: Tuple[int, int, int, int, int]) -> None:
+        c = self.c
+        c.position, c.next_offset, c.segment_bytes, c.since_index, c.max_timestamp = saved

@@ -1,0 +1,83 @@
+"""Writing (append.c): a producer's handle on one partition."""
+from typing import Callable, NoReturn, Tuple
+
+from .._errors import MessageTooLarge
+from .._native._core import ffi, lib
+from .core import CData, raise_for
+from .ring import Ring
+
+# The straight-line send paths (see the module docstring).
+append_value: Callable[[CData, bytes, int], int] = lib.sb_append_value
+append_keyed: Callable[[CData, bytes, int, bytes, int], int] = lib.sb_append_keyed
+
+
+class Writer:
+    """A producer's handle on one partition: the ring, a producer slot, how long one
+    append may sleep for space (then Python looks around), the timestamp the last
+    append used and where its record ends. Release it to free the slot."""
+
+    __slots__ = ("ring", "ptr")
+
+    def __init__(self, ring: Ring, wait_ns: int):
+        self.ring = ring
+        self.ptr = ffi.new("sb_writer *")
+        self.ptr.ring = ring.ptr
+        self.ptr.wait_ns = wait_ns
+        self.ptr.slot = ring.acquire_slot()
+
+    @property
+    def slot(self) -> int:
+        return self.ptr.slot
+
+    @property
+    def timestamp_ns(self) -> int:
+        """The timestamp the last append gave its record(s)."""
+        return self.ptr.timestamp_ns
+
+    @property
+    def end_position(self) -> int:
+        """Where the last appended record ends: flush waits for synced >= it."""
+        return self.ptr.end_position
+
+    def append(self, key: CData, key_len: int, headers: CData, headers_len: int,
+               value: CData, value_len: int, timestamp_ns: int) -> int:
+        """Append one record (a length of -1: no key, no value; a timestamp of -1: now).
+        Returns its offset; RingFull, ClaimLockBusy, SlotBusy, RingDeleted or
+        MessageTooLarge when it cannot."""
+        code = lib.sb_append(self.ptr, key, key_len, headers, headers_len, value, value_len, timestamp_ns)
+        if code < 0:
+            self._raise(code)
+        return code
+
+    def append_batch(self, key: CData, key_len: int, headers: CData, headers_len: int,
+                     values: CData, value_lens: CData, count: int, timestamp_ns: int) -> Tuple[int, int]:
+        """Append the longest prefix of count values (packed back to back, their lengths in
+        value_lens) that fits one claim, all with the same key, headers and timestamp.
+        Returns (first offset, records appended)."""
+        appended = ffi.new("uint32_t *")
+        code = lib.sb_append_batch(self.ptr, key, key_len, headers, headers_len, values, value_lens,
+                                   count, timestamp_ns, appended)
+        if code < 0:
+            self._raise(code)
+        return code, appended[0]
+
+    def _raise(self, code: int) -> NoReturn:
+        if code == lib.SB_TOO_LARGE:
+            raise MessageTooLarge(
+                f"record too large for ring {self.ring.name}: at most {self.ring.max_record} bytes of "
+                f"key, headers and value (half the ring); create the topic with a larger ring_bytes")
+        raise_for(code, self.ring.name)
+
+    def request_sync(self, position: int) -> None:
+        """Ask the archiver to fsync the ring up to position (and wake it)."""
+        lib.sb_request_sync(self.ring.ptr, position)
+
+    def wait_synced(self, position: int, timeout_ns: int) -> bool:
+        """Wait until the ring is fsynced up to position; False on timeout, RingDeleted."""
+        code = lib.sb_wait_synced(self.ring.ptr, position, timeout_ns)
+        if code < 0:
+            raise_for(code, self.ring.name)
+        return code == 1
+
+    def release(self) -> None:
+        self.ring.release_slot(self.slot)
