@@ -12,9 +12,12 @@ ffibuilder.cdef("\n".join(line for line in HEADER.splitlines() if not line.lstri
 ffibuilder.set_source(
     "shmbus._native._core",
     '#include "shmbus.h"',
-    sources=[str(HERE / "ring.c"), str(HERE / "frame.c"), str(HERE / "control.c")],
+    # One .c per concept of the core (_core.c is what cffi generates, not a source).
+    sources=sorted(str(path) for path in HERE.glob("*.c") if not path.name.startswith("_")),
     include_dirs=[str(HERE)],
-    extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    # Hidden by default: only the cffi module init is exported, not the helpers the
+    # C files share with each other.
+    extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
 )
 
 if __name__ == "__main__":

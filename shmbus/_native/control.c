@@ -20,11 +20,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <time.h>
+#include "atomics.h"
 #include "shmbus.h"
 
 #define CTL_MAGIC 0x53484D4255534331ull /* "SHMBUSC1" */
-#define LINE 64
 
 struct ctl_header {
     uint64_t magic, version, total_bytes, created_ns, groups, members;
@@ -50,17 +49,6 @@ struct sb_control {
 _Static_assert(sizeof(struct ctl_header) <= LINE, "header fits its line");
 _Static_assert(sizeof(struct ctl_group) == LINE, "one group per cache line");
 _Static_assert(sizeof(struct ctl_member) == LINE, "one member per cache line");
-
-#define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-
-static inline int64_t monotonic_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
 
 uint64_t sb_ctl_total_bytes(void)
 {
@@ -95,11 +83,9 @@ sb_control *sb_ctl_create(int fd, int *err)
     sb_control *c = ctl_map(fd, sb_ctl_total_bytes(), err);
     if (!c)
         return NULL;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
     c->h->version = SB_CTL_VERSION;
     c->h->total_bytes = c->map_bytes;
-    c->h->created_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    c->h->created_ns = (uint64_t)now_ns(CLOCK_REALTIME);
     c->h->groups = SB_CTL_GROUPS;
     c->h->members = SB_CTL_MEMBERS;
     /* Magic last: an attacher that sees it sees a whole header. */
@@ -159,7 +145,7 @@ void sb_ctl_member_set(sb_control *c, uint32_t member, uint64_t token)
     if (member >= SB_CTL_MEMBERS)
         return;
     /* The time first, so a new owner never looks idle since the last one. */
-    STORE(&c->members[member].last_poll_ns, monotonic_ns());
+    STORE(&c->members[member].last_poll_ns, now_ns(CLOCK_MONOTONIC));
     STORE_REL(&c->members[member].token, token);
 }
 
@@ -167,12 +153,12 @@ int64_t sb_ctl_member_idle_ns(sb_control *c, uint32_t member, uint64_t token)
 {
     if (member >= SB_CTL_MEMBERS || LOAD_ACQ(&c->members[member].token) != token)
         return -1;
-    return monotonic_ns() - LOAD_ACQ(&c->members[member].last_poll_ns);
+    return now_ns(CLOCK_MONOTONIC) - LOAD_ACQ(&c->members[member].last_poll_ns);
 }
 
 uint64_t sb_ctl_poll(sb_control *c, uint32_t group, uint32_t member, uint64_t token)
 {
     if (member < SB_CTL_MEMBERS && LOAD_ACQ(&c->members[member].token) == token)
-        STORE_REL(&c->members[member].last_poll_ns, monotonic_ns());
+        STORE_REL(&c->members[member].last_poll_ns, now_ns(CLOCK_MONOTONIC));
     return group < SB_CTL_GROUPS ? LOAD_ACQ(&c->groups[group].generation) : 0;
 }

@@ -115,7 +115,7 @@ typedef struct {
     uint64_t claimed;              /* 1 while a claim is between reservation and publication */
 } sb_slot_info;
 
-/* ---- layout and lifetime ---- */
+/* ---- a ring's lifetime and header (ring.c) ---- */
 uint64_t sb_ring_total_bytes(uint64_t data_bytes);
 uint64_t sb_max_frame_bytes(uint64_t data_bytes);
 sb_ring *sb_ring_create(int fd, uint64_t data_bytes, uint64_t base_offset, uint64_t flags, int *err);
@@ -124,17 +124,16 @@ void sb_ring_close(sb_ring *ring);
 void sb_ring_stats(sb_ring *ring, sb_stats *out);
 void sb_ring_set_flag(sb_ring *ring, uint64_t flag);
 void sb_ring_clear_flag(sb_ring *ring, uint64_t flag);
-int sb_expire_waiters(sb_ring *ring, int64_t grace_ns);
 void sb_ring_set_archived(sb_ring *ring, uint64_t archived, uint64_t synced);
 
-/* ---- producer slots ---- */
+/* ---- producer slots (claim.c) and a dead producer's claim (unblock.c) ---- */
 int sb_slot_acquire(sb_ring *ring, uint64_t pid, uint64_t start_ms);
 void sb_slot_release(sb_ring *ring, int slot);
 void sb_slots_get(sb_ring *ring, sb_slot_info *out);   /* SB_MAX_SLOTS entries */
 int sb_lock_owner(sb_ring *ring);
 int sb_reap(sb_ring *ring, int my_slot, int dead_slot);
 
-/* ---- append (one C call per record or per batch) ---- */
+/* ---- append: one C call per record or per batch (append.c) ---- */
 
 /* A producer's handle on one partition: its ring and slot, how long an append
  * may sleep for space, and the timestamp the last append used. */
@@ -159,22 +158,24 @@ int64_t sb_append_batch(sb_writer *writer,
                         const char *values, const int64_t *value_lens, uint32_t count,
                         int64_t timestamp_ns, uint32_t *out_count);
 
-/* Durability: a producer asks the archiver to fsync up to a position, and waits for it. */
-void sb_request_sync(sb_ring *ring, uint64_t position);
-int sb_wait_synced(sb_ring *ring, uint64_t position, int64_t timeout_ns);
-uint64_t sb_sync_requested(sb_ring *ring);
-
-/* ---- read ---- */
+/* ---- read: seek, and every available record up to a limit in one call (read.c) ---- */
 int sb_seek(sb_ring *ring, sb_cursor *cursor, uint64_t offset);
 void sb_seek_end(sb_ring *ring, sb_cursor *cursor);
 void sb_seek_head(sb_ring *ring, sb_cursor *cursor);
 int64_t sb_read(sb_ring *ring, sb_cursor *cursor, uint32_t max_records,
                 char *out, uint64_t out_capacity, int64_t *descriptors, uint64_t *out_used,
                 int *out_plain);
+
+/* ---- waiting: readers, flush(), and waiters that died asleep (wait.c) ---- */
 int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
                  int64_t timeout_ns, int64_t spin_ns, int yield_when_spinning);
+/* Durability: a producer asks the archiver to fsync up to a position, and waits for it. */
+void sb_request_sync(sb_ring *ring, uint64_t position);
+int sb_wait_synced(sb_ring *ring, uint64_t position, int64_t timeout_ns);
+uint64_t sb_sync_requested(sb_ring *ring);
+int sb_expire_waiters(sb_ring *ring, int64_t grace_ns);
 
-/* ---- the archiver: ring -> segment file ---- */
+/* ---- the archiver: ring -> segment file (archive.c) ---- */
 
 /* Where the archiver is in one ring, and in the segment it writes. */
 typedef struct {
@@ -196,6 +197,10 @@ int64_t sb_archive(sb_ring *ring, int fd, sb_archive_state *state, uint64_t max_
                    uint64_t index_interval, sb_index_entry *entries, uint32_t max_entries,
                    uint32_t *out_entries);
 
+/* ---- frames outside a ring: CRC, check, parse (frame.c) ---- */
+uint32_t sb_crc32c(uint32_t crc, const char *data, uint64_t length);
+int64_t sb_frame_check(const char *frame, uint64_t available);
+
 /* Parse frames from buffer[start, length): checks every frame (CRC), skips
  * records below skip_below, and describes up to max_records records like
  * sb_read, with positions counted from the buffer's start. */
@@ -208,13 +213,11 @@ typedef struct {
 int64_t sb_parse(const char *buffer, uint64_t start, uint64_t length, uint64_t skip_below,
                  uint32_t max_records, int64_t *descriptors, sb_parse_result *result);
 
-/* ---- frames, shared with the on-disk log ---- */
+/* ---- Kafka's murmur2 (partitioner.c), the consumer's heap setting (heap.c) ---- */
 int32_t sb_murmur2(const char *data, int64_t length);
 void sb_keep_freed_heap(void);
-uint32_t sb_crc32c(uint32_t crc, const char *data, uint64_t length);
-int64_t sb_frame_check(const char *frame, uint64_t available);
 
-/* ---- control page: consumer group generations ---- */
+/* ---- control page: consumer group generations (control.c) ---- */
 
 /* One small shared-memory object per bus (control.c): a generation word per
  * group, written by the supervisor, loaded by members on each poll; and a

@@ -1,0 +1,193 @@
+/* append.c -- writing records: one C call appends a record (sb_append and its short
+ * forms) or a batch under one claim (sb_append_batch). The copy happens outside the
+ * claim lock; word0 goes last (publish); readers and blocked producers are woken
+ * only when someone sleeps.
+ */
+#define _GNU_SOURCE
+#include <string.h>
+#include "append.h"
+#include "claim.h"
+#include "layout.h"
+#include "wait.h"
+
+static void publish(sb_ring *r, uint64_t pos, uint32_t length)
+{
+    STORE_REL(&frame_at(r, pos)->word0, (lap_of(r, pos) << 32) | length);
+}
+
+static void seal(sb_frame_header *f, uint64_t content_bytes)
+{
+    f->crc = sb_crc32c(0, (const char *)f + 12, content_bytes - 12);
+}
+
+/* Write a header-only frame: padding up to the ring's end, or an aborted claim. */
+void write_filler(sb_ring *r, uint64_t pos, uint64_t length, uint16_t type,
+                         uint64_t offset, uint32_t record_count)
+{
+    sb_frame_header *f = frame_at(r, pos);
+    f->type = type;
+    f->flags = 0;
+    f->offset = offset;
+    f->timestamp_ns = 0;
+    f->record_count = record_count;
+    f->key_len = KEY_NULL;
+    f->headers_len = 0;
+    f->value_len = KEY_NULL;
+    seal(f, FRAME_HEADER_BYTES);
+    publish(r, pos, (uint32_t)length);
+}
+
+static uint64_t write_record(sb_ring *r, uint64_t pos, uint64_t offset, int64_t timestamp_ns,
+                             const char *key, int64_t key_len,
+                             const char *headers, int64_t headers_len,
+                             const char *value, int64_t value_len, uint64_t gap)
+{
+    sb_frame_header *f = frame_at(r, pos);
+    char *payload = (char *)(f + 1);
+    uint64_t k = key_len > 0 ? (uint64_t)key_len : 0, v = value_len > 0 ? (uint64_t)value_len : 0;
+    f->type = SB_FRAME_DATA;
+    f->flags = 0;
+    f->offset = offset;
+    f->timestamp_ns = timestamp_ns;
+    f->record_count = 1;
+    f->key_len = (int32_t)key_len;
+    f->headers_len = (uint32_t)headers_len;
+    f->value_len = (int32_t)value_len;
+    if (k)
+        memcpy(payload, key, k);
+    if (headers_len)
+        memcpy(payload + k, headers, (size_t)headers_len);
+    if (v)
+        memcpy(payload + k + headers_len, value, v);
+    uint64_t content = FRAME_HEADER_BYTES + k + (uint64_t)headers_len + v;
+    seal(f, content);
+    if (offset % SB_INDEX_STRIDE == 0)
+        STORE(&r->index[(offset / SB_INDEX_STRIDE) & (r->index_slots - 1)], pos);
+    /* word0's length covers the gap, so readers step over it; the CRC and the
+     * lengths above cover only the record. */
+    publish(r, pos, (uint32_t)(content + gap));
+    return align8(content) + gap;
+}
+
+static int64_t resolve_timestamp(int64_t timestamp_ns, int64_t *out_timestamp)
+{
+    if (timestamp_ns < 0)
+        timestamp_ns = now_ns(CLOCK_REALTIME);
+    *out_timestamp = timestamp_ns;
+    return timestamp_ns;
+}
+
+static int64_t append_one(sb_ring *r, int slot,
+                          const char *key, int64_t key_len,
+                          const char *headers, int64_t headers_len,
+                          const char *value, int64_t value_len,
+                          int64_t timestamp_ns, int64_t *out_timestamp, int64_t wait_ns,
+                          uint64_t *out_end)
+{
+    uint64_t bytes = align8(FRAME_HEADER_BYTES + (key_len > 0 ? key_len : 0) + headers_len
+                            + (value_len > 0 ? value_len : 0));
+    if (bytes > r->max_frame)
+        return SB_TOO_LARGE;
+    timestamp_ns = resolve_timestamp(timestamp_ns, out_timestamp);
+
+    struct claim c;
+    int rc = claim_or_wait(r, slot, bytes, 1, wait_ns, &c);
+    if (rc < 0)
+        return rc;
+    if (c.frame_pos != c.pos)
+        write_filler(r, c.pos, c.frame_pos - c.pos, SB_FRAME_PADDING, c.offset, 0);
+    write_record(r, c.frame_pos, c.offset, timestamp_ns, key, key_len, headers, headers_len,
+                 value, value_len, c.gap);
+    STORE_REL(&r->slots[slot].state, 0);
+    wake_after_publish(r);
+    *out_end = c.end;
+    return (int64_t)c.offset;
+}
+
+int64_t sb_append(sb_writer *w,
+                  const char *key, int64_t key_len,
+                  const char *headers, int64_t headers_len,
+                  const char *value, int64_t value_len, int64_t timestamp_ns)
+{
+    int rc = enter_slot(w->ring, w->slot);
+    if (rc < 0)
+        return rc;
+    int64_t offset = append_one(w->ring, w->slot, key, key_len, headers, headers_len, value, value_len,
+                                timestamp_ns, &w->timestamp_ns, w->wait_ns, &w->end_position);
+    leave_slot(w->ring, w->slot);
+    return offset;
+}
+
+/* The common records, with the fewest arguments (each costs Python time). */
+int64_t sb_append_value(sb_writer *w, const char *value, int64_t value_len)
+{
+    return sb_append(w, NULL, -1, NULL, 0, value, value_len, -1);
+}
+
+int64_t sb_append_keyed(sb_writer *w, const char *key, int64_t key_len,
+                        const char *value, int64_t value_len)
+{
+    return sb_append(w, key, key_len, NULL, 0, value, value_len, -1);
+}
+
+static int64_t append_batch(sb_ring *r, int slot,
+                            const char *key, int64_t key_len,
+                            const char *headers, int64_t headers_len,
+                            const char *values, const int64_t *value_lens, uint32_t count,
+                            int64_t timestamp_ns, int64_t *out_timestamp, int64_t wait_ns,
+                            uint32_t *out_count, uint64_t *out_end)
+{
+    int rc;
+    uint64_t fixed = FRAME_HEADER_BYTES + (key_len > 0 ? key_len : 0) + headers_len;
+    uint64_t bytes = 0;
+    uint32_t fits = 0;
+    while (fits < count) {
+        uint64_t frame = align8(fixed + (value_lens[fits] > 0 ? value_lens[fits] : 0));
+        if (bytes + frame > r->max_frame)
+            break;
+        bytes += frame;
+        fits++;
+    }
+    if (fits == 0)
+        return SB_TOO_LARGE;
+    count = fits;
+    timestamp_ns = resolve_timestamp(timestamp_ns, out_timestamp);
+
+    struct claim c;
+    if ((rc = claim_or_wait(r, slot, bytes, count, wait_ns, &c)) < 0)
+        return rc;
+    if (c.frame_pos != c.pos)
+        write_filler(r, c.pos, c.frame_pos - c.pos, SB_FRAME_PADDING, c.offset, 0);
+    uint64_t pos = c.frame_pos;
+    const char *value = values;
+    for (uint32_t i = 0; i < count; i++) {
+        int64_t value_len = value_lens[i];
+        pos += write_record(r, pos, c.offset + i, timestamp_ns, key, key_len, headers, headers_len,
+                            value, value_len, i + 1 == count ? c.gap : 0);
+        value += value_len > 0 ? value_len : 0;
+    }
+    STORE_REL(&r->slots[slot].state, 0);
+    wake_after_publish(r);
+    *out_count = count;
+    *out_end = c.end;
+    return (int64_t)c.offset;
+}
+
+int64_t sb_append_batch(sb_writer *w,
+                        const char *key, int64_t key_len,
+                        const char *headers, int64_t headers_len,
+                        const char *values, const int64_t *value_lens, uint32_t count,
+                        int64_t timestamp_ns, uint32_t *out_count)
+{
+    /* Appends the longest prefix of the batch that fits one claim (half the
+     * ring); *out_count says how many, the caller sends the rest next. */
+    *out_count = 0;
+    int rc = enter_slot(w->ring, w->slot);
+    if (rc < 0)
+        return rc;
+    int64_t offset = append_batch(w->ring, w->slot, key, key_len, headers, headers_len, values,
+                                  value_lens, count, timestamp_ns, &w->timestamp_ns, w->wait_ns,
+                                  out_count, &w->end_position);
+    leave_slot(w->ring, w->slot);
+    return offset;
+}
