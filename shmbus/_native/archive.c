@@ -81,9 +81,8 @@ int64_t sb_archive(sb_ring *r, int fd, sb_archive_state *st, uint64_t max_bytes,
         st->since_index += size;
         written += size;
         pos += align8(len);
-        if (f->type == SB_FRAME_ABORTED)
-            continue;
-        /* Runs must not wrap: the next frame starts a new lap's run. */
+        /* Runs must not wrap: the next frame starts a new lap's run. Every frame
+         * type counts, a header-only aborted frame included (it stays in the run). */
         if (pos % r->data_bytes == 0) {
             if ((rc = flush_run(r, fd, run_start, pos)) < 0)
                 return rc;

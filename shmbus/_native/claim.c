@@ -106,6 +106,8 @@ static int make_room(sb_ring *r, uint64_t needed_end)
             break;
         sb_frame_header *f = frame_at(r, head);
         uint32_t len = published_length(r, head);
+        if (!len)
+            break; /* only a corrupt ring has a hole below `published`: full, never a spin */
         head_offset += f->type == SB_FRAME_PADDING ? 0 : f->record_count;
         head += align8(len);
     }
@@ -155,21 +157,25 @@ static int claim(sb_ring *r, int slot, uint64_t bytes, uint32_t count, struct cl
     return SB_OK;
 }
 
-/* Claim under the lock; when the write limit is reached, sleep on space_seq
- * (read before the attempt, so a wake-up in between is never lost) for at
- * most wait_ns, then give SB_FULL back to Python to decide. */
+static int claim_under_lock(sb_ring *r, int slot, uint64_t bytes, uint32_t count, struct claim *c)
+{
+    int rc = lock_acquire(r, slot);
+    if (rc < 0)
+        return rc;
+    rc = claim(r, slot, bytes, count, c);
+    lock_release(r);
+    return rc;
+}
+
+/* Claim under the lock; when the write limit is reached, sleep on space_seq for
+ * at most wait_ns, then give SB_FULL back to Python to decide. */
 int claim_or_wait(sb_ring *r, int slot, uint64_t bytes, uint32_t count, int64_t wait_ns,
-                         struct claim *c)
+                  struct claim *c)
 {
     struct header *h = r->h;
     int64_t deadline = 0;
     for (;;) {
-        uint32_t seq = LOAD_ACQ(&h->space_seq);
-        int rc = lock_acquire(r, slot);
-        if (rc < 0)
-            return rc;
-        rc = claim(r, slot, bytes, count, c);
-        lock_release(r);
+        int rc = claim_under_lock(r, slot, bytes, count, c);
         if (rc != SB_FULL || wait_ns <= 0)
             return rc;
         int64_t now = now_ns(CLOCK_MONOTONIC);
@@ -177,9 +183,18 @@ int claim_or_wait(sb_ring *r, int slot, uint64_t bytes, uint32_t count, int64_t 
             deadline = now + wait_ns;
         if (now >= deadline)
             return SB_FULL;
+        /* Count ourselves as a waiter first, then look again: whoever frees space
+         * after that sees us and bumps space_seq; whoever freed it before, we see
+         * now. (Looking only before counting lost such a wake-up: the space came,
+         * nobody woke us, and we slept the whole slice.) */
         register_waiter(h, &h->space_waiters, deadline);
-        futex_wait_one(&h->space_seq, seq, deadline - now);
+        uint32_t seq = LOAD_ACQ(&h->space_seq);
+        rc = claim_under_lock(r, slot, bytes, count, c);
+        if (rc == SB_FULL)
+            futex_wait_one(&h->space_seq, seq, deadline - now);
         unregister_waiter(&h->space_waiters);
+        if (rc != SB_FULL)
+            return rc;
         if (LOAD(&h->flags) & SB_RING_DELETED)
             return SB_DELETED;
     }

@@ -117,6 +117,9 @@ int64_t sb_parse(const char *buf, uint64_t start, uint64_t length, uint64_t skip
     uint64_t pos = start;
     int64_t n = 0;
     res->bad_position = 0;
+    res->consumed = 0;
+    if (start > length)
+        return SB_BAD_RING; /* a bad argument */
     while ((uint32_t)n < max_records) {
         int64_t size = sb_frame_check(buf + pos, length - pos);
         if (size == SB_EMPTY)

@@ -94,6 +94,15 @@ static int64_t lapped(sb_ring *r, sb_cursor *cur, uint64_t resume_offset)
     return 0;
 }
 
+/* A frame that fails its checks: torn by a producer that lapped us since we
+ * started at start_pos (then the copy is discarded), or corrupt. */
+static int64_t lapped_or_corrupt(sb_ring *r, sb_cursor *cur, uint64_t start_pos, uint64_t start_offset)
+{
+    if (!still_in_ring(r, start_pos))
+        return lapped(r, cur, start_offset);
+    return SB_CORRUPT;
+}
+
 /* Copy up to max_records records into out and describe each with SB_DESC_WORDS
  * words: offset, timestamp, key at/len, headers at/len, value at/len. When all of
  * them are plain -- no key, no headers, consecutive offsets from the cursor's,
@@ -127,17 +136,17 @@ int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
             break;
         }
         const sb_frame_header *f = frame_at(r, pos);
-        if (len < FRAME_HEADER_BYTES || len > r->data_bytes)
-            return SB_CORRUPT;
+        /* A frame never crosses the ring's end, and its lengths fit inside it. A
+         * producer lapping a memory-only ring may be rewriting these very bytes:
+         * check before trusting them with a copy, then tell lapped from corrupt. */
+        if (len < FRAME_HEADER_BYTES || pos % r->data_bytes + align8(len) > r->data_bytes)
+            return lapped_or_corrupt(r, cur, start_pos, start_offset);
         if (f->type == SB_FRAME_PADDING) {
             pos += align8(len);
             continue;
         }
-        if (f->offset != offset && f->type == SB_FRAME_DATA) {
-            if (!still_in_ring(r, start_pos))
-                return lapped(r, cur, start_offset);
-            return SB_CORRUPT;
-        }
+        if (f->offset != offset && f->type == SB_FRAME_DATA)
+            return lapped_or_corrupt(r, cur, start_pos, start_offset);
         if (f->type == SB_FRAME_ABORTED) {
             skipped_aborted += f->offset + f->record_count - offset;
             offset = f->offset + f->record_count;
@@ -145,6 +154,8 @@ int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
             continue;
         }
         uint64_t payload = payload_bytes(f);
+        if (FRAME_HEADER_BYTES + payload > len)
+            return lapped_or_corrupt(r, cur, start_pos, start_offset);
         if (used + payload > out_capacity) {
             if (n == 0) {
                 *out_used = payload;

@@ -34,7 +34,7 @@ enum {
     SB_LAPPED = -6,                /* the cursor's position left the ring (durable: read disk) */
     SB_OUT_OF_RANGE = -7,          /* seek: the offset is not in the ring */
     SB_BUFFER_SMALL = -8,          /* sb_read: the next record needs a bigger buffer */
-    SB_BAD_RING = -9,              /* the mapping is not a valid ring of this version */
+    SB_BAD_RING = -9,              /* not a valid ring of this version, or a bad argument */
     SB_SYSTEM = -10,               /* a system call failed; errno says why */
     SB_CORRUPT = -11,              /* a frame failed its checks (CRC, offset, length) */
     SB_SLOT_BUSY = -12             /* another thread of this process is appending with the slot */
