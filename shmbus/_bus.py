@@ -1,11 +1,15 @@
 """connect() and Bus: a connection to one bus, which hands out producers and
 consumers and manages topics through the supervisor."""
 import os
+import time
 from types import TracebackType
 from typing import Any, Dict, List, Optional, Type, Union
 
+import psutil
+
 from ._config import BusPaths
 from ._consumer import Consumer
+from ._errors import Timeout
 from ._link import AUTOSTART_TIMEOUT, SupervisorLink, wait_for_supervisor_exit
 from ._names import validate_name
 from ._producer import Producer
@@ -90,8 +94,17 @@ class Bus:
         """Stop the supervisor cleanly (what `shmbus stop` does) and return once it has:
         everything archived and fsynced, nothing of the bus left in /dev/shm. Timeout if
         it takes longer than timeout seconds."""
+        pid = self.call("ping")["pid"]
+        deadline = time.monotonic() + timeout
         self.call("stop")
         wait_for_supervisor_exit(self.paths, timeout)
+        # The lock goes a moment before the process: wait for that too, so "stopped"
+        # means no supervisor process is left.
+        while _running(pid):
+            if time.monotonic() > deadline:
+                raise Timeout(f"the supervisor of bus {self.paths.bus!r} (pid {pid}) released its lock but "
+                              f"did not exit within {timeout}s")
+            time.sleep(0.01)
 
     # ---- clients ----
 
@@ -128,3 +141,11 @@ class Bus:
 
     def __repr__(self) -> str:
         return f"<shmbus.Bus {self.paths.bus!r} at {self.paths.data_dir}>"
+
+
+def _running(pid: int) -> bool:
+    """The process runs (a zombie has exited: only its parent has yet to collect it)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -58,6 +58,12 @@ class OutOfSpace(ShmbusError, OSError):
     """Shared memory (/dev/shm) or the disk has no room for what was asked."""
 
 
+class ClaimRevoked(Timeout):
+    """A send took longer than the supervisor's unblock timeout between reserving its
+    place and publishing it (the process was stopped, traced or swapped out), and its
+    place was revoked so its partition could go on: the record was not sent."""
+
+
 class CorruptSegment(ShmbusError):
     """A frame on disk failed its CRC or length checks: the file and offset are named."""
 
@@ -99,6 +105,11 @@ class SlotBusy(ShmbusError):
 
 class RingDeleted(ShmbusError):
     """The ring's topic was deleted, or a restarted supervisor replaced the ring."""
+
+
+class RingMoved(RingDeleted):
+    """The ring was retired (a producer stalled in it): the partition goes on in a new
+    ring at the next offset. Handled like a replaced ring: re-resolve the topic."""
 
 
 class Lapped(ShmbusError):

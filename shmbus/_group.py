@@ -14,6 +14,7 @@ import hashlib
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Protocol, Set, Tuple, Union
 
+from . import _liveness
 from ._backend import ControlPage
 from ._errors import CommitFailed, ShmbusError
 from ._names import validate_name
@@ -108,6 +109,7 @@ class GroupMember:
         pid, start_ms = my_identity()
         reply = self._link.call(
             "group_join", group=self.group, member_id=self.member_id, pid=pid, start_ms=start_ms,
+            liveness=_liveness.my_token(),
             topics=self.topics, strategy=self._strategy, sticky=self._sticky,
             max_poll_interval_ms=round(self._max_poll_interval * 1000))
         self.member_id = reply["member_id"]

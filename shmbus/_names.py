@@ -41,10 +41,15 @@ def bus_prefix(bus: str, data_dir: str) -> str:
     return f"{SHM_PREFIX}:{user_tag()}:{bus}:{dir_hash}:"
 
 
+# Room kept below NAME_MAX (255) for what a ring's name may carry after it: a retired
+# ring's "@retired-<time_ns>", a new ring's "@next".
+RING_NAME_MAX = 220
+
+
 def ring_name(prefix: str, topic: str, partition: int) -> str:
     """The /dev/shm name of one partition's ring: the bus prefix, the topic (or a hash
-    of it, when the whole would pass NAME_MAX) and the partition."""
+    of it, when the whole would pass RING_NAME_MAX) and the partition."""
     name = f"{prefix}{topic}:{partition}"
-    if len(name) > 250:
+    if len(name) > RING_NAME_MAX:
         name = f"{prefix}{topic[:40]}~{hashlib.sha1(topic.encode()).hexdigest()[:16]}:{partition}"
     return "/" + name

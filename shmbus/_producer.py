@@ -5,13 +5,14 @@ import random
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Type
 
 from . import _backend
 from ._backend import NULL as _NULL
 from ._backend import CData, Ring, Writer
 from ._codec import Headers, encode_headers
-from ._errors import (BufferFull, ClaimLockBusy, Closed, RingDeleted, RingFull, SlotBusy, Timeout,
+from . import _holdup
+from ._errors import (BufferFull, ClaimLockBusy, ClaimRevoked, Closed, RingDeleted, RingFull, SlotBusy, Timeout,
                       TopicNotFound)
 from ._types import RecordMetadata
 
@@ -22,6 +23,7 @@ _new_tuple = tuple.__new__
 # The C calls of the straight-line paths, looked up once rather than per record.
 _append_value = _backend.append_value
 _append_keyed = _backend.append_keyed
+_REVOKED = _backend.APPEND_REVOKED
 _EMPTY = b""
 # How long one C call may sleep waiting for ring space before Python looks
 # around (timeout, Ctrl-C, a dead producer holding the ring up).
@@ -118,6 +120,9 @@ class Producer:
         self._partitioner = partitioner or murmur2_partition
         self._sticky_bytes = sticky_bytes
         self._routes: Dict[str, _Route] = {}
+        # (ring, end position) of records sent through writers since released (their
+        # rings were retired or replaced): flush() still waits for them.
+        self._unflushed: List[Tuple[Ring, int]] = []
         self._lock = threading.Lock()  # routes and slots change under it; sends don't take it
         self._closed = False
 
@@ -179,6 +184,8 @@ class Producer:
                     offset = _append_value(ptr, value, size)
                     if offset >= 0:
                         return _new_tuple(RecordMetadata, (topic, route.sticky, offset, ptr.timestamp_ns))
+                    if offset == _REVOKED:
+                        raise self._revoked(route, route.sticky)
                     partition = route.sticky
                 elif type(partition) is int and 0 <= partition < route.count:
                     ptr = route.ptrs[partition]
@@ -186,6 +193,8 @@ class Producer:
                         offset = _append_value(ptr, value, len(value))
                         if offset >= 0:
                             return _new_tuple(RecordMetadata, (topic, partition, offset, ptr.timestamp_ns))
+                        if offset == _REVOKED:
+                            raise self._revoked(route, partition)
             elif type(key) is bytes and partition is None:
                 partition = route.key_partitions.get(key)
                 ptr = route.ptrs[partition] if partition is not None else None
@@ -193,6 +202,8 @@ class Producer:
                     offset = _append_keyed(ptr, key, len(key), value, len(value))
                     if offset >= 0:
                         return _new_tuple(RecordMetadata, (topic, partition, offset, ptr.timestamp_ns))
+                    if offset == _REVOKED:
+                        raise self._revoked(route, partition)
                 partition = None  # let the general path pick (and validate) it
         return self._send(route, topic, value, key, headers, partition, timestamp_ns, timeout)
 
@@ -234,10 +245,19 @@ class Producer:
                 return _new_tuple(RecordMetadata, (route.topic, partition, offset, writer.timestamp_ns))
             except SlotBusy:  # another thread is mid-append on this partition
                 time.sleep(0)
-            except RingDeleted:
+            except RingDeleted:   # or moved on to a new ring
                 route, blocked_since = self._reroute(route, partition), None
+            except ClaimRevoked:
+                raise self._revoked(route, partition) from None
             except (RingFull, ClaimLockBusy) as blocked:
                 blocked_since = self._wait_for_space(blocked, route, partition, deadline, blocked_since)
+
+    @staticmethod
+    def _revoked(route: _Route, partition: Optional[int]) -> ClaimRevoked:
+        return ClaimRevoked(
+            f"topic {route.topic!r} partition {partition}: the record was not sent: this producer stalled "
+            f"while writing it (stopped, traced or swapped out) for longer than the supervisor's unblock "
+            f"timeout, and its place was revoked so the partition could go on; send it again")
 
     def _wait_for_space(self, blocked: Exception, route: _Route, partition: int, deadline: float,
                         blocked_since: Optional[float]) -> float:
@@ -247,11 +267,11 @@ class Producer:
         blocked_since = blocked_since or now
         if now >= deadline:
             ring = route.rings[partition]
+            writer = route.writers[partition]
             raise BufferFull(
-                f"topic {route.topic!r} partition {partition}: ring full of records not yet "
-                f"safe to overwrite for {now - blocked_since:.1f}s"
-                + (" (is the supervisor archiving?)" if ring.durable else "")
-            )
+                f"topic {route.topic!r} partition {partition}: no room for the record for "
+                f"{now - blocked_since:.1f}s: the ring is "
+                + _holdup.explain(ring, exclude=writer.slot if writer is not None else -1))
         if isinstance(blocked, ClaimLockBusy) or now - blocked_since > _REAP_AFTER:
             # A producer that died mid-claim holds the ring up: finish its claim.
             writer = route.writers[partition]
@@ -262,8 +282,12 @@ class Producer:
         return blocked_since
 
     def _reroute(self, route: _Route, partition: int) -> _Route:
-        """The topic's rings were deleted: it was deleted, or the bus restarted. Re-resolve."""
+        """The topic's rings were deleted or retired: it was deleted, the bus restarted, or
+        the partition moved on from a ring a producer stalled in. Re-resolve. Records
+        already sent to the old rings are still waited for by flush()."""
         with self._lock:
+            self._unflushed.extend((w.ring, w.end_position) for w in route.writers
+                                   if w is not None and w.ring.durable and w.end_position)
             route.release()
             if self._routes.get(route.topic) is route:
                 del self._routes[route.topic]
@@ -317,9 +341,12 @@ class Producer:
             except SlotBusy:
                 time.sleep(0)
                 continue
-            except RingDeleted:
+            except RingDeleted:   # or moved on to a new ring
                 route, blocked_since = self._reroute(route, partition), None
                 continue
+            except ClaimRevoked:
+                raise ClaimRevoked(f"{self._revoked(route, partition)}; {sent} of {total} records sent "
+                                   f"before it") from None
             except (RingFull, ClaimLockBusy) as blocked:
                 try:
                     blocked_since = self._wait_for_space(blocked, route, partition, deadline, blocked_since)
@@ -338,27 +365,33 @@ class Producer:
         if self._closed:
             raise Closed("this producer is closed")
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
-        pending = [(route, p, writer, writer.end_position) for route in list(self._routes.values())
-                   for p, writer in enumerate(route.writers)
-                   if writer is not None and writer.ring.durable and writer.end_position]
-        for _, _, writer, end in pending:
-            writer.request_sync(end)
-        for route, p, writer, end in pending:
+        with self._lock:
+            earlier, self._unflushed = self._unflushed, []
+        pending = [(ring, end) for ring, end in earlier]
+        pending += [(writer.ring, writer.end_position) for route in list(self._routes.values())
+                    for writer in route.writers
+                    if writer is not None and writer.ring.durable and writer.end_position]
+        for ring, end in pending:
+            ring.request_sync(end)
+        for ring, end in pending:
             while True:
                 left = deadline - time.monotonic()
                 try:
-                    if writer.wait_synced(end, int(max(0.0, min(left, 0.1)) * 1e9)):
+                    if ring.wait_synced(end, int(max(0.0, min(left, 0.1)) * 1e9)):
                         break
                 except RingDeleted:
-                    if writer.ring.stats().synced >= end:
+                    if ring.stats().synced >= end:
                         break
-                    raise TopicNotFound(f"topic {route.topic!r} was deleted before its records were flushed") from None
+                    raise TopicNotFound(f"the topic of ring {ring.name} was deleted before its records "
+                                        f"were flushed") from None
                 self._bus.link.ensure_supervisor()
                 if left <= 0:
-                    raise Timeout(f"flush: records of {route.topic!r} partition {p} not fsynced after "
-                                  f"{(self._timeout if timeout is None else timeout):.1f}s "
-                                  f"(is the supervisor running? see `shmbus topics describe`)")
-                writer.request_sync(end)
+                    with self._lock:
+                        self._unflushed.extend(pending)   # still owed: the next flush waits for them
+                    raise Timeout(f"flush: records in ring {ring.name} not fsynced after "
+                                  f"{(self._timeout if timeout is None else timeout):.1f}s: "
+                                  f"{_holdup.explain(ring)}")
+                ring.request_sync(end)
 
     def partitions_for(self, topic: str) -> List[int]:
         """The partition numbers of a topic."""

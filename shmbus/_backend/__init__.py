@@ -13,19 +13,22 @@ to every send, a sixth of it). They return the offset, or a negative code; the
 caller then makes the same append through `Writer.append`, which raises.
 """
 from .control import ControlPage
-from .core import (CONTROL_GROUPS, CONTROL_MEMBERS, DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_ABORTED,
+from .core import (APPEND_REVOKED, CONTROL_GROUPS, CONTROL_MEMBERS, DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_ABORTED,
                    FRAME_DATA, FRAME_HEADER_BYTES, FRAME_PADDING, INDEX_STRIDE, MAX_SLOTS, NULL,
-                   PLAIN_DESC_WORDS, RING_ARCHIVE_ERROR, RING_DELETED, RING_DURABLE, CData, c_buffer, crc32c,
+                   PLAIN_DESC_WORDS, RING_ARCHIVE_ERROR, RING_DELETED, RING_DURABLE, RING_RETIRED, RING_RETIRING,
+                   CData, c_buffer, crc32c,
                    int64_array, keep_freed_heap, max_record_bytes, murmur2)
 from .frames import FrameHeader, FrameParser, walk_frames
 from .reader import Cursor, ReadBuffer, WaitSet
-from .ring import ArchiveState, Ring, RingStats, SlotInfo
+from .ring import (SLOT_CANCELLED, SLOT_CLAIMED, SLOT_IDLE, SLOT_PUBLISHING, SLOT_REVOKED, ArchiveState, Ring,
+                   RingStats, SlotInfo)
 from .writer import Writer, append_keyed, append_value
 
 __all__ = [
-    "ControlPage", "CONTROL_GROUPS", "CONTROL_MEMBERS", "DESC_OFFSET", "DESC_TIMESTAMP", "DESC_WORDS",
+    "APPEND_REVOKED", "ControlPage", "CONTROL_GROUPS", "CONTROL_MEMBERS", "DESC_OFFSET", "DESC_TIMESTAMP", "DESC_WORDS",
     "FRAME_ABORTED", "FRAME_DATA", "FRAME_HEADER_BYTES", "FRAME_PADDING", "INDEX_STRIDE", "MAX_SLOTS", "NULL",
-    "PLAIN_DESC_WORDS", "RING_ARCHIVE_ERROR", "RING_DELETED", "RING_DURABLE", "CData", "c_buffer", "crc32c",
+    "PLAIN_DESC_WORDS", "RING_ARCHIVE_ERROR", "RING_DELETED", "RING_DURABLE", "RING_RETIRED", "RING_RETIRING",
+    "SLOT_CANCELLED", "SLOT_CLAIMED", "SLOT_IDLE", "SLOT_PUBLISHING", "SLOT_REVOKED", "CData", "c_buffer", "crc32c",
     "int64_array", "keep_freed_heap", "max_record_bytes", "murmur2", "FrameHeader", "FrameParser",
     "walk_frames", "Cursor", "ReadBuffer", "WaitSet", "ArchiveState", "Ring", "RingStats", "SlotInfo",
     "Writer", "append_keyed", "append_value",

@@ -4,8 +4,8 @@ word indexes come from cffi (what shmbus.h declares), never from a copy."""
 import os
 from typing import Any, NoReturn, Optional, Sequence, Union
 
-from .._errors import (BadRing, ClaimLockBusy, CorruptFrame, Lapped, NotReady, OutOfRing, RingDeleted, RingFull,
-                       ShmbusError, SlotBusy)
+from .._errors import (BadRing, ClaimLockBusy, ClaimRevoked, CorruptFrame, Lapped, NotReady, OutOfRing,
+                       RingDeleted, RingFull, RingMoved, ShmbusError, SlotBusy)
 from .._native._core import ffi, lib
 
 # cffi's handles on C memory (a struct, a pointer, a buffer): typed loosely on purpose.
@@ -24,6 +24,8 @@ PLAIN_DESC_WORDS: int = lib.SB_PLAIN_DESC_WORDS
 RING_DURABLE: int = lib.SB_RING_DURABLE
 RING_DELETED: int = lib.SB_RING_DELETED
 RING_ARCHIVE_ERROR: int = lib.SB_RING_ARCHIVE_ERROR
+RING_RETIRING: int = lib.SB_RING_RETIRING
+RING_RETIRED: int = lib.SB_RING_RETIRED
 CONTROL_GROUPS: int = lib.SB_CTL_GROUPS
 CONTROL_MEMBERS: int = lib.SB_CTL_MEMBERS
 
@@ -34,6 +36,8 @@ assert [lib.SB_DESC_OFFSET, lib.SB_DESC_TIMESTAMP, lib.SB_DESC_KEY_AT, lib.SB_DE
 assert [lib.SB_PLAIN_TIMESTAMP, lib.SB_PLAIN_VALUE_LEN] == list(range(PLAIN_DESC_WORDS))
 
 NULL = ffi.NULL
+# What the straight-line appends return for a revoked claim (see writer.py).
+APPEND_REVOKED: int = lib.SB_REVOKED
 
 
 def raise_for(code: int, what: str) -> NoReturn:
@@ -47,6 +51,12 @@ def raise_for(code: int, what: str) -> NoReturn:
         raise SlotBusy(f"{what}: another thread is appending with this producer slot")
     if code == lib.SB_DELETED:
         raise RingDeleted(f"{what} was deleted")
+    if code == lib.SB_MOVED:
+        raise RingMoved(f"{what} was retired: the partition goes on in its next ring")
+    if code == lib.SB_REVOKED:
+        raise ClaimRevoked(f"{what}: the record was not sent: this producer stalled while writing it "
+                           f"(stopped, traced or swapped out) for longer than the unblock timeout, and "
+                           f"its place was revoked so the partition could go on; send it again")
     if code == lib.SB_LAPPED:
         raise Lapped(f"{what}: the position left the ring")
     if code == lib.SB_EMPTY:

@@ -1,13 +1,14 @@
 """A mapped partition ring (ring.c, claim.c, unblock.c, archive.c): lifetime, header,
-producer slots and their dead owners, and archiving to a segment file."""
+producer slots and their dead or stalled owners, and archiving to a segment file."""
 import os
 from typing import List, NamedTuple, Optional, Tuple
 
 from .. import _shm
 from .._errors import BadRing, ShmbusError
+from .. import _liveness
 from .._native._core import ffi, lib
-from .._process import is_alive, my_identity
-from .core import MAX_SLOTS, NULL, RING_DELETED, RING_DURABLE, CData, max_record_bytes
+from .._process import my_identity
+from .core import MAX_SLOTS, NULL, RING_DELETED, RING_DURABLE, RING_RETIRED, CData, max_record_bytes, raise_for
 
 
 class RingStats(NamedTuple):
@@ -27,15 +28,38 @@ class RingStats(NamedTuple):
     data_waiters: int
     space_waiters: int
     base_offset: int     # offset of the ring's first frame
+    lock: int            # the claim lock's word: a sequence, and its holder's slot + 1
+    retired_end: int     # a retired ring: where it ends
+    retired_next_offset: int  # ... and where the partition's next ring starts
+
+    @property
+    def lock_holder(self) -> int:
+        """The producer slot holding the claim lock, or -1."""
+        return (self.lock & 0xFF) - 1
+
+    @property
+    def retired(self) -> bool:
+        return bool(self.flags & RING_RETIRED)
+
+
+# A slot's claim states (layout.h).
+SLOT_IDLE, SLOT_CLAIMED, SLOT_PUBLISHING, SLOT_REVOKED, SLOT_CANCELLED = range(5)
 
 
 class SlotInfo(NamedTuple):
     """One producer slot in use."""
 
     slot: int
-    pid: int
+    pid: int             # a hint: in another pid namespace it names nobody
     start_ms: int        # the owner's process create time, ms since the epoch
     claimed: bool        # a claim is between reservation and publication
+    token: int           # the owner's liveness lock (_liveness)
+    state: int           # SLOT_IDLE ... SLOT_CANCELLED
+    claim_pos: int       # where its claim (if any) starts: the same claim while unchanged
+    claim_offset: int    # the first offset it covers
+
+    def owner_alive(self) -> bool:
+        return _liveness.is_alive(self.token, self.pid, self.start_ms)
 
 
 class Ring:
@@ -105,7 +129,8 @@ class Ring:
         lib.sb_ring_stats(self.ptr, out)
         return RingStats(out.total_bytes, out.data_bytes, out.flags, out.created_ns, out.tail,
                          out.next_offset, out.head, out.head_offset, out.published, out.archived,
-                         out.synced, out.data_waiters, out.space_waiters, out.base_offset)
+                         out.synced, out.data_waiters, out.space_waiters, out.base_offset, out.lock,
+                         out.retired_end, out.retired_next_offset)
 
     def set_flag(self, flag: int) -> None:
         """Set a header flag and wake every waiter, so they notice."""
@@ -124,6 +149,23 @@ class Ring:
         """Move the archived and synced positions (the archiver's side) and wake writers."""
         lib.sb_ring_set_archived(self.ptr, archived, synced)
 
+    def request_sync(self, position: int) -> None:
+        """Ask the archiver to fsync the ring up to position (and wake it)."""
+        lib.sb_request_sync(self.ptr, position)
+
+    def wait_synced(self, position: int, timeout_ns: int) -> bool:
+        """Wait until the ring is fsynced up to position; False on timeout, RingDeleted."""
+        code = lib.sb_wait_synced(self.ptr, position, timeout_ns)
+        if code < 0:
+            raise_for(code, self.name)
+        return code == 1
+
+    def rebase(self, base_offset: int) -> None:
+        """Make a fresh, unwritten ring start at base_offset."""
+        code = lib.sb_ring_rebase(self.ptr, base_offset)
+        if code < 0:
+            raise_for(code, self.name)
+
     def sync_requested(self) -> int:
         """The highest position a producer's flush() waits to see fsynced."""
         return lib.sb_sync_requested(self.ptr)
@@ -136,10 +178,11 @@ class Ring:
 
     def acquire_slot(self) -> int:
         pid, start = my_identity()
-        slot = lib.sb_slot_acquire(self.ptr, pid, start)
+        token = _liveness.my_token()
+        slot = lib.sb_slot_acquire(self.ptr, pid, start, token)
         if slot < 0:
             self.reap_dead()
-            slot = lib.sb_slot_acquire(self.ptr, pid, start)
+            slot = lib.sb_slot_acquire(self.ptr, pid, start, token)
         if slot < 0:
             raise ShmbusError(f"all {MAX_SLOTS} producer slots of {self.name} are taken by live producers")
         return slot
@@ -152,8 +195,9 @@ class Ring:
         """Every slot in use."""
         out = ffi.new("sb_slot_info[]", MAX_SLOTS)
         lib.sb_slots_get(self.ptr, out)
-        return [SlotInfo(i, s.owner_pid, s.owner_start, bool(s.claimed)) for i, s in enumerate(out)
-                if s.owner_pid]
+        return [SlotInfo(i, s.owner_pid, s.owner_start, bool(s.claimed), s.owner_token, s.state,
+                         s.claim_pos, s.claim_offset)
+                for i, s in enumerate(out) if s.owner_pid]
 
     def lock_owner(self) -> int:
         """The producer slot holding the claim lock, or -1."""
@@ -162,13 +206,13 @@ class Ring:
     def reap_dead(self, my_slot: Optional[int] = None) -> int:
         """Free the slots of dead producers, finishing their claims as aborted frames
         and breaking the claim lock if one died holding it. Returns how many."""
-        dead = [s.slot for s in self.slots() if not is_alive(s.pid, s.start_ms)]
+        dead = [s.slot for s in self.slots() if not s.owner_alive()]
         if not dead:
             return 0
         own_slot = my_slot is None
         if my_slot is None:
             pid, start = my_identity()
-            my_slot = lib.sb_slot_acquire(self.ptr, pid, start)
+            my_slot = lib.sb_slot_acquire(self.ptr, pid, start, _liveness.my_token())
             if my_slot < 0:
                 # Every slot is taken, some by the dead: borrow a dead one's after reaping it.
                 my_slot = dead[0]
@@ -180,6 +224,21 @@ class Ring:
             if own_slot and my_slot not in dead:
                 lib.sb_slot_release(self.ptr, my_slot)
         return len(dead)
+
+    def retire(self, my_slot: int, stalled: List[int]) -> Tuple[int, int]:
+        """Retire the ring for the stalled producer slots (unblock.c): no more claims in
+        it, their claims revoked (or, if they were already publishing, published for
+        them), and where it ends made final. Returns (end position, the offset the
+        partition's next ring must start at). ClaimLockBusy if a producer that is not
+        stalled holds the lock for long: try again."""
+        end, next_offset = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+        mask = 0
+        for slot in stalled:
+            mask |= 1 << slot
+        code = lib.sb_ring_retire(self.ptr, my_slot, mask, end, next_offset)
+        if code < 0:
+            raise_for(code, self.name)
+        return end[0], next_offset[0]
 
     # ---- archiving ----
 

@@ -68,16 +68,5 @@ class Writer:
                 f"key, headers and value (half the ring); create the topic with a larger ring_bytes")
         raise_for(code, self.ring.name)
 
-    def request_sync(self, position: int) -> None:
-        """Ask the archiver to fsync the ring up to position (and wake it)."""
-        lib.sb_request_sync(self.ring.ptr, position)
-
-    def wait_synced(self, position: int, timeout_ns: int) -> bool:
-        """Wait until the ring is fsynced up to position; False on timeout, RingDeleted."""
-        code = lib.sb_wait_synced(self.ring.ptr, position, timeout_ns)
-        if code < 0:
-            raise_for(code, self.ring.name)
-        return code == 1
-
     def release(self) -> None:
         self.ring.release_slot(self.slot)

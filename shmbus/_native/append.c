@@ -10,7 +10,7 @@
 #include "layout.h"
 #include "wait.h"
 
-static void publish(sb_ring *r, uint64_t pos, uint32_t length)
+void publish(sb_ring *r, uint64_t pos, uint32_t length)
 {
     STORE_REL(&frame_at(r, pos)->word0, (lap_of(r, pos) << 32) | length);
 }
@@ -37,10 +37,13 @@ void write_filler(sb_ring *r, uint64_t pos, uint64_t length, uint16_t type,
     publish(r, pos, (uint32_t)length);
 }
 
+/* Write one record's frame at pos, all but its word0: returns the length word0 will
+ * carry (*out_length) and the bytes the frame takes. */
 static uint64_t write_record(sb_ring *r, uint64_t pos, uint64_t offset, int64_t timestamp_ns,
                              const char *key, int64_t key_len,
                              const char *headers, int64_t headers_len,
-                             const char *value, int64_t value_len, uint64_t gap)
+                             const char *value, int64_t value_len, uint64_t gap,
+                             uint32_t *out_length)
 {
     sb_frame_header *f = frame_at(r, pos);
     char *payload = (char *)(f + 1);
@@ -65,8 +68,30 @@ static uint64_t write_record(sb_ring *r, uint64_t pos, uint64_t offset, int64_t 
         STORE(&r->index[(offset / SB_INDEX_STRIDE) & (r->index_slots - 1)], pos);
     /* word0's length covers the gap, so readers step over it; the CRC and the
      * lengths above cover only the record. */
-    publish(r, pos, (uint32_t)(content + gap));
+    *out_length = (uint32_t)(content + gap);
     return align8(content) + gap;
+}
+
+/* Every byte of the claim is written: decide, atomically against the unblocker,
+ * that its records will be published (CLAIMED -> PUBLISHING), then publish its
+ * first frame, which readers stop at until then. If the claim was revoked while
+ * this producer stalled, nothing of it is published: being awake again, it owns the
+ * claim's bytes, and turns them into an aborted frame that readers step over. */
+static int commit_claim(sb_ring *r, int slot, const struct claim *c, uint32_t count, uint32_t first_length)
+{
+    struct slot *s = &r->slots[slot];
+    uint64_t claimed = CLAIMED;
+    if (!__atomic_compare_exchange_n(&s->state, &claimed, PUBLISHING, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        write_filler(r, c->frame_pos, c->end - c->frame_pos, SB_FRAME_ABORTED, c->offset, count);
+        STORE_REL(&s->state, IDLE);
+        wake_after_publish(r);
+        return SB_REVOKED;
+    }
+    publish(r, c->frame_pos, first_length);
+    STORE_REL(&s->state, IDLE);
+    wake_after_publish(r);
+    return SB_OK;
 }
 
 static int64_t resolve_timestamp(int64_t timestamp_ns, int64_t *out_timestamp)
@@ -96,10 +121,11 @@ static int64_t append_one(sb_ring *r, int slot,
         return rc;
     if (c.frame_pos != c.pos)
         write_filler(r, c.pos, c.frame_pos - c.pos, SB_FRAME_PADDING, c.offset, 0);
+    uint32_t length;
     write_record(r, c.frame_pos, c.offset, timestamp_ns, key, key_len, headers, headers_len,
-                 value, value_len, c.gap);
-    STORE_REL(&r->slots[slot].state, 0);
-    wake_after_publish(r);
+                 value, value_len, c.gap, &length);
+    if ((rc = commit_claim(r, slot, &c, 1, length)) < 0)
+        return rc;
     *out_end = c.end;
     return (int64_t)c.offset;
 }
@@ -158,16 +184,25 @@ static int64_t append_batch(sb_ring *r, int slot,
         return rc;
     if (c.frame_pos != c.pos)
         write_filler(r, c.pos, c.frame_pos - c.pos, SB_FRAME_PADDING, c.offset, 0);
+    /* Frames after the first are published as they are written: readers stop at
+     * the first, which commit_claim publishes once the whole batch is there. */
     uint64_t pos = c.frame_pos;
     const char *value = values;
+    uint32_t first_length = 0;
     for (uint32_t i = 0; i < count; i++) {
         int64_t value_len = value_lens[i];
-        pos += write_record(r, pos, c.offset + i, timestamp_ns, key, key_len, headers, headers_len,
-                            value, value_len, i + 1 == count ? c.gap : 0);
+        uint32_t length;
+        uint64_t size = write_record(r, pos, c.offset + i, timestamp_ns, key, key_len, headers,
+                                     headers_len, value, value_len, i + 1 == count ? c.gap : 0, &length);
+        if (i == 0)
+            first_length = length;
+        else
+            publish(r, pos, length);
+        pos += size;
         value += value_len > 0 ? value_len : 0;
     }
-    STORE_REL(&r->slots[slot].state, 0);
-    wake_after_publish(r);
+    if ((rc = commit_claim(r, slot, &c, count, first_length)) < 0)
+        return rc;
     *out_count = count;
     *out_end = c.end;
     return (int64_t)c.offset;

@@ -4,7 +4,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <unistd.h>
+#include "frame.h"
 #include "layout.h"
+#include "unblock.h"
 
 /* At most 1 MiB per write(): measured here, 16 MiB writes into the page cache
  * ran at a seventh of the speed of 1 MiB ones. */
@@ -23,6 +25,20 @@ static int write_all(int fd, const char *p, uint64_t n)
         n -= (uint64_t)done;
     }
     return 0;
+}
+
+/* Write a header-only aborted frame covering count offsets from offset. */
+static int write_aborted(int fd, uint64_t offset, uint64_t count)
+{
+    sb_frame_header f = {0};
+    f.word0 = FRAME_HEADER_BYTES;
+    f.type = SB_FRAME_ABORTED;
+    f.offset = offset;
+    f.record_count = (uint32_t)count;
+    f.key_len = KEY_NULL;
+    f.value_len = KEY_NULL;
+    f.crc = sb_crc32c(0, (const char *)&f + 12, FRAME_HEADER_BYTES - 12);
+    return write_all(fd, (const char *)&f, sizeof f);
 }
 
 /* Write the run [run_start, pos) of the ring, which never crosses its end. */
@@ -46,8 +62,28 @@ int64_t sb_archive(sb_ring *r, int fd, sb_archive_state *st, uint64_t max_bytes,
     *out_entries = 0;
     while (written < max_bytes && n_entries < max_entries) {
         uint32_t len = published_length(r, pos);
-        if (!len)
-            break;
+        if (!len) {
+            /* In a retired ring, a revoked claim is never written: archive it as an
+             * aborted frame (as a dead producer's) and go on past it. */
+            uint64_t end, first, count;
+            if (!revoked_claim_at(r, pos, &end, &first, &count))
+                break;
+            if ((rc = flush_run(r, fd, run_start, pos)) < 0 || (rc = write_aborted(fd, first, count)) < 0)
+                return rc;
+            if (st->since_index >= index_interval || st->segment_bytes == 0) {
+                entries[n_entries].offset = first;
+                entries[n_entries].position = st->segment_bytes;
+                entries[n_entries].max_timestamp = st->max_timestamp;
+                n_entries++;
+                st->since_index = 0;
+            }
+            st->next_offset = first + count;
+            st->segment_bytes += FRAME_HEADER_BYTES;
+            st->since_index += FRAME_HEADER_BYTES;
+            written += FRAME_HEADER_BYTES;
+            run_start = pos = end;
+            continue;
+        }
         sb_frame_header *f = frame_at(r, pos);
         uint64_t size = align8(len);
         if (f->type == SB_FRAME_PADDING) {

@@ -29,6 +29,10 @@ int lock_acquire(sb_ring *r, int slot)
         /* The holder may be descheduled (two cores): let it run. */
         sched_yield();
         if ((spins & 63) == 0) {
+            /* A retired ring's lock may stay held by the stalled producer it was
+             * retired for: nothing is claimed here any more. */
+            if (LOAD_ACQ(&r->h->flags) & SB_RING_RETIRING)
+                return SB_MOVED;
             int64_t now = now_ns(CLOCK_MONOTONIC);
             if (!deadline)
                 deadline = now + LOCK_SPIN_NS;
@@ -48,6 +52,13 @@ void lock_release(sb_ring *r)
  * sequence must be the same, and free, before and after. */
 void read_locked_pair(sb_ring *r, uint64_t *a, uint64_t *b, uint64_t *out_a, uint64_t *out_b)
 {
+    if (LOAD_ACQ(&r->h->flags) & SB_RING_RETIRED) {
+        /* Nobody claims in a retired ring; its lock may be held for good by the
+         * stalled producer it was retired for. */
+        *out_a = LOAD_ACQ(a);
+        *out_b = LOAD_ACQ(b);
+        return;
+    }
     for (int attempt = 0;; attempt++) {
         uint64_t before = LOAD_ACQ(&r->h->lock);
         uint64_t va = LOAD_ACQ(a), vb = LOAD_ACQ(b);
@@ -122,6 +133,9 @@ static int make_room(sb_ring *r, uint64_t needed_end)
 static int claim(sb_ring *r, int slot, uint64_t bytes, uint32_t count, struct claim *c)
 {
     struct header *h = r->h;
+    /* Under the lock: a retirer sets RETIRING before it takes the lock. */
+    if (LOAD_ACQ(&h->flags) & SB_RING_RETIRING)
+        return SB_MOVED;
     uint64_t tail = LOAD(&h->tail);
     uint64_t room_before_end = r->data_bytes - tail % r->data_bytes;
     c->pos = tail;
@@ -151,7 +165,14 @@ static int claim(sb_ring *r, int slot, uint64_t bytes, uint32_t count, struct cl
     s->claim_end = c->end;
     s->claim_offset = c->offset;
     s->claim_count = count;
-    STORE_REL(&s->state, CLAIMED);
+    s->claim_gap = c->gap;
+    /* A CAS, not a store: the unblocker may have CANCELLED us while we were stalled
+     * holding the lock (sb_ring_retire); then this ring is not ours to claim in. */
+    uint64_t idle = IDLE;
+    if (!__atomic_compare_exchange_n(&s->state, &idle, CLAIMED, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        STORE_REL(&s->state, IDLE);
+        return SB_MOVED;
+    }
     STORE(&h->tail, c->end);
     STORE(&h->next_offset, c->offset + count);
     return SB_OK;
@@ -195,14 +216,17 @@ int claim_or_wait(sb_ring *r, int slot, uint64_t bytes, uint32_t count, int64_t 
         unregister_waiter(&h->space_waiters);
         if (rc != SB_FULL)
             return rc;
-        if (LOAD(&h->flags) & SB_RING_DELETED)
+        uint64_t flags = LOAD(&h->flags);
+        if (flags & SB_RING_DELETED)
             return SB_DELETED;
+        if (flags & SB_RING_RETIRING)
+            return SB_MOVED;
     }
 }
 
 /* ---- producer slots ---- */
 
-int sb_slot_acquire(sb_ring *r, uint64_t pid, uint64_t start_ms)
+int sb_slot_acquire(sb_ring *r, uint64_t pid, uint64_t start_ms, uint64_t token)
 {
     for (int i = 0; i < SB_MAX_SLOTS; i++) {
         struct slot *s = &r->slots[i];
@@ -210,7 +234,8 @@ int sb_slot_acquire(sb_ring *r, uint64_t pid, uint64_t start_ms)
         if (LOAD(&s->owner_pid) == 0
             && __atomic_compare_exchange_n(&s->owner_pid, &expected, pid, 0,
                                            __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-            STORE(&s->state, 0);
+            STORE(&s->state, IDLE);
+            STORE(&s->owner_token, token);
             STORE_REL(&s->owner_start, start_ms);
             return i;
         }
@@ -227,6 +252,7 @@ void sb_slot_release(sb_ring *r, int slot)
         sched_yield();
     struct slot *s = &r->slots[slot];
     STORE(&s->owner_start, 0);
+    STORE(&s->owner_token, 0);
     STORE_REL(&s->owner_pid, 0);
     leave_slot(r, slot);
 }
@@ -237,6 +263,10 @@ void sb_slots_get(sb_ring *r, sb_slot_info *out)
         struct slot *s = &r->slots[i];
         out[i].owner_pid = LOAD_ACQ(&s->owner_pid);
         out[i].owner_start = LOAD_ACQ(&s->owner_start);
-        out[i].claimed = LOAD_ACQ(&s->state) == CLAIMED;
+        out[i].owner_token = LOAD_ACQ(&s->owner_token);
+        out[i].state = LOAD_ACQ(&s->state);
+        out[i].claimed = out[i].state == CLAIMED || out[i].state == PUBLISHING;
+        out[i].claim_pos = LOAD(&s->claim_pos);
+        out[i].claim_offset = LOAD(&s->claim_offset);
     }
 }

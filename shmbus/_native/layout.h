@@ -34,8 +34,16 @@
 
 #define MAGIC 0x53484D4255535231ull /* "SHMBUSR1" */
 #define HEADER_PAGE 4096
-#define SLOT_PAGE 4096
-#define CLAIMED 1  /* a slot's state while its claim is between reservation and publication */
+#define SLOT_PAGE 8192
+
+/* A producer slot's state. A claim goes IDLE -> CLAIMED (under the lock, once its
+ * place is recorded) -> PUBLISHING (a CAS, once every byte is copied: from then on
+ * the records will be published) -> IDLE. The unblocker (unblock.c) may move a
+ * stalled CLAIMED claim to REVOKED (its records will never be published: readers
+ * step over it), and a stalled lock holder that had not claimed yet from IDLE to
+ * CANCELLED (it will not claim in this ring). The owner sees either when its own
+ * CAS fails. */
+enum { IDLE = 0, CLAIMED = 1, PUBLISHING = 2, REVOKED = 3, CANCELLED = 4 };
 
 struct header {
     /* immutable after creation */
@@ -59,23 +67,30 @@ struct header {
     uint64_t waiter_lease;     /* CLOCK_MONOTONIC ns until which some waiter may sleep */
     /* the highest position a producer's flush() waits to see fsynced */
     _Alignas(LINE) uint64_t sync_request;
+    /* a retired ring (SB_RING_RETIRED) ends here: its last position and the offset
+     * the partition's next ring starts at */
+    _Alignas(LINE) uint64_t retired_end;
+    uint64_t retired_next_offset;
     /* room for later control words */
     _Alignas(LINE) uint64_t reserved[8];
 };
 
 struct slot {
-    _Alignas(LINE) uint64_t owner_pid;
+    _Alignas(LINE) uint64_t owner_pid;  /* a hint: in another pid namespace it names nobody */
     uint64_t owner_start;
-    uint64_t state;
+    uint64_t owner_token;      /* names the owner's liveness lock (shmbus/_liveness.py) */
+    uint64_t state;            /* IDLE, CLAIMED, PUBLISHING, REVOKED or CANCELLED */
     uint64_t claim_pos;        /* where the claim starts (a padding frame, if it wrapped) */
     uint64_t claim_frame_pos;  /* where its first record frame starts */
     uint64_t claim_end;
     uint64_t claim_offset;
     uint64_t claim_count;
+    uint64_t claim_gap;        /* bytes its last frame absorbs before the ring's end */
+    uint64_t reserved[6];
 };
 
 _Static_assert(sizeof(struct header) <= HEADER_PAGE, "header fits its page");
-_Static_assert(sizeof(struct slot) == LINE, "one slot per cache line");
+_Static_assert(sizeof(struct slot) == 2 * LINE, "a slot takes two cache lines of its own");
 _Static_assert(SB_MAX_SLOTS * sizeof(struct slot) <= SLOT_PAGE, "slots fit their page");
 
 struct sb_ring {

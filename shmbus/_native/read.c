@@ -7,10 +7,22 @@
 #include "claim.h"
 #include "frame.h"
 #include "layout.h"
+#include "unblock.h"
+
+/* The end of what the ring holds: the tail, or where a retired ring ends. */
+static void ring_end(sb_ring *r, uint64_t *out_position, uint64_t *out_offset)
+{
+    if (LOAD_ACQ(&r->h->flags) & SB_RING_RETIRED) {
+        *out_position = LOAD_ACQ(&r->h->retired_end);
+        *out_offset = LOAD_ACQ(&r->h->retired_next_offset);
+        return;
+    }
+    read_locked_pair(r, &r->h->tail, &r->h->next_offset, out_position, out_offset);
+}
 
 void sb_seek_end(sb_ring *r, sb_cursor *cur)
 {
-    read_locked_pair(r, &r->h->tail, &r->h->next_offset, &cur->position, &cur->next_offset);
+    ring_end(r, &cur->position, &cur->next_offset);
 }
 
 void sb_seek_head(sb_ring *r, sb_cursor *cur)
@@ -31,7 +43,9 @@ int sb_seek(sb_ring *r, sb_cursor *cur, uint64_t offset)
     sb_seek_head(r, cur);
     head = cur->position;
     head_offset = cur->next_offset;
-    read_locked_pair(r, &r->h->tail, &r->h->next_offset, &tail, &end_offset);
+    ring_end(r, &tail, &end_offset);
+    if (offset > end_offset && (LOAD_ACQ(&r->h->flags) & SB_RING_RETIRED))
+        return SB_MOVED; /* it is in the partition's next ring */
     if (offset < head_offset || offset > end_offset)
         return SB_OUT_OF_RANGE;
     if (offset == end_offset) {
@@ -40,7 +54,8 @@ int sb_seek(sb_ring *r, sb_cursor *cur, uint64_t offset)
         return SB_OK;
     }
     /* Start from the index entry at or below the offset, if it still holds. */
-    uint64_t pos = head, at = head_offset;
+    uint64_t pos = head, at = head_offset, revoked_first = 0;
+    int inside_revoked = 0;
     uint64_t indexed_offset = offset - offset % SB_INDEX_STRIDE;
     uint64_t indexed = LOAD(&r->index[(indexed_offset / SB_INDEX_STRIDE) & (r->index_slots - 1)]);
     if (indexed >= head && indexed < tail && indexed % 8 == 0 && indexed_offset >= head_offset
@@ -53,8 +68,20 @@ int sb_seek(sb_ring *r, sb_cursor *cur, uint64_t offset)
     }
     while (pos < tail) {
         uint32_t len = published_length(r, pos);
-        if (!len)
+        if (!len) {
+            uint64_t end, first, count;
+            if (revoked_claim_at(r, pos, &end, &first, &count)) {
+                if (first + count > offset) {
+                    inside_revoked = 1;
+                    revoked_first = first;
+                    break; /* the cursor sits on it; sb_read steps over it */
+                }
+                at = first + count;
+                pos = end;
+                continue;
+            }
             return SB_EMPTY; /* a frame before it is still being written: try again */
+        }
         sb_frame_header *f = frame_at(r, pos);
         uint64_t records = f->type == SB_FRAME_PADDING ? 0 : f->record_count;
         if (f->type != SB_FRAME_PADDING && f->offset + records > offset)
@@ -66,8 +93,10 @@ int sb_seek(sb_ring *r, sb_cursor *cur, uint64_t offset)
         return SB_OUT_OF_RANGE;
     cur->position = pos;
     cur->next_offset = at > offset ? at : offset;
-    /* Inside an aborted frame the cursor sits on the frame; sb_read skips it. */
-    if (pos < tail) {
+    /* Inside an aborted frame (or a revoked claim) the cursor sits on it; sb_read skips it. */
+    if (inside_revoked)
+        cur->next_offset = revoked_first;
+    else if (pos < tail) {
         sb_frame_header *f = frame_at(r, pos);
         if (f->type == SB_FRAME_ABORTED)
             cur->next_offset = f->offset;
@@ -117,7 +146,7 @@ int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
     uint64_t pos = start_pos, offset = start_offset, used = 0;
     uint64_t skipped_aborted = 0;
     int64_t n = 0;
-    int plain = 1;
+    int plain = 1, moved = 0;
     *out_used = 0;
     *out_plain = 0;
     if (LOAD(&r->h->flags) & SB_RING_DELETED)
@@ -133,6 +162,16 @@ int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
              * copied so far is checked below, and the next call skips ahead. */
             if (n == 0 && !still_in_ring(r, pos))
                 return lapped(r, cur, offset);
+            /* A retired ring: a revoked claim, never to be written, or its end. */
+            uint64_t end, first, count;
+            if (revoked_claim_at(r, pos, &end, &first, &count)) {
+                skipped_aborted += first + count > offset ? first + count - offset : 0;
+                if (first + count > offset)
+                    offset = first + count;
+                pos = end;
+                continue;
+            }
+            moved = ring_end_reached(r, pos);
             break;
         }
         const sb_frame_header *f = frame_at(r, pos);
@@ -179,6 +218,8 @@ int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
     cur->next_offset = offset;
     cur->aborted += skipped_aborted;
     *out_used = used;
+    if (moved && n == 0)
+        return SB_MOVED;
     if (plain && n > 0) {
         for (int64_t i = 0; i < n; i++) {
             const int64_t *d = desc + i * SB_DESC_WORDS;

@@ -132,6 +132,17 @@ void sb_ring_set_flag(sb_ring *r, uint64_t flag)
     wake_everyone(r);
 }
 
+int sb_ring_rebase(sb_ring *r, uint64_t base_offset)
+{
+    struct header *h = r->h;
+    if (LOAD(&h->tail) != 0 || LOAD(&h->lock) & LOCK_OWNER_MASK)
+        return SB_BAD_RING; /* only a ring nobody has written to */
+    h->base_offset = base_offset;
+    STORE(&h->head_offset, base_offset);
+    STORE_REL(&h->next_offset, base_offset);
+    return SB_OK;
+}
+
 void sb_ring_clear_flag(sb_ring *r, uint64_t flag)
 {
     __atomic_fetch_and(&r->h->flags, ~flag, __ATOMIC_SEQ_CST);
@@ -152,8 +163,19 @@ void sb_ring_stats(sb_ring *r, sb_stats *out)
     out->flags = LOAD(&h->flags);
     out->created_ns = h->created_ns;
     out->base_offset = h->base_offset;
-    read_locked_pair(r, &h->tail, &h->next_offset, &out->tail, &out->next_offset);
-    read_locked_pair(r, &h->head, &h->head_offset, &out->head, &out->head_offset);
+    out->lock = LOAD_ACQ(&h->lock);
+    out->retired_end = LOAD_ACQ(&h->retired_end);
+    out->retired_next_offset = LOAD_ACQ(&h->retired_next_offset);
+    if (out->flags & SB_RING_RETIRED) {
+        /* Its lock may be held for good by the stalled producer it was retired for. */
+        out->tail = out->retired_end;
+        out->next_offset = out->retired_next_offset;
+        out->head = LOAD_ACQ(&h->head);
+        out->head_offset = LOAD_ACQ(&h->head_offset);
+    } else {
+        read_locked_pair(r, &h->tail, &h->next_offset, &out->tail, &out->next_offset);
+        read_locked_pair(r, &h->head, &h->head_offset, &out->head, &out->head_offset);
+    }
     out->published = LOAD_ACQ(&h->published);
     out->archived = LOAD_ACQ(&h->archived);
     out->synced = LOAD_ACQ(&h->synced);

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 enum {
-    SB_VERSION = 1,
+    SB_VERSION = 2,
     SB_FRAME_ALIGN = 8,            /* every frame starts at a multiple of 8 */
     SB_FRAME_DATA = 1,
     SB_FRAME_PADDING = 2,          /* fills the end of the ring so no frame wraps */
@@ -22,6 +22,8 @@ enum {
     SB_RING_DURABLE = 1,           /* ring flag: producers may not pass the archived position */
     SB_RING_DELETED = 2,           /* ring flag: the topic was deleted; clients must let go */
     SB_RING_ARCHIVE_ERROR = 4,     /* ring flag: the archiver cannot write (disk full?); see the supervisor */
+    SB_RING_RETIRING = 8,          /* ring flag: no more claims here; the partition moves to a new ring */
+    SB_RING_RETIRED = 16,          /* ring flag: and where this ring ends is final (sb_stats.retired_*) */
     SB_INDEX_STRIDE = 16,          /* the offset index keeps the position of every 16th offset */
 
     /* Return codes (negative; >= 0 means success). */
@@ -37,7 +39,9 @@ enum {
     SB_BAD_RING = -9,              /* not a valid ring of this version, or a bad argument */
     SB_SYSTEM = -10,               /* a system call failed; errno says why */
     SB_CORRUPT = -11,              /* a frame failed its checks (CRC, offset, length) */
-    SB_SLOT_BUSY = -12             /* another thread of this process is appending with the slot */
+    SB_SLOT_BUSY = -12,            /* another thread of this process is appending with the slot */
+    SB_MOVED = -13,                /* the ring is retired: the partition goes on in its new ring */
+    SB_REVOKED = -14               /* the claim was revoked (it stalled): its records were not appended */
 };
 
 typedef struct sb_ring sb_ring;    /* a mapped ring; opaque */
@@ -106,13 +110,20 @@ typedef struct {
     uint64_t data_waiters;
     uint64_t space_waiters;
     uint64_t base_offset;          /* offset of the ring's first frame */
+    uint64_t lock;                 /* the claim lock's word: a sequence, and its owner's slot + 1 */
+    uint64_t retired_end;          /* SB_RING_RETIRED: where the ring ends */
+    uint64_t retired_next_offset;  /* ... and the offset the partition's next ring starts at */
 } sb_stats;
 
 /* One producer slot, as the supervisor's reaper sees it. */
 typedef struct {
     uint64_t owner_pid;            /* 0: free */
     uint64_t owner_start;          /* the owner's process create time, in ms since the epoch */
+    uint64_t owner_token;          /* its liveness lock's token */
     uint64_t claimed;              /* 1 while a claim is between reservation and publication */
+    uint64_t state;                /* 0 idle, 1 claimed, 2 publishing, 3 revoked, 4 cancelled */
+    uint64_t claim_pos;            /* where its claim (if any) starts */
+    uint64_t claim_offset;         /* and the first offset it covers */
 } sb_slot_info;
 
 /* ---- a ring's lifetime and header (ring.c) ---- */
@@ -125,13 +136,21 @@ void sb_ring_stats(sb_ring *ring, sb_stats *out);
 void sb_ring_set_flag(sb_ring *ring, uint64_t flag);
 void sb_ring_clear_flag(sb_ring *ring, uint64_t flag);
 void sb_ring_set_archived(sb_ring *ring, uint64_t archived, uint64_t synced);
+/* Move a fresh, unwritten ring's first offset (a partition's next ring is made before
+ * the offset it starts at is known). */
+int sb_ring_rebase(sb_ring *ring, uint64_t base_offset);
 
 /* ---- producer slots (claim.c) and a dead producer's claim (unblock.c) ---- */
-int sb_slot_acquire(sb_ring *ring, uint64_t pid, uint64_t start_ms);
+int sb_slot_acquire(sb_ring *ring, uint64_t pid, uint64_t start_ms, uint64_t token);
 void sb_slot_release(sb_ring *ring, int slot);
 void sb_slots_get(sb_ring *ring, sb_slot_info *out);   /* SB_MAX_SLOTS entries */
 int sb_lock_owner(sb_ring *ring);
 int sb_reap(sb_ring *ring, int my_slot, int dead_slot);
+/* Retire a ring whose claims stalled: no more claims; the stalled slots (a bitmask)
+ * are revoked (or, if they were already publishing, finished); where the ring ends
+ * is then final. The caller creates the partition's next ring at out_next_offset. */
+int sb_ring_retire(sb_ring *ring, int my_slot, uint64_t stalled_slots,
+                   uint64_t *out_end, uint64_t *out_next_offset);
 
 /* ---- append: one C call per record or per batch (append.c) ---- */
 

@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "layout.h"
+#include "unblock.h"
 #include "wait.h"
 
 static void futex_wake_all(uint32_t *word)
@@ -109,7 +110,13 @@ static int ready(sb_ring *r, const sb_cursor *cur)
     uint64_t word0 = LOAD_ACQ(&frame_at(r, cur->position)->word0);
     if ((word0 >> 32) >= (lap_of(r, cur->position) & 0xFFFFFFFFull) && (uint32_t)word0)
         return 1;
-    return (LOAD(&r->h->flags) & SB_RING_DELETED) || LOAD(&r->h->head) > cur->position;
+    uint64_t flags = LOAD(&r->h->flags);
+    if ((flags & SB_RING_DELETED) || LOAD(&r->h->head) > cur->position)
+        return 1;
+    /* A retired ring: its end, or a revoked claim never to be written. */
+    uint64_t end, first, count;
+    return (flags & SB_RING_RETIRING)
+           && (ring_end_reached(r, cur->position) || revoked_claim_at(r, cur->position, &end, &first, &count));
 }
 
 #ifndef SYS_futex_waitv

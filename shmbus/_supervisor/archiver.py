@@ -43,7 +43,7 @@ class Archiver:
             written = 0
             try:
                 with sup.lock:
-                    sup.registry.close_retired()  # safe: we are not waiting on them now
+                    sup.registry.close_dropped()  # safe: we are not waiting on them now
                     parts = self._partitions()
                     for topic, p in parts:
                         written += self.step(topic, p)
@@ -66,8 +66,12 @@ class Archiver:
                 self._sleep(*waits)
 
     def step(self, topic, p, force_sync=False):
-        """Archive what ring p holds beyond the disk; fsync when due. Returns bytes written."""
-        ring, writer = topic.rings[p], topic.logs[p]
+        """Archive what partition p's ring holds beyond the disk -- first what rings it
+        moved on from hold (oldest first) --; fsync when due. Returns bytes written (1
+        at least when it finished a retired ring, so a drain goes on to the next)."""
+        writer = topic.logs[p]
+        source = topic.archive_source(p)
+        ring = source.ring if source is not None else topic.rings[p]
         now = time.monotonic()
         if writer.error is not None and now - writer.error_at < ERROR_RETRY:
             return 0
@@ -81,7 +85,9 @@ class Archiver:
                 written += more
                 # Hand the space back at once: a producer may be waiting for it.
                 ring.set_archived(writer.state.position, synced)
-            due = (writer.unsynced and (force_sync or now - writer.last_sync >= self.fsync_interval
+            finishing = source is not None and writer.state.position >= source.end
+            due = (writer.unsynced and (force_sync or finishing
+                                        or now - writer.last_sync >= self.fsync_interval
                                         or writer.unsynced >= FSYNC_BYTES
                                         or ring.sync_requested() > synced))
             if due:
@@ -89,6 +95,12 @@ class Archiver:
             if due or not writer.unsynced:
                 writer.synced_position = writer.state.position
                 ring.set_archived(writer.state.position, writer.synced_position)
+            if finishing and writer.synced_position >= source.end:
+                # All of the retired ring is on disk and fsynced: go on with the ring
+                # after it, from its start.
+                source.archived = True
+                writer.state.position = writer.synced_position = 0
+                written = written or 1
             if writer.error is not None:
                 logger.info(f"{topic.info.name}/{p}: archiving again after: {writer.error}")
                 writer.error = None
@@ -105,8 +117,12 @@ class Archiver:
 
     def _wait_arrays(self, parts):
         """Rings and cursors (at the archived position) to sleep on, built under the lock;
-        the rings stay mapped until this thread closes them (close_retired)."""
-        cursors = [Cursor(topic.rings[p], topic.logs[p].state.position) for topic, p in parts]
+        the rings stay mapped until this thread closes them (close_dropped)."""
+        cursors = []
+        for topic, p in parts:
+            source = topic.archive_source(p)
+            ring = source.ring if source is not None else topic.rings[p]
+            cursors.append(Cursor(ring, topic.logs[p].state.position))
         unsynced = any(topic.logs[p].unsynced for topic, p in parts)
         return cursors, self.fsync_interval if unsynced else 0.5
 

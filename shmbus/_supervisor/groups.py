@@ -32,7 +32,7 @@ from .._errors import BadControlPage, CommitFailed, ShmbusError
 from .._fsutil import read_json, write_json_atomic
 from .._group import STRATEGIES, control_page_name
 from .._names import validate_name
-from .._process import is_alive
+from .. import _liveness as liveness
 from .._types import TopicPartition
 
 OFFSETS_FILE = "offsets.json"
@@ -135,13 +135,14 @@ def compute_assignment(strategy, sticky, subscriptions, partitions, previous):
 class Member:
     """A live member as the coordinator sees it."""
 
-    __slots__ = ("member_id", "pid", "start_ms", "connection", "topics", "max_poll_interval",
+    __slots__ = ("member_id", "pid", "start_ms", "liveness", "connection", "topics", "max_poll_interval",
                  "slot", "token", "generation", "holdings")
 
-    def __init__(self, member_id, pid, start_ms, connection, topics, max_poll_interval, slot, token):
+    def __init__(self, member_id, pid, start_ms, liveness, connection, topics, max_poll_interval, slot, token):
         self.member_id = member_id
-        self.pid = pid
+        self.pid = pid                  # a hint: in another pid namespace it names nobody
         self.start_ms = start_ms
+        self.liveness = liveness        # its process's liveness lock token (_liveness)
         self.connection = connection    # the control connection it joined on; its close = leave
         self.topics = topics
         self.max_poll_interval = max_poll_interval
@@ -288,13 +289,15 @@ class GroupCoordinator:
         return group, member
 
     def op_group_join(self, connection, group, member_id=None, pid=0, start_ms=0, topics=(),
-                      strategy="range", sticky=False, max_poll_interval_ms=300000):
+                      strategy="range", sticky=False, max_poll_interval_ms=300000, liveness=0):
         if strategy not in STRATEGIES:
             raise ValueError(f"assignment strategy must be one of {STRATEGIES}, got {strategy!r}")
         if not isinstance(topics, list) or not topics or not all(isinstance(t, str) for t in topics):
             raise TypeError("topics must be a non-empty list of topic names")
         if not isinstance(pid, int) or pid <= 0:
             raise ValueError(f"pid must be a positive int, got {pid!r}")
+        if not isinstance(liveness, int) or isinstance(liveness, bool) or not 0 <= liveness < 1 << 63:
+            raise ValueError(f"liveness must be a liveness lock token, got {liveness!r}")
         with self.lock:
             self._check_open()
             for topic in topics:
@@ -321,7 +324,7 @@ class GroupCoordinator:
                     g.generation = max(g.generation, self.page.generation(g.slot))
                 slot = self._free_member_slots.pop()
                 self._next_token += 1
-                member = Member(f"{pid}-{self._next_token % 1000000:06d}", pid, start_ms, connection,
+                member = Member(f"{pid}-{self._next_token % 1000000:06d}", pid, start_ms, liveness, connection,
                                 sorted(set(topics)), max_poll_interval_ms / 1000, slot, self._next_token)
                 self.page.set_member(slot, member.token)
                 g.members[member.member_id] = member
@@ -374,15 +377,15 @@ class GroupCoordinator:
                                                 f"its connection closed")
 
     def check_liveness(self):
-        """From the liveness loop: remove members whose process died (pid + create
-        time, so a reused pid can't pass) or that stopped polling; rebalance
+        """From the liveness loop: remove members whose process died (its liveness lock
+        released: see _liveness.py) or that stopped polling; rebalance
         groups whose topics gained or lost partitions."""
         with self.lock:
             if self._closed:
                 return
             for g in list(self.groups.values()):
                 for member in list(g.members.values()):
-                    if not is_alive(member.pid, member.start_ms):
+                    if not liveness.is_alive(member.liveness, member.pid, member.start_ms):
                         self._remove(g, member, f"{member.member_id} (pid {member.pid}) died")
                         continue
                     idle = self.page.idle_seconds(member.slot, member.token)

@@ -12,15 +12,18 @@ import threading
 import time
 
 from .. import _access
+from .. import _liveness as liveness
 from .._errors import ShmbusError, SupervisorRunning
 from .._protocol import MAX_LINE, encode, error_reply
 from .archiver import Archiver
 from .groups import GroupCoordinator
 from .topics import TopicRegistry
+from .unblocker import UNBLOCK_TIMEOUT, Unblocker
 
 REAPER_INTERVAL = 0.25      # a dead producer's claim is finished within about this
 OFFSET_SAVE_INTERVAL = 1.0  # memory-only topics: how stale the saved next offset may be
 WAITER_GRACE_NS = 1_000_000_000  # a sleeper's lease must be this long over before it is forgotten
+LIVENESS_SWEEP_INTERVAL = 5.0    # seconds between sweeps of dead processes' liveness files
 
 # Every part of the supervisor logs here; serve() sends it to stderr, which an
 # autostarted supervisor has pointed at <data_dir>/supervisor.log.
@@ -28,12 +31,13 @@ logger = logging.getLogger("shmbus.supervisor")
 
 
 class Supervisor:
-    def __init__(self, paths, share_group=None):
+    def __init__(self, paths, share_group=None, unblock_timeout=UNBLOCK_TIMEOUT):
         self.paths = paths
         self.share_group = share_group
         self.lock = threading.RLock()
         self.stopping = threading.Event()
         self.registry = TopicRegistry(paths)
+        self.unblocker = Unblocker(self.registry, unblock_timeout)
         self.archiver = Archiver(self)
         # Consumer groups: each control connection gets an id, so its members
         # leave when it closes (the kernel closes it when their process dies).
@@ -134,6 +138,7 @@ class Supervisor:
             self.archiver.drain()
             self.registry.close()
             self.groups.close()
+            liveness.sweep_dead()
         with open(self.paths.clean_marker, "w") as f:
             f.write(f"{time.time_ns()}\n")
         logger.info("stopped cleanly")
@@ -148,17 +153,19 @@ class Supervisor:
     # ---- liveness ----
 
     def _liveness_loop(self):
-        last_save = time.monotonic()
+        last_save = last_sweep = time.monotonic()
         while not self.stopping.wait(REAPER_INTERVAL):
             try:
                 with self.lock:
+                    # Dead producers reaped, stalled ones revoked (their partition moved on).
+                    self.unblocker.check()
                     for topic in self.registry.topics.values():
-                        for p, ring in enumerate(topic.rings):
-                            reaped = ring.reap_dead(topic.reaper_slots[p])
-                            if reaped:
-                                logger.info(f"{topic.info.name}/{p}: freed {reaped} dead producer slot(s)")
+                        for ring in topic.rings:
                             # Waiters killed in their sleep: forget them once their lease is over.
                             ring.expire_waiters(WAITER_GRACE_NS)
+                    if time.monotonic() - last_sweep >= LIVENESS_SWEEP_INTERVAL:
+                        liveness.sweep_dead()   # liveness files of processes killed outright
+                        last_sweep = time.monotonic()
                     if time.monotonic() - last_save >= OFFSET_SAVE_INTERVAL:
                         self.registry.save_offsets()
                         last_save = time.monotonic()
@@ -233,16 +240,17 @@ class Supervisor:
         return {"info": topic.info._asdict(), "rings": topic.ring_names()}
 
 
-def serve(paths, share_group=None):
+def serve(paths, share_group=None, unblock_timeout=UNBLOCK_TIMEOUT):
     """Run a supervisor in this process until SIGTERM/SIGINT or `shmbus stop`.
-    share_group: also let the members of this Unix group use the bus (remembered)."""
+    share_group: also let the members of this Unix group use the bus (remembered).
+    unblock_timeout: seconds a live producer may hold a claim before it is revoked."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"%(asctime)s shmbus[%(process)d] {paths.bus}: %(message)s",
                                            datefmt="%Y-%m-%d %H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    supervisor = Supervisor(paths, share_group=share_group)
+    supervisor = Supervisor(paths, share_group=share_group, unblock_timeout=unblock_timeout)
     supervisor.start()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: supervisor.stopping.set())

@@ -3,16 +3,16 @@ import logging
 import os
 import shutil
 import time
-from typing import Optional
+from typing import List, Optional
 
 from .. import _access
-from .._backend import Cursor, Ring, max_record_bytes
-from .._errors import (BadRing, InvalidArgument, InvalidArgumentType, InvalidName, OutOfRing, OutOfSpace,
+from .. import _holdup as holdup
+from .._backend import SLOT_CLAIMED, SLOT_PUBLISHING, Cursor, Ring, max_record_bytes
+from .._errors import (BadRing, ClaimLockBusy, InvalidArgument, InvalidArgumentType, InvalidName, OutOfRing, OutOfSpace,
                        ShmbusError, TopicExists, TopicNotFound)
 from .._fsutil import read_json, write_json_atomic
 from .._log import SegmentWriter, list_segments, segment_path
 from .._names import ring_name, validate_name
-from .._process import is_alive
 from .._types import TopicInfo
 
 MIN_RING_BYTES = 64 << 10
@@ -32,9 +32,35 @@ def normalize_ring_bytes(ring_bytes):
     return (ring_bytes + 4095) & ~4095
 
 
+class RetiredRing:
+    """A ring its partition moved on from because a producer stalled in it (see
+    unblocker.py): its archiver and readers finish it, then it is dropped."""
+
+    def __init__(self, ring, slot, end, next_offset):
+        self.ring = ring
+        self.slot = slot                  # the supervisor's producer slot in it
+        self.end = end                    # where it ends (final)
+        self.next_offset = next_offset    # the offset the next ring starts at
+        self.archived = not ring.durable  # durable: until the archiver has it all on disk
+
+    def settled(self):
+        """Archived, and no live producer is still writing a claim in it."""
+        return self.archived and not any(
+            s.state in (SLOT_CLAIMED, SLOT_PUBLISHING) and s.owner_alive()
+            for s in self.ring.slots() if s.slot != self.slot)
+
+    def drop(self, dropped):
+        """Let go of it; the mapping goes to `dropped`, unmapped by the archiver (which
+        may sleep on its futex words outside the lock)."""
+        self.ring.release_slot(self.slot)
+        Ring.unlink(self.ring.name)
+        dropped.append(self.ring)
+
+
 class Topic:
     """A topic as the supervisor holds it: its config, one mapped ring per partition,
-    and (durable topics) one segment log writer per partition."""
+    and (durable topics) one segment log writer per partition; and per partition the
+    rings it moved on from that are not finished yet (oldest first)."""
 
     def __init__(self, info, created_ns, rings, reaper_slots, logs):
         self.info = info
@@ -43,9 +69,18 @@ class Topic:
         self.reaper_slots = reaper_slots
         self.logs = logs
         self.saved_offsets = [None] * len(rings)
+        self.retired: List[List[RetiredRing]] = [[] for _ in rings]   # per partition, oldest first
 
     def ring_names(self):
         return [ring.name for ring in self.rings]
+
+    def archive_source(self, p):
+        """The ring the archiver reads now: the oldest retired ring not archived yet,
+        else the partition's ring."""
+        for old in self.retired[p]:
+            if not old.archived:
+                return old
+        return None
 
 
 class TopicRegistry:
@@ -55,7 +90,7 @@ class TopicRegistry:
     def __init__(self, paths):
         self.paths = paths
         self.topics = {}
-        self.retired = []  # rings of deleted topics, still mapped (see _drop_rings)
+        self.dropped = []  # rings of deleted topics, still mapped (see _drop_rings)
 
     # ---- paths ----
 
@@ -93,23 +128,31 @@ class TopicRegistry:
             entries = os.listdir("/dev/shm")
         except OSError:
             return
+        wanted |= {old.ring.name[1:] for topic in self.topics.values() for retired in topic.retired
+                   for old in retired}
         for entry in entries:
-            # '@' never occurs in a ring's name: those are control objects (the groups' page).
-            if entry.startswith(prefix) and entry not in wanted and "@" not in entry[len(prefix):]:
-                Ring.unlink("/" + entry)
-                logger.warning(f"removed stray ring /dev/shm/{entry}")
+            if not entry.startswith(prefix) or entry in wanted:
+                continue
+            # '@' never occurs in a topic's name: what has one is a control object (the
+            # groups' page) -- or a retired ring, or a new ring being made.
+            _, at, kind = entry.partition("@")
+            if at and not (kind.startswith("retired-") or kind == "next"):
+                continue
+            Ring.unlink("/" + entry)
+            logger.warning(f"removed stray ring /dev/shm/{entry}")
 
     def quiesce(self, timeout=1.0):
         """Stop new appends everywhere and give claims in flight a moment to finish."""
         for topic in self.topics.values():
-            for ring in topic.rings:
+            for p, ring in enumerate(topic.rings):
                 ring.mark_deleted()
+                for old in topic.retired[p]:
+                    old.ring.mark_deleted()
         deadline = time.monotonic() + timeout
         for topic in self.topics.values():
             for p, ring in enumerate(topic.rings):
                 while time.monotonic() < deadline and any(
-                        claimed and is_alive(pid, start) for slot, pid, start, claimed in ring.slots()
-                        if slot != topic.reaper_slots[p]):
+                        s.claimed and s.owner_alive() for s in ring.slots() if s.slot != topic.reaper_slots[p]):
                     time.sleep(0.005)
 
     def close(self):
@@ -119,7 +162,7 @@ class TopicRegistry:
             self._save_offsets(topic, final=True)
             self._drop_rings(topic)
         self.topics.clear()
-        self.close_retired()
+        self.close_dropped()
 
     # ---- operations ----
 
@@ -325,6 +368,52 @@ class TopicRegistry:
         except OSError as e:
             raise ShmbusError(f"cannot create ring {name}: {e}") from None
 
+    # ---- moving on from a ring a producer stalled in (unblocker.py) ----
+
+    def retire_ring(self, topic, p, stalled):
+        """Retire partition p's ring for the stalled producer slots and go on in a new
+        ring at the next offset. Nothing happens (and the next pass tries again) if
+        /dev/shm has no room for the new ring, or a live producer holds the lock."""
+        info, ring = topic.info, topic.rings[p]
+        name = self.ring_name(info.name, p)
+        staging = f"{name}@next"
+        who = holdup.describe_slots(ring, stalled)
+        Ring.unlink(staging)
+        try:
+            new = Ring.create(staging, info.ring_bytes, 0, info.durable)
+        except OSError as e:
+            logger.error(f"{info.name}/{p}: held up ({who}), and no room for the ring it would move "
+                         f"on to: {e}")
+            return
+        try:
+            end, next_offset = ring.retire(topic.reaper_slots[p], stalled)
+        except ClaimLockBusy:
+            new.close()
+            Ring.unlink(staging)
+            return
+        new.rebase(next_offset)
+        new_slot = new.acquire_slot()
+        # The retired ring keeps a name of its own (a restarted supervisor finds it and
+        # archives what it holds); the new one takes the partition's name, atomically.
+        retired_name = f"{name}@retired-{time.time_ns()}"
+        os.link(_shm_path(name), _shm_path(retired_name))
+        os.rename(_shm_path(staging), _shm_path(name))
+        ring.name = retired_name
+        new.name = name
+        topic.retired[p].append(RetiredRing(ring, topic.reaper_slots[p], end, next_offset))
+        topic.rings[p] = new
+        topic.reaper_slots[p] = new_slot
+        logger.warning(f"{info.name}/{p}: {who} for longer than the unblock timeout: revoked; the partition "
+                       f"goes on in a new ring at offset {next_offset} (the old one is kept as "
+                       f"{retired_name} until it is archived and let go)")
+
+    def settle_retired(self, topic, p):
+        """Drop the retired rings of partition p that are archived and let go."""
+        while topic.retired[p] and topic.retired[p][0].settled():
+            old = topic.retired[p].pop(0)
+            logger.info(f"{topic.info.name}/{p}: dropped the retired ring {old.ring.name}")
+            old.drop(self.dropped)
+
     def enforce_retention(self, topic):
         info = topic.info
         if not info.durable or (info.retention_bytes is None and info.retention_ms is None):
@@ -359,7 +448,7 @@ class TopicRegistry:
     def _drop_rings(self, topic):
         """Remove a topic's rings. Their mappings are only retired here: the archiver
         may be asleep on their futex words outside the lock, so it unmaps them itself
-        (close_retired) once the deletion flag has woken it."""
+        (close_dropped) once the deletion flag has woken it."""
         for log in topic.logs:
             if log is not None:
                 log.close()
@@ -367,12 +456,16 @@ class TopicRegistry:
             ring.mark_deleted()
             ring.release_slot(topic.reaper_slots[p])
             Ring.unlink(ring.name)
-            self.retired.append(ring)
+            self.dropped.append(ring)
+            for old in topic.retired[p]:
+                old.ring.mark_deleted()
+                old.drop(self.dropped)
+            topic.retired[p] = []
 
-    def close_retired(self):
-        for ring in self.retired:
+    def close_dropped(self):
+        for ring in self.dropped:
             ring.close()
-        self.retired.clear()
+        self.dropped.clear()
 
 
 def _size(path):
@@ -380,3 +473,8 @@ def _size(path):
         return os.path.getsize(path)
     except FileNotFoundError:
         return 0
+
+
+def _shm_path(name):
+    """The file of a POSIX shared-memory object (Linux: /dev/shm)."""
+    return "/dev/shm" + name

@@ -172,6 +172,52 @@ def role_victim(args):
             time.sleep(pause)
 
 
+def _stop_self_mid_claim(writer_ring, slot, arm_file):
+    """Like _kill_self_mid_claim, but SIGSTOP: the whole process freezes with its main
+    thread inside a claim (copying a large value), as under a debugger or heavy
+    swapping. Once: after a revocation its partition has moved to a new ring."""
+    slots = ffi.new("sb_slot_info[]", lib.SB_MAX_SLOTS)
+    while True:
+        wait_for_file(arm_file)
+        while True:
+            lib.sb_slots_get(writer_ring, slots)
+            if slots[slot].state == 1:   # CLAIMED: reserved, still being copied
+                os.unlink(arm_file)
+                os.kill(os.getpid(), signal.SIGSTOP)
+                break
+
+
+def role_staller(args):
+    """Send large records to one partition until the stop file appears, freezing itself
+    mid-claim whenever the arm file appears. Reports every record sent (seq, offset)
+    and every one revoked (its send raised ClaimRevoked)."""
+    topic, tag = args["topic"], args["tag"]
+    partition = args.get("partition", 0)
+    size = args.get("size", 2 << 20)
+    sent, revoked = [], []
+    seq = 0
+    with connect(args) as bus, bus.producer() as producer:
+        producer.send(topic, buskit.make_value(tag, seq, size), partition=partition)
+        sent.append([seq, None])
+        seq += 1
+        writer = producer._routes[topic].writers[partition]
+        threading.Thread(target=_stop_self_mid_claim, daemon=True,
+                         args=(writer.ring.ptr, writer.slot, args["arm_file"])).start()
+        touch(args["ready_file"])
+        while not os.path.exists(args["stop_file"]):
+            try:
+                md = producer.send(topic, buskit.make_value(tag, seq, size), partition=partition, timeout=30)
+                sent.append([seq, md.offset])
+            except shmbus.Timeout as e:
+                if type(e).__name__ != "ClaimRevoked":
+                    raise
+                revoked.append([seq, str(e)])
+            seq += 1
+            time.sleep(args.get("pause", 0.001))
+        producer.flush()
+    write_json(args["out"], {"tag": tag, "sent": sent, "revoked": revoked})
+
+
 # ---------------------------------------------------------------------------
 # Consumers
 # ---------------------------------------------------------------------------
@@ -254,6 +300,7 @@ ROLES = {
     "produce": role_produce,
     "survivor": role_survivor,
     "victim": role_victim,
+    "staller": role_staller,
     "consume": role_consume,
     "reader": role_reader,
     "waiter": role_waiter,

@@ -34,8 +34,8 @@ def _write_shm(ring, at, data):
 
 def test_a_header_only_aborted_frame_at_the_ring_end_ends_the_run(ring, tmp_path):
     lay = layout()
-    me = lib.sb_slot_acquire(ring.ptr, 1, 1)
-    dead = lib.sb_slot_acquire(ring.ptr, 2, 2)
+    me = lib.sb_slot_acquire(ring.ptr, 1, 1, 0)
+    dead = lib.sb_slot_acquire(ring.ptr, 2, 2, 0)
     writer = ffi.new("sb_writer *", {"ring": ring.ptr, "slot": me, "wait_ns": 0})
     value = ffi.new("char[]", 64)
     # Fill the first lap to 48 bytes before its end: 4 frames of 56 bytes, 165 of 48.

@@ -68,6 +68,7 @@ def test_ring_names_fit_name_max_and_start_with_the_bus_prefix(tmp_path, bus_len
     name = ring_name(prefix, "t" * topic_len, 1023)
     assert name.startswith("/")
     assert len(name) - 1 <= NAME_MAX, "a /dev/shm name must fit NAME_MAX"
+    assert len(f"{name}@retired-{2**63}") - 1 <= NAME_MAX, "a retired ring's name must fit too"
     assert name[1:].startswith(prefix), (
         f"ring name {name[:60]}... does not start with its bus prefix (len {len(prefix)}): "
         f"the stray sweep and leak checks cannot find it")
