@@ -92,7 +92,9 @@ class Children:
         self._count = 0
         os.makedirs(workdir, exist_ok=True)
 
-    def start(self, role, **args):
+    def start(self, role, launcher=(), **args):
+        """Start a child running `role`. `launcher`: a command line to run it under
+        (say, in a pid namespace of its own)."""
         self._count += 1
         name = f"{role}-{self._count}"
         args = dict(args, bus=self.paths.bus, data_dir=self.paths.data_dir, role=role)
@@ -101,7 +103,7 @@ class Children:
         stdout = open(os.path.join(self.workdir, f"{name}.stdout"), "wb")
         stderr = open(os.path.join(self.workdir, f"{name}.stderr"), "wb")
         try:
-            popen = subprocess.Popen([sys.executable, CHILD_SCRIPT, json.dumps(args)],
+            popen = subprocess.Popen([*launcher, sys.executable, CHILD_SCRIPT, json.dumps(args)],
                                      stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                      close_fds=True)
         finally:

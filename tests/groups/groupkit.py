@@ -83,14 +83,14 @@ class Members:
         self.started = []
         os.makedirs(workdir, exist_ok=True)
 
-    def start(self, group, topics, **options):
+    def start(self, group, topics, launcher=(), **options):
         name = f"m{len(self.started) + 1}"
         stop_file = os.path.join(self.workdir, f"{name}.stop")
         args = dict(options, bus=self.paths.bus, data_dir=self.paths.data_dir, group=group,
                     topics=list(topics), name=name, workdir=self.workdir, stop_file=stop_file)
         stderr = open(os.path.join(self.workdir, f"{name}.stderr"), "wb")
         try:
-            popen = subprocess.Popen([sys.executable, MEMBER_SCRIPT, json.dumps(args)],
+            popen = subprocess.Popen([*launcher, sys.executable, MEMBER_SCRIPT, json.dumps(args)],
                                      stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, close_fds=True)
         finally:
             stderr.close()
