@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import (TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple,
                     Type, Union)
 
-from . import _backend
+from . import _backend, _checks
 from ._backend import ReadBuffer, WaitSet
 from ._errors import Closed, RingDeleted, ShmbusError, TopicNotFound
 from ._group import GroupMember
@@ -70,6 +70,9 @@ class Consumer:
             raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got {auto_offset_reset!r}")
         if wait not in ("spin", "busy"):
             raise ValueError(f"wait must be 'spin' or 'busy', got {wait!r}")
+        _checks.seconds(spin_us, "spin_us")
+        _checks.positive_int(max_poll_records, "max_poll_records")
+        _checks.positive_int(max_poll_bytes, "max_poll_bytes")
         _backend.keep_freed_heap()  # large values would page-fault on every batch
         self._bus = bus
         self._group = group
@@ -175,9 +178,7 @@ class Consumer:
 
     def seek(self, tp: PartitionLike, offset: int) -> None:
         """Make the next record read from tp the one at offset."""
-        if not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset must be a non-negative int, got {offset!r}")
-        self._move(self._reader(tp), offset)
+        self._move(self._reader(tp), _checks.offset(offset))
 
     def seek_to_beginning(self, *tps: PartitionLike) -> None:
         """Go to the earliest retained offset (of the given partitions, or all)."""
@@ -239,7 +240,7 @@ class Consumer:
 
     def poll_many(self, max_records: int = 1000, timeout: Optional[float] = 1.0) -> List[Message]:
         """Up to max_records records, as soon as at least one is there; [] on timeout."""
-        return self._next_batch(max_records, timeout)
+        return self._next_batch(_checks.positive_int(max_records, "max_records"), timeout)
 
     def __iter__(self) -> Iterator[Message]:
         return self
@@ -255,6 +256,7 @@ class Consumer:
 
     def _next_batch(self, max_records: int, timeout: Optional[float], buffered: bool = True) -> List[Message]:
         self._check_open()
+        _checks.seconds(timeout, "timeout", allow_none=True)
         if self._on_poll is not None:
             self._on_poll()
         if buffered and self._buffer_index < len(self._buffer):

@@ -14,7 +14,7 @@ import hashlib
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Protocol, Set, Tuple, Union
 
-from . import _liveness
+from . import _checks, _liveness
 from ._backend import ControlPage
 from ._errors import CommitFailed, ShmbusError
 from ._names import validate_name
@@ -238,9 +238,7 @@ class GroupMember:
         checked = {}
         for tp, offset in offsets.items():
             tp = TopicPartition(*tp)
-            if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-                raise ValueError(f"offset of {tp} must be a non-negative int, got {offset!r}")
-            checked[tp] = offset
+            checked[tp] = _checks.offset(offset, f"the offset of {tp}")
         return checked
 
     def _commit_quietly(self) -> None:

@@ -11,7 +11,7 @@ from . import _backend
 from ._backend import NULL as _NULL
 from ._backend import CData, Ring, Writer
 from ._codec import Headers, encode_headers
-from . import _holdup
+from . import _checks, _holdup
 from ._errors import (BufferFull, ClaimLockBusy, ClaimRevoked, Closed, RingDeleted, RingFull, SlotBusy, Timeout,
                       TopicNotFound)
 from ._types import RecordMetadata
@@ -39,11 +39,14 @@ def _not_bytes_like(obj: object, what: str) -> TypeError:
 
 
 def as_buffer(obj: Any, what: str) -> CData:
-    """A bytes-like object as a C buffer, without copying it."""
+    """A bytes-like object as a C buffer, without copying it -- unless it is not
+    contiguous (a strided memoryview, a sliced array): then as a contiguous copy."""
     try:
         return _backend.c_buffer(obj)
     except TypeError:
         raise _not_bytes_like(obj, what) from None
+    except BufferError:
+        return _backend.c_buffer(as_bytes(obj, what))
 
 
 def as_bytes(obj: Any, what: str) -> bytes:
@@ -115,6 +118,10 @@ class Producer:
 
     def __init__(self, bus: "Bus", timeout: float = 30.0,
                  partitioner: Optional[Callable[[bytes, int], int]] = None, sticky_bytes: int = 16384):
+        _checks.seconds(timeout, "timeout")
+        _checks.positive_int(sticky_bytes, "sticky_bytes")
+        if partitioner is not None and not callable(partitioner):
+            raise TypeError(f"partitioner must be callable(key, num_partitions), got {partitioner!r}")
         self._bus = bus
         self._timeout = timeout
         self._partitioner = partitioner or murmur2_partition
@@ -227,10 +234,8 @@ class Producer:
             key_len = len(key)
             partition = self._pick(route, key, partition, 0)
         blob = encode_headers(headers) if headers else _EMPTY
-        if timestamp_ns is None:
-            timestamp_ns = -1
-        elif type(timestamp_ns) is not int or timestamp_ns < 0:
-            raise ValueError(f"timestamp_ns must be a non-negative int, got {timestamp_ns!r}")
+        timestamp_ns = _checks.timestamp_ns(timestamp_ns)
+        _checks.seconds(timeout, "timeout", allow_none=True)
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         blocked_since = None
         while True:
@@ -314,8 +319,9 @@ class Producer:
         try:
             blob = b"".join(values)
         except TypeError:
-            bad = next(v for v in values if not isinstance(v, (bytes, bytearray, memoryview)))
-            raise TypeError(f"send_many values must be bytes-like, not {type(bad).__name__}") from None
+            # Bytes-like after all, but not contiguous: join copies of them. Or not bytes-like.
+            values = [v if type(v) is bytes else as_bytes(v, "a send_many value") for v in values]
+            blob = b"".join(values)
         # Byte lengths: len() of a memoryview or array counts items, not bytes.
         value_lens = [len(v) if type(v) is bytes else memoryview(v).nbytes for v in values]
         lens = _backend.int64_array(value_lens)
@@ -325,8 +331,8 @@ class Producer:
         partition = self._pick(route, key, partition, len(blob))
         key, key_len = (_NULL, -1) if key is None else (key, len(key))
         header_blob = encode_headers(headers) if headers else _EMPTY
-        if timestamp_ns is None:
-            timestamp_ns = -1
+        timestamp_ns = _checks.timestamp_ns(timestamp_ns)
+        _checks.seconds(timeout, "timeout", allow_none=True)
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         sent, total, position = 0, len(values), 0
         blocked_since = None

@@ -10,6 +10,7 @@
 
 #define FRAME_HEADER_BYTES sizeof(sb_frame_header)
 #define KEY_NULL (-1)  /* a key or value length that means "none" */
+#define MAX_CLAIM_BYTES (1ull << 31)  /* one claim, and so one record, at most: see sb_max_frame_bytes */
 
 /* The frame format is on disk too: pin it. */
 _Static_assert(sizeof(sb_frame_header) == 48, "frame header size");

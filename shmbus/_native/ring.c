@@ -34,8 +34,11 @@ uint64_t sb_ring_total_bytes(uint64_t data_bytes)
 
 uint64_t sb_max_frame_bytes(uint64_t data_bytes)
 {
-    /* Half the ring: a frame that must wrap wastes at most the other half. */
-    return (data_bytes / 2) & ~7ull;
+    /* Half the ring: a frame that must wrap wastes at most the other half. And at
+     * most 2 GiB: a frame's length is 32 bits in word0 (an aborted frame covers a
+     * whole claim), and key and value lengths are int32 in its header. */
+    uint64_t half = data_bytes / 2;
+    return (half < MAX_CLAIM_BYTES ? half : MAX_CLAIM_BYTES) & ~7ull;
 }
 
 static sb_ring *ring_map(int fd, uint64_t map_bytes, int *err)

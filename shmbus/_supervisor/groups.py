@@ -32,6 +32,7 @@ from .._errors import BadControlPage, CommitFailed, ShmbusError
 from .._fsutil import read_json, write_json_atomic
 from .._group import STRATEGIES, control_page_name
 from .._names import validate_name
+from .. import _checks
 from .. import _liveness as liveness
 from .._types import TopicPartition
 
@@ -452,8 +453,7 @@ class GroupCoordinator:
             for row in offsets:
                 tp = TopicPartition(str(row[0]), int(row[1]))
                 offset = row[2]
-                if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-                    raise ValueError(f"offset of {tp} must be a non-negative int, got {offset!r}")
+                _checks.offset(offset, f"the offset of {tp}")
                 if tp not in member.holdings:
                     raise CommitFailed(f"{tp} is not assigned to member {member_id} of group {group!r}")
                 parsed[tp] = offset
@@ -531,8 +531,8 @@ class GroupCoordinator:
     def op_reset_group_offsets(self, connection, group, to, offset=None, topics=None, execute=False):
         if to not in ("earliest", "latest", "offset"):
             raise ValueError(f"reset to must be 'earliest', 'latest' or 'offset', got {to!r}")
-        if to == "offset" and (not isinstance(offset, int) or isinstance(offset, bool) or offset < 0):
-            raise ValueError(f"offset must be a non-negative int, got {offset!r}")
+        if to == "offset":
+            _checks.offset(offset)
         with self.lock:
             self._check_open()
             g = self._group(group)

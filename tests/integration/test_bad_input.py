@@ -178,11 +178,11 @@ def test_bad_headers(bus, make_topic, headers):
             p.send("t", b"v", headers=headers)
 
 
-@pytest.mark.parametrize("timestamp_ns", [-1, 1.5, "now"])
-def test_bad_timestamp(bus, make_topic, timestamp_ns):
+@pytest.mark.parametrize("timestamp_ns, error", [(-1, ValueError), (1.5, TypeError), ("now", TypeError)])
+def test_bad_timestamp(bus, make_topic, timestamp_ns, error):
     make_topic("t")
     with bus.producer() as p:
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             p.send("t", b"v", timestamp_ns=timestamp_ns)
 
 
@@ -276,3 +276,80 @@ def test_array_value_sent_whole(bus, make_topic):
     with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
         p.send("t", values)
         assert c.poll(timeout=5).value == values.tobytes()
+
+
+# ---- values that would poison what comes after them ----
+
+def test_a_poison_commit_is_refused_on_both_sides(bus, make_topic):
+    """commit({tp: 2**64}) was accepted and saved; from then on every member's poll
+    raised OverflowError. Refused by the client, and by the supervisor for a client
+    that skips the check."""
+    make_topic("t")
+    tp = shmbus.TopicPartition("t", 0)
+    with bus.consumer("t", group="g") as c:
+        for bad in (2 ** 64, 2 ** 63, -1):
+            with pytest.raises(ValueError):
+                c.commit({tp: bad})
+        with pytest.raises(TypeError):
+            c.commit({tp: True})
+        member = c._member
+        with pytest.raises(ValueError):
+            bus.call("group_commit", group="g", member_id=member.member_id, generation=member.generation,
+                     offsets=[["t", 0, 2 ** 64]])
+        c.commit({tp: 2 ** 63 - 1})   # the largest offset there is
+        assert c.committed(tp) == 2 ** 63 - 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda c, tp: c.seek(tp, True),
+    lambda c, tp: c.seek(tp, 2 ** 64),
+    lambda c, tp: c.poll_many(0),
+    lambda c, tp: c.poll_many("10"),
+    lambda c, tp: c.poll(timeout=-1),
+    lambda c, tp: c.poll(timeout="1"),
+])
+def test_bad_consumer_arguments(bus, make_topic, call):
+    make_topic("t")
+    with bus.consumer("t") as c:
+        with pytest.raises((TypeError, ValueError)):
+            call(c, shmbus.TopicPartition("t", 0))
+        assert c.poll(timeout=0) is None   # still usable
+
+
+@pytest.mark.parametrize("options", [dict(max_poll_bytes=0), dict(max_poll_records=0), dict(spin_us=-1),
+                                     dict(max_poll_bytes=True)])
+def test_bad_consumer_budgets(bus, make_topic, options):
+    make_topic("t")
+    with pytest.raises((TypeError, ValueError)):
+        bus.consumer("t", **options)
+
+
+def test_timestamps_past_int64_are_refused(bus, make_topic):
+    make_topic("t")
+    with bus.producer() as p:
+        for call in (lambda: p.send("t", b"x", timestamp_ns=2 ** 63),
+                     lambda: p.send_many("t", [b"x"], timestamp_ns=2 ** 63),
+                     lambda: p.send_many("t", [b"x"], timestamp_ns=-5)):
+            with pytest.raises(ValueError):
+                call()
+        assert p.send("t", b"x", timestamp_ns=2 ** 63 - 1).timestamp_ns == 2 ** 63 - 1
+
+
+def test_non_contiguous_buffers_are_sent_as_their_bytes(bus, make_topic):
+    make_topic("t")
+    strided = memoryview(b"abcdefgh")[::2]
+    with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
+        p.send("t", strided, key=strided, headers=[("h", strided)])
+        p.send_many("t", [strided, b"tail"], partition=0)
+        got = buskit.read_exact(c, 3)
+    assert [(m.key, m.value) for m in got] == [(b"aceg", b"aceg"), (None, b"aceg"), (None, b"tail")]
+    assert got[0].headers == (("h", b"aceg"),)
+
+
+def test_no_record_over_2_gib_even_in_a_huge_ring():
+    """A frame's length is 32 bits: a 2**31 + 8 byte value in a 4.25 GiB ring was sent,
+    then read back as None. The largest record is capped below 2 GiB whatever the ring."""
+    from shmbus._backend import FRAME_HEADER_BYTES, max_record_bytes
+    assert max_record_bytes(17 << 28) == (1 << 31) - FRAME_HEADER_BYTES
+    assert max_record_bytes(1 << 40) == (1 << 31) - FRAME_HEADER_BYTES
+    assert max_record_bytes(1 << 20) == (1 << 19) - FRAME_HEADER_BYTES
