@@ -89,6 +89,7 @@ class Bus:
         """Delete a topic: its rings and its segment files. TopicNotFound if absent."""
         validate_name(name, "topic")
         self.call("delete_topic", name=name)
+        self.rings.forget(name)
 
     def stop_supervisor(self, timeout: float = 30.0) -> None:
         """Stop the supervisor cleanly (what `shmbus stop` does) and return once it has:
@@ -111,14 +112,20 @@ class Bus:
     def producer(self, **options: Any) -> Producer:
         """A Producer on this bus; see Producer for the options."""
         producer = Producer(self, **options)
-        self._children.append(producer)
+        self._adopt(producer)
         return producer
 
     def consumer(self, *topics: str, **options: Any) -> Consumer:
         """A Consumer of the given topics; see Consumer for the options."""
         consumer = Consumer(self, list(topics), **options)
-        self._children.append(consumer)
+        self._adopt(consumer)
         return consumer
+
+    def _adopt(self, child: Union[Producer, Consumer]) -> None:
+        """Close it with the bus; forget those already closed (a program that opens and
+        closes thousands of consumers must not keep them all)."""
+        self._children = [c for c in self._children if not c.closed]
+        self._children.append(child)
 
     # ---- lifetime ----
 

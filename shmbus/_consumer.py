@@ -152,7 +152,7 @@ class Consumer:
         if not 0 <= tp.partition < info.partitions:
             raise TopicNotFound(f"topic {tp.topic!r} has no partition {tp.partition}")
         log_dir = os.path.join(self._bus.paths.topics_dir, tp.topic, str(tp.partition))
-        return PartitionReader(tp, rings[tp.partition], start, log_dir, self._reset)
+        return PartitionReader(tp, self._bus.rings, rings[tp.partition], start, log_dir, self._reset)
 
     def _set_readers(self, readers: List[PartitionReader]) -> None:
         for reader in self._readers:
@@ -363,6 +363,12 @@ class Consumer:
         self._readers = []
         self._by_tp = {}
         self._wait_set = WaitSet([])
+        self._buffer = []
+        self._read_buffer = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __enter__(self) -> "Consumer":
         return self

@@ -16,6 +16,7 @@ from ._backend import Cursor, ReadBuffer, Ring
 from ._codec import decode_headers
 from ._errors import Lapped, OffsetOutOfRange, OutOfRing
 from ._log import SegmentReader
+from ._ring_table import RingTable
 from ._types import Message, TopicPartition
 
 _new_tuple = tuple.__new__
@@ -28,16 +29,20 @@ class PartitionReader:
     position is older than the ring holds (durable topics), a reader of the segment
     files. `reset` is the consumer's auto_offset_reset: "earliest", "latest" or "none"."""
 
-    __slots__ = ("tp", "ring", "cursor", "pending", "log_dir", "log", "reset")
+    __slots__ = ("tp", "table", "ring", "cursor", "pending", "log_dir", "log", "reset", "closed")
 
-    def __init__(self, tp: TopicPartition, ring: Ring, pending: Optional[Target], log_dir: str, reset: str):
+    def __init__(self, tp: TopicPartition, table: RingTable, ring: Ring, pending: Optional[Target], log_dir: str,
+                 reset: str):
         self.tp = tp
+        self.table = table   # the reader holds its ring there
+        table.hold(ring)
         self.ring = ring
         self.cursor = Cursor(ring)
         self.pending = pending   # None (resolved), "earliest", "latest" or an offset
         self.log_dir = log_dir if ring.durable else None
         self.log: Optional[SegmentReader] = None   # while reading from disk
         self.reset = reset
+        self.closed = False
 
     # ---- positions ----
 
@@ -107,12 +112,18 @@ class PartitionReader:
         one at the same offset."""
         next_offset = self.cursor.next_offset
         self.leave_disk()
+        self.table.hold(ring)
+        self.table.release(self.ring)
         self.ring = ring
         self.cursor = Cursor(ring)
         self.pending = next_offset
 
     def close(self) -> None:
+        """Let go of the disk and the ring (once: a closed reader holds nothing)."""
         self.leave_disk()
+        if not self.closed:
+            self.closed = True
+            self.table.release(self.ring)
 
     # ---- reading ----
 

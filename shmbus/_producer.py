@@ -11,6 +11,7 @@ from . import _backend
 from ._backend import NULL as _NULL
 from ._backend import CData, Ring, Writer
 from ._codec import Headers, encode_headers
+from ._ring_table import RingTable
 from . import _checks, _holdup
 from ._errors import (BufferFull, ClaimLockBusy, ClaimRevoked, Closed, RingDeleted, RingFull, SlotBusy, Timeout,
                       TopicNotFound)
@@ -67,11 +68,12 @@ class _Route:
     partition, taken on first use, and the sticky partition for keyless records.
     `ptrs` mirrors `writers` with their C handles, for the straight-line sends."""
 
-    __slots__ = ("topic", "rings", "writers", "ptrs", "count", "sticky", "sticky_left", "sticky_ptr",
+    __slots__ = ("topic", "table", "rings", "writers", "ptrs", "count", "sticky", "sticky_left", "sticky_ptr",
                  "key_partitions")
 
-    def __init__(self, topic: str, rings: List[Ring]):
+    def __init__(self, topic: str, table: RingTable, rings: List[Ring]):
         self.topic = topic
+        self.table = table   # each writer holds its ring there
         self.rings = rings
         self.count = len(rings)
         self.writers: List[Optional[Writer]] = [None] * self.count
@@ -84,7 +86,9 @@ class _Route:
     def writer(self, partition: int) -> Writer:
         writer = self.writers[partition]
         if writer is None:
-            writer = self.writers[partition] = Writer(self.rings[partition], _WAIT_SLICE_NS)
+            ring = self.rings[partition]
+            self.table.hold(ring)
+            writer = self.writers[partition] = Writer(ring, _WAIT_SLICE_NS)
             self.ptrs[partition] = writer.ptr
         return writer
 
@@ -97,6 +101,7 @@ class _Route:
         for writer in self.writers:
             if writer is not None:
                 writer.release()
+                self.table.release(writer.ring)
         self.writers = [None] * self.count
         self.ptrs = [None] * self.count
         self.sticky_left = 0
@@ -144,7 +149,7 @@ class Producer:
             route = self._routes.get(topic)
             if route is None:
                 _, rings = self._bus.rings.get(topic)
-                route = self._routes[topic] = _Route(topic, rings)
+                route = self._routes[topic] = _Route(topic, self._bus.rings, rings)
             return route
 
     def _pick(self, route: _Route, key: Optional[bytes], partition: Optional[int], nbytes: int) -> int:
@@ -291,8 +296,10 @@ class Producer:
         the partition moved on from a ring a producer stalled in. Re-resolve. Records
         already sent to the old rings are still waited for by flush()."""
         with self._lock:
-            self._unflushed.extend((w.ring, w.end_position) for w in route.writers
-                                   if w is not None and w.ring.durable and w.end_position)
+            for w in route.writers:
+                if w is not None and w.ring.durable and w.end_position:
+                    self._bus.rings.hold(w.ring)   # until flush() has seen it synced
+                    self._unflushed.append((w.ring, w.end_position))
             route.release()
             if self._routes.get(route.topic) is route:
                 del self._routes[route.topic]
@@ -373,31 +380,46 @@ class Producer:
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         with self._lock:
             earlier, self._unflushed = self._unflushed, []
-        pending = [(ring, end) for ring, end in earlier]
-        pending += [(writer.ring, writer.end_position) for route in list(self._routes.values())
-                    for writer in route.writers
-                    if writer is not None and writer.ring.durable and writer.end_position]
-        for ring, end in pending:
-            ring.request_sync(end)
-        for ring, end in pending:
-            while True:
-                left = deadline - time.monotonic()
-                try:
-                    if ring.wait_synced(end, int(max(0.0, min(left, 0.1)) * 1e9)):
-                        break
-                except RingDeleted:
-                    if ring.stats().synced >= end:
-                        break
-                    raise TopicNotFound(f"the topic of ring {ring.name} was deleted before its records "
-                                        f"were flushed") from None
-                self._bus.link.ensure_supervisor()
-                if left <= 0:
-                    with self._lock:
-                        self._unflushed.extend(pending)   # still owed: the next flush waits for them
-                    raise Timeout(f"flush: records in ring {ring.name} not fsynced after "
-                                  f"{(self._timeout if timeout is None else timeout):.1f}s: "
-                                  f"{_holdup.explain(ring)}")
+        current = [(writer.ring, writer.end_position) for route in list(self._routes.values())
+                   for writer in route.writers
+                   if writer is not None and writer.ring.durable and writer.end_position]
+        owed = list(earlier)   # held in the ring table until seen synced
+        try:
+            for ring, end in earlier + current:
                 ring.request_sync(end)
+            for entry in earlier + current:
+                try:
+                    self._wait_synced(*entry, deadline, timeout)
+                except TopicNotFound:
+                    self._forget_owed(owed, entry)   # said once: its records went with the topic
+                    raise
+                self._forget_owed(owed, entry)
+        finally:
+            with self._lock:
+                self._unflushed[:0] = owed   # still owed: the next flush waits for them
+
+    def _forget_owed(self, owed: List[Tuple[Ring, int]], entry: Tuple[Ring, int]) -> None:
+        if entry in owed:
+            owed.remove(entry)
+            self._bus.rings.release(entry[0])
+
+    def _wait_synced(self, ring: Ring, end: int, deadline: float, timeout: Optional[float]) -> None:
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                if ring.wait_synced(end, int(max(0.0, min(left, 0.1)) * 1e9)):
+                    return
+            except RingDeleted:
+                if ring.stats().synced >= end:
+                    return
+                raise TopicNotFound(f"the topic of ring {ring.name} was deleted before its records "
+                                    f"were flushed") from None
+            self._bus.link.ensure_supervisor()
+            if left <= 0:
+                raise Timeout(f"flush: records in ring {ring.name} not fsynced after "
+                              f"{(self._timeout if timeout is None else timeout):.1f}s: "
+                              f"{_holdup.explain(ring)}")
+            ring.request_sync(end)
 
     def partitions_for(self, topic: str) -> List[int]:
         """The partition numbers of a topic."""
@@ -414,6 +436,13 @@ class Producer:
             self._routes.clear()
             for route in routes:
                 route.release()
+            for ring, _ in self._unflushed:
+                self._bus.rings.release(ring)
+            self._unflushed.clear()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __enter__(self) -> "Producer":
         return self
