@@ -6,9 +6,11 @@ files, rings and socket, so only it applies this."""
 import grp
 import json
 import os
+import pwd
+import stat
 from typing import Optional
 
-from ._errors import InvalidArgument
+from ._errors import InvalidArgument, NotTrusted
 
 _gid: Optional[int] = None  # the group shared with, in the supervisor process; None: private
 
@@ -65,3 +67,36 @@ def own_fd(fd: int) -> None:
     if _gid is not None:
         os.fchown(fd, -1, _gid)
         os.fchmod(fd, file_mode())
+
+
+def user_name(uid: int) -> str:
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def dir_owner(path: str) -> Optional[int]:
+    """The uid owning a directory (following a link: the data dir may be one), None if absent."""
+    try:
+        return os.stat(path).st_uid
+    except FileNotFoundError:
+        return None
+
+
+def check_private_dir(path: str) -> None:
+    """A directory of ours that nobody else can write (a runtime dir for sockets), as
+    ssh-agent and systemd require: NotTrusted otherwise. Checked with lstat: it lives in
+    a sticky directory (/tmp), so once it is ours nobody else can rename or replace it."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotTrusted(f"{path} is not a directory (a link or a file): refused; remove it")
+    if st.st_uid != os.geteuid():
+        raise NotTrusted(f"{path} is owned by {user_name(st.st_uid)}, not by you ({user_name(os.geteuid())}): "
+                         f"refused, since whoever made it controls the sockets in it; remove it")
+    if st.st_mode & 0o022:
+        raise NotTrusted(f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}): "
+                         f"refused; chmod 700 it or remove it")
+
+
+# ---- the bus's sharing ----

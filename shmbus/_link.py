@@ -10,8 +10,9 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Set
 
+from . import _access
 from ._config import BusPaths
 from ._errors import Closed, ShmbusError, SupervisorUnavailable, Timeout
 from ._protocol import ControlClient
@@ -54,7 +55,10 @@ def wait_for_supervisor_exit(paths: BusPaths, timeout: float) -> None:
 
 class SupervisorLink:
     """The control connection of one Bus, shared by its producers, consumers and group
-    members. Thread-safe: one request at a time."""
+    members. Thread-safe: one request at a time.
+
+    The supervisor at the other end must run as the data dir's owner (or root): its peer
+    credentials are checked at every connect. `server_uid` is its user."""
 
     def __init__(self, paths: BusPaths, autostart: bool = True, timeout: float = AUTOSTART_TIMEOUT):
         self.paths = paths
@@ -64,11 +68,22 @@ class SupervisorLink:
         self._lock = threading.Lock()
         self._closed = False
         self._last_check = 0.0
+        self.server_uid = os.geteuid()
         self._connect()
+
+    def _server_uids(self) -> Set[int]:
+        owner = _access.dir_owner(self.paths.data_dir)
+        return {os.geteuid() if owner is None else owner, 0}
+
+    def _open_client(self) -> ControlClient:
+        """A connection whose server is to be trusted (NotTrusted, raised, if it is not)."""
+        client = ControlClient(self.paths.socket_path, server_uids=self._server_uids())
+        self.server_uid = client.server_uid
+        return client
 
     def _connect(self) -> None:
         try:
-            self._client = ControlClient(self.paths.socket_path)
+            self._client = self._open_client()
             return
         except SupervisorUnavailable:
             if not self.autostart:
@@ -77,7 +92,7 @@ class SupervisorLink:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             try:
-                self._client = ControlClient(self.paths.socket_path)
+                self._client = self._open_client()
                 return
             except SupervisorUnavailable:
                 pass

@@ -1,0 +1,112 @@
+"""Item 2: nobody else's control socket.
+
+When the data dir path is too long for a Unix socket, the socket lives in a runtime
+dir, `$XDG_RUNTIME_DIR/shmbus-<uid>` or `/tmp/shmbus-<uid>`, which anyone can create
+first. A client refuses that directory unless it is its own and closed to others, and
+checks the peer credentials (SO_PEERCRED) of whatever answers on the socket."""
+import hashlib
+import os
+import shutil
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+
+import buskit
+
+pytestmark = pytest.mark.timeout(60)
+
+FAKE_SERVER = r"""
+import json, os, socket, sys
+path = sys.argv[1]
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+os.chmod(path, 0o777)
+server.listen(16)
+print("ready", flush=True)
+fake = {"name": "pwned", "partitions": 1, "ring_bytes": 65536, "durable": False,
+        "retention_bytes": None, "retention_ms": None, "segment_bytes": 134217728}
+while True:
+    conn, _ = server.accept()
+    f = conn.makefile("rwb")
+    for line in f:
+        op = json.loads(line).get("op")
+        result = {"pwned": fake} if op == "topics" else {"pid": os.getpid()}
+        f.write(json.dumps({"ok": True, "result": result}).encode() + b"\n")
+        f.flush()
+    conn.close()
+"""
+
+@pytest.fixture
+def runtime_base(open_dir):
+    """A stand-in for /tmp as XDG_RUNTIME_DIR (world-writable, sticky), so that the
+    attack does not touch the host's real /tmp/shmbus-<uid>."""
+    base = os.path.join(open_dir, "run")
+    os.mkdir(base)
+    os.chmod(base, 0o1777)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def long_paths(tmp_path):
+    """A bus whose data dir path is too long for a socket in it: its socket goes to the runtime dir."""
+    data_dir = str(tmp_path / ("d" * 110))
+    bus = buskit.unique_bus_name()
+    socket_name = f"{bus[:40]}-{hashlib.sha1(os.fsencode(data_dir)).hexdigest()[:16]}.sock"
+    return SimpleNamespace(bus=bus, data_dir=data_dir), socket_name
+
+
+def start_fake_server(attacker, path):
+    server = attacker.popen(["/usr/bin/python3", "-c", FAKE_SERVER, path], stdout=subprocess.PIPE)
+    assert server.stdout.readline() == b"ready\n"
+    return server
+
+
+def test_a_runtime_dir_made_by_another_user_is_refused(tmp_path, attacker, runtime_base):
+    paths, socket_name = long_paths(tmp_path)
+    hijacked = os.path.join(runtime_base, f"shmbus-{os.getuid()}")
+    attacker.run(["mkdir", "-m", "0777", hijacked])
+    attacker.run(["chmod", "0777", hijacked])
+    server = start_fake_server(attacker, os.path.join(hijacked, socket_name))
+    try:
+        done = buskit.run_cli(paths, "topics", "list", env={"XDG_RUNTIME_DIR": runtime_base}, timeout=30)
+    finally:
+        server.kill()
+        server.wait()
+    stderr = done.stderr.decode()
+    assert b"pwned" not in done.stdout
+    assert done.returncode != 0
+    assert stderr.startswith("shmbus: error:") and stderr.count("\n") == 1, stderr
+    assert f"{hijacked} is owned by uid {attacker.uid} ({attacker.name})" in stderr, stderr
+
+
+def test_a_runtime_dir_open_to_others_is_refused(tmp_path, runtime_base):
+    paths, _ = long_paths(tmp_path)
+    loose = os.path.join(runtime_base, f"shmbus-{os.getuid()}")
+    os.mkdir(loose)
+    os.chmod(loose, 0o773)
+    done = buskit.run_cli(paths, "topics", "list", env={"XDG_RUNTIME_DIR": runtime_base}, timeout=30)
+    assert done.returncode != 0
+    assert b"writable by group or others" in done.stderr, done.stderr
+
+
+def test_a_control_socket_served_by_another_user_is_refused(tmp_path, attacker, runtime_base, open_dir):
+    paths, socket_name = long_paths(tmp_path)
+    mine = os.path.join(runtime_base, f"shmbus-{os.getuid()}")
+    os.mkdir(mine, 0o700)
+    # The attacker's server, its socket moved (by whatever means) to where the client looks.
+    theirs = os.path.join(open_dir, "theirs")
+    os.mkdir(theirs)
+    os.chown(theirs, attacker.uid, attacker.gid)
+    server = start_fake_server(attacker, os.path.join(theirs, "s.sock"))
+    try:
+        os.rename(os.path.join(theirs, "s.sock"), os.path.join(mine, socket_name))
+        done = buskit.run_cli(paths, "topics", "list", env={"XDG_RUNTIME_DIR": runtime_base}, timeout=30)
+    finally:
+        server.kill()
+        server.wait()
+    stderr = done.stderr.decode()
+    assert b"pwned" not in done.stdout
+    assert done.returncode != 0
+    assert stderr.startswith("shmbus: error:") and stderr.count("\n") == 1, stderr
+    assert f"served by uid {attacker.uid} ({attacker.name})" in stderr, stderr
