@@ -6,6 +6,7 @@ when the process dies (the kernel's liveness signal). Records never pass through
 """
 import fcntl
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -21,10 +22,15 @@ AUTOSTART_TIMEOUT = 15.0
 
 
 def start_supervisor(paths: BusPaths) -> "subprocess.Popen[bytes]":
-    """Start `shmbus serve` detached: its own session, no terminal, log in the data dir."""
+    """Start `shmbus serve` detached: its own session, no terminal, log in the data dir
+    (0600, or 0660 when the bus is shared: it is the bus's file like any other)."""
     os.makedirs(paths.data_dir, mode=0o700, exist_ok=True)
-    log = open(paths.log_file, "ab")
+    mine = _access.owner_trust(os.geteuid())
+    mode = 0o660 if _access.recorded_share_group(paths.data_dir, mine) else 0o600
+    log = _access.open_file(paths.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mine, create_mode=mode)
     try:
+        if stat.S_IMODE(os.fstat(log).st_mode) != mode:
+            os.fchmod(log, mode)  # made by the umask, or by an older version: 0644
         return subprocess.Popen(
             [sys.executable, "-m", "shmbus", "serve", "--bus", paths.bus, "--data-dir", paths.data_dir],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
@@ -33,7 +39,7 @@ def start_supervisor(paths: BusPaths) -> "subprocess.Popen[bytes]":
             cwd=paths.data_dir,
         )
     finally:
-        log.close()
+        os.close(log)
 
 
 def wait_for_supervisor_exit(paths: BusPaths, timeout: float) -> None:
@@ -58,7 +64,8 @@ class SupervisorLink:
     members. Thread-safe: one request at a time.
 
     The supervisor at the other end must run as the data dir's owner (or root): its peer
-    credentials are checked at every connect. `server_uid` is its user."""
+    credentials are checked at every connect. `server_uid` is its user; the rings and
+    files a client maps must be that user's."""
 
     def __init__(self, paths: BusPaths, autostart: bool = True, timeout: float = AUTOSTART_TIMEOUT):
         self.paths = paths

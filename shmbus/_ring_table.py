@@ -4,6 +4,7 @@ topic is deleted and created again or a restarted supervisor made new rings."""
 import threading
 from typing import Callable, Dict, List, Optional, Tuple
 
+from ._access import server_trust
 from ._backend import Ring
 from ._errors import TopicNotFound
 from ._types import TopicInfo
@@ -12,9 +13,10 @@ TopicRings = Tuple[TopicInfo, List[Ring]]
 
 
 class RingTable:
-    def __init__(self, bus_name: str, call: Callable[..., dict]):
+    def __init__(self, bus_name: str, call: Callable[..., dict], server_uid: Callable[[], int]):
         self._bus_name = bus_name
         self._call = call   # a control request (SupervisorLink.call)
+        self._server_uid = server_uid  # the supervisor's user: a ring must be its, and closed to "other"
         self._lock = threading.Lock()
         self._topics: Dict[str, TopicRings] = {}
         self._retired: List[Ring] = []  # replaced rings: a reader may still use them until close
@@ -40,7 +42,15 @@ class RingTable:
                 return current
             reply = self._call("topic", name=topic)
             info = TopicInfo(**reply["info"])
-            rings = [Ring.attach(name) for name in reply["rings"]]
+            trust = server_trust(self._server_uid())
+            rings: List[Ring] = []
+            try:
+                for name in reply["rings"]:
+                    rings.append(Ring.attach(name, trust))
+            except BaseException:
+                for ring in rings:
+                    ring.close()
+                raise
             self._topics[topic] = (info, rings)
             if current is not None:
                 self._retired.extend(current[1])

@@ -34,6 +34,7 @@ from .._group import STRATEGIES, control_page_name
 from .._names import validate_name
 from .._process import is_alive
 from .._types import TopicPartition
+from .topics import attach_trusted
 
 OFFSETS_FILE = "offsets.json"
 MAX_POLL_INTERVAL_MS = 365 * 24 * 3600 * 1000   # a year: beyond it a member may as well never poll
@@ -239,15 +240,23 @@ class GroupCoordinator:
                        for p, offset in by_partition.items()}
             self.groups[name] = Group(name, int(data.get("generation", 0)), offsets)
         name = control_page_name(self.paths.shm_prefix)
-        try:
-            self._page = ControlPage.attach(name)
-        except FileNotFoundError:
+        for candidate in [name] + ControlPage.alternates(name):
+            try:
+                page = attach_trusted(ControlPage, candidate, "control page")
+            except BadControlPage:
+                logger.warning(f"{candidate} is not a valid control page; replacing it")
+                ControlPage.unlink(candidate)
+                continue
+            if page is not None and self._page is not None:
+                page.close()            # an older one of ours, replaced since
+                ControlPage.unlink(candidate)
+            elif page is not None:
+                self._page = page
+        if self._page is None:
             self._page = ControlPage.create(name)
-            return
-        except BadControlPage:
-            logger.warning(f"{name} is not a valid control page; replacing it")
-            ControlPage.unlink(name)
-            self._page = ControlPage.create(name)
+            if self._page.name != name:
+                logger.error(f"/dev/shm{name} is held by another user's object: created the control page as "
+                             f"/dev/shm{self._page.name} instead")
             return
         # Members of the supervisor that died still watch this page, but their
         # membership died with it: move every generation word on so they notice
@@ -260,7 +269,7 @@ class GroupCoordinator:
                 moved += 1
         for slot in range(CONTROL_MEMBERS):
             self.page.set_member(slot, 0)
-        logger.info(f"adopted control page {name}" + (f"; {moved} group(s) must rejoin" if moved else ""))
+        logger.info(f"adopted control page {self.page.name}" + (f"; {moved} group(s) must rejoin" if moved else ""))
 
     def close(self):
         """Clean stop: tell every member (its word moves: it will look for the next

@@ -46,8 +46,10 @@ class Supervisor:
     # ---- lifecycle ----
 
     def acquire_lock(self):
-        os.makedirs(self.paths.data_dir, mode=0o700, exist_ok=True)
-        fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)  # own() widens it if shared
+        """The bus's flock, in a lock file of this user's (one planted by another user, who
+        could hold it forever, is refused); configure() then gives it the bus's mode."""
+        _access.check_data_dir(self.paths.data_dir)
+        fd = _access.open_file(self.paths.lock_file, os.O_RDWR | os.O_CREAT, _access.owner_trust(os.geteuid()))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -102,13 +104,12 @@ class Supervisor:
         class Server(socketserver.ThreadingUnixStreamServer):
             daemon_threads = True
 
-        old_umask = os.umask(0o177)
+        old_umask = os.umask(_access.socket_umask())   # the socket's mode is made at bind
         try:
             self._server = Server(path, Handler)
         finally:
             os.umask(old_umask)
-        os.chmod(path, 0o600)
-        _access.own(path)
+        _access.own_socket(path)
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                          name="control", daemon=True).start()
 
@@ -134,7 +135,7 @@ class Supervisor:
             self.archiver.drain()
             self.registry.close()
             self.groups.close()
-        with open(self.paths.clean_marker, "w") as f:
+        with os.fdopen(_access.create_file(self.paths.clean_marker), "w") as f:
             f.write(f"{time.time_ns()}\n")
         logger.info("stopped cleanly")
         self._release_lock()

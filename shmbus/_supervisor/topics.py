@@ -7,8 +7,8 @@ from typing import Optional
 
 from .. import _access
 from .._backend import Cursor, Ring, max_record_bytes
-from .._errors import (BadRing, InvalidArgument, InvalidArgumentType, InvalidName, OutOfRing, OutOfSpace,
-                       ShmbusError, TopicExists, TopicNotFound)
+from .._errors import (BadRing, InvalidArgument, InvalidArgumentType, InvalidName, NotTrusted, OutOfRing,
+                       OutOfSpace, ShmbusError, TopicExists, TopicNotFound)
 from .._fsutil import read_json, write_json_atomic
 from .._log import SegmentWriter, list_segments, segment_path
 from .._names import ring_name, validate_name
@@ -21,6 +21,26 @@ MAX_PARTITIONS = 1024
 OFFSET_RESERVE = 10_000_000  # memory-only offsets skipped after a host crash, at least
 
 logger = logging.getLogger("shmbus.supervisor")
+
+
+def attach_trusted(cls, name, what):
+    """Map (cls.attach) an object a supervisor that died left in /dev/shm, if it is the
+    bus's: owned by its user, letting in no more than the bus does (checked on the open
+    descriptor). One that is not is never read: it is logged and removed (or left, if
+    it is another user's and this one may not remove it: the fresh object then takes
+    another name). None when there is none or it was refused."""
+    try:
+        return cls.attach(name, _access.own_trust())
+    except FileNotFoundError:
+        return None
+    except NotTrusted as e:
+        try:
+            cls.unlink(name)
+            done = "removed it"
+        except PermissionError:
+            done = "cannot remove it (another user's): left it, and its replacement takes another name"
+        logger.error(f"refused {what} /dev/shm{name}, never read it: {e}; {done}")
+        return None
 
 
 def normalize_ring_bytes(ring_bytes):
@@ -96,7 +116,12 @@ class TopicRegistry:
         for entry in entries:
             # '@' never occurs in a ring's name: those are control objects (the groups' page).
             if entry.startswith(prefix) and entry not in wanted and "@" not in entry[len(prefix):]:
-                Ring.unlink("/" + entry)
+                try:
+                    Ring.unlink("/" + entry)
+                except PermissionError:
+                    logger.warning(f"/dev/shm/{entry} is named as a ring of this bus but is another user's: "
+                                   f"left it (never read)")
+                    continue
                 logger.warning(f"removed stray ring /dev/shm/{entry}")
 
     def quiesce(self, timeout=1.0):
@@ -297,33 +322,44 @@ class TopicRegistry:
         return stats.head
 
     def _adopt(self, info, partition):
+        """The ring a supervisor that died left for this partition, if it is to be trusted
+        and fits the topic; else None (then a fresh one is made)."""
         name = self.ring_name(info.name, partition)
-        try:
-            ring = Ring.attach(name)
-        except FileNotFoundError:
+        adopted = None
+        for candidate in [name] + Ring.alternates(name):
+            try:
+                ring = attach_trusted(Ring, candidate, "ring")
+            except BadRing:
+                logger.warning(f"ring {candidate} is not valid; replacing it")
+                Ring.unlink(candidate)
+                continue
+            if ring is None:
+                continue
+            if (adopted is not None or ring.data_bytes != info.ring_bytes or ring.durable != info.durable
+                    or ring.is_deleted()):
+                ring.close()
+                Ring.unlink(candidate)
+                continue
+            adopted = ring
+        if adopted is None:
             return None
-        except BadRing:
-            logger.warning(f"ring {name} is not valid; replacing it")
-            Ring.unlink(name)
-            return None
-        if ring.data_bytes != info.ring_bytes or ring.durable != info.durable or ring.is_deleted():
-            ring.close()
-            Ring.unlink(name)
-            return None
-        reaped = ring.reap_dead()
-        logger.info(f"adopted ring {name} at offset {ring.stats().next_offset}"
-                 + (f", freed {reaped} dead producer slot(s)" if reaped else ""))
-        return ring
+        reaped = adopted.reap_dead()
+        logger.info(f"adopted ring {adopted.name} at offset {adopted.stats().next_offset}"
+                    + (f", freed {reaped} dead producer slot(s)" if reaped else ""))
+        return adopted
 
     def _create_ring(self, info, partition, base_offset):
         name = self.ring_name(info.name, partition)
-        Ring.unlink(name)
         try:
-            return Ring.create(name, info.ring_bytes, base_offset, info.durable)
+            ring = Ring.create(name, info.ring_bytes, base_offset, info.durable)
         except OutOfSpace:
             raise
         except OSError as e:
             raise ShmbusError(f"cannot create ring {name}: {e}") from None
+        if ring.name != name:
+            logger.error(f"/dev/shm{name} is held by another user's object: created the ring as "
+                         f"/dev/shm{ring.name} instead")
+        return ring
 
     def enforce_retention(self, topic):
         info = topic.info
