@@ -274,3 +274,26 @@ def _own_tree(dir_fd: int, dir_path: str) -> None:
                 _own_tree(fd, path)
         finally:
             os.close(fd)
+
+
+def peer_allowed(uid: int, gid: int) -> bool:
+    """May a process of uid (primary group gid) use this bus: the bus's user, root, or,
+    when the bus is shared, a member of its group (primary or supplementary)."""
+    if uid in (os.geteuid(), 0):
+        return True
+    if _gid is None:
+        return False
+    if gid == _gid:
+        return True
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return _gid in os.getgrouplist(entry.pw_name, entry.pw_gid)
+
+
+def describe_access() -> str:
+    """Who may use the bus, for an error message."""
+    if _gid is None:
+        return f"it is private to {user_name(os.geteuid())}"
+    return f"it is shared with the members of group {group_name(_gid)} only"

@@ -1,16 +1,23 @@
-"""Item 2: nobody else's control socket.
+"""Item 2: nobody else's control socket, and nobody else on ours.
 
 When the data dir path is too long for a Unix socket, the socket lives in a runtime
 dir, `$XDG_RUNTIME_DIR/shmbus-<uid>` or `/tmp/shmbus-<uid>`, which anyone can create
 first. A client refuses that directory unless it is its own and closed to others, and
-checks the peer credentials (SO_PEERCRED) of whatever answers on the socket."""
+checks the peer credentials (SO_PEERCRED) of whatever answers on the socket; the
+supervisor checks those of every client."""
+import grp
 import hashlib
+import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 from types import SimpleNamespace
 
 import pytest
+
+import shmbus
 
 import buskit
 
@@ -36,6 +43,26 @@ while True:
         f.flush()
     conn.close()
 """
+
+CLIENT = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+try:
+    s.sendall(b'{"op": "ping"}\n')
+except OSError:
+    pass
+f = s.makefile("rb")
+print(f.readline().decode().strip(), flush=True)
+if sys.argv[2] == "refused":
+    try:
+        rest = f.read()
+    except ConnectionResetError:  # closed with our request unread
+        rest = b""
+    print("eof" if rest == b"" else "more", flush=True)
+"""
+
 
 @pytest.fixture
 def runtime_base(open_dir):
@@ -110,3 +137,49 @@ def test_a_control_socket_served_by_another_user_is_refused(tmp_path, attacker, 
     assert done.returncode != 0
     assert stderr.startswith("shmbus: error:") and stderr.count("\n") == 1, stderr
     assert f"served by uid {attacker.uid} ({attacker.name})" in stderr, stderr
+
+
+def test_the_supervisor_refuses_peers_that_are_not_its_user_or_group(reachable_paths, attacker, share_group):
+    group, member = share_group
+    serve = subprocess.Popen([sys.executable, "-m", "shmbus", "serve", "--share-group", group,
+                              "--bus", reachable_paths.bus, "--data-dir", reachable_paths.data_dir])
+    try:
+        assert buskit.wait_until(lambda: os.path.exists(reachable_paths.socket_path), 20)
+        with shmbus.connect(reachable_paths.bus, reachable_paths.data_dir, autostart=False) as bus:
+            bus.call("ping")
+            assert os.stat(reachable_paths.socket_path).st_gid == grp.getgrnam(group).gr_gid
+            # A member of the group (a supplementary one) is served.
+            done = member.python(CLIENT, reachable_paths.socket_path, "served")
+            assert json.loads(done.stdout.decode().splitlines()[0])["ok"] is True
+            # Someone else, who could reach the socket by a mistake in its modes, gets one
+            # error line and the connection closes.
+            os.chmod(reachable_paths.data_dir, 0o2775)
+            os.chmod(reachable_paths.socket_path, 0o666)
+            done = attacker.python(CLIENT, reachable_paths.socket_path, "refused")
+            first, rest = done.stdout.decode().splitlines()
+            reply = json.loads(first)
+            assert reply["ok"] is False and reply["error"] == "NotTrusted", reply
+            assert attacker.name in reply["message"] and group in reply["message"]
+            assert rest == "eof"
+            bus.call("ping")  # and the supervisor goes on serving its own
+            bus.stop_supervisor()
+        assert serve.wait(20) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+
+
+def test_a_private_bus_refuses_everyone_else(reachable_paths, attacker):
+    with shmbus.connect(reachable_paths.bus, reachable_paths.data_dir) as bus:
+        os.chmod(reachable_paths.data_dir, 0o755)
+        os.chmod(reachable_paths.socket_path, 0o666)
+        done = attacker.python(CLIENT, reachable_paths.socket_path, "refused")
+        reply = json.loads(done.stdout.decode().splitlines()[0])
+        assert reply["ok"] is False and reply["error"] == "NotTrusted", reply
+        assert "private" in reply["message"]
+        bus.call("ping")
+        deadline = time.monotonic() + 10
+        while "refused a control connection" not in open(reachable_paths.log_file).read():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
