@@ -25,11 +25,27 @@ def serve(bus, data_dir, share_group):
 def stop(bus, data_dir, timeout):
     """Stop the bus's supervisor cleanly: nothing of the bus is left in /dev/shm."""
     from .._errors import SupervisorUnavailable
+    from .._link import lock_holder
     paths = paths_of(bus, data_dir)
+    holder = lock_holder(paths)
+    if holder is not None and holder.status() in STUCK:
+        raise CliError(_not_answering(paths, holder))
     try:
         with open_bus(bus, data_dir, autostart=False) as b:
             b.stop_supervisor(timeout)
-    except SupervisorUnavailable:
-        click.echo(f"no supervisor runs for bus {paths.bus!r}", err=True)
-        return
+    except SupervisorUnavailable as e:
+        holder = lock_holder(paths)
+        if holder is None:
+            click.echo(f"no supervisor runs for bus {paths.bus!r}", err=True)
+            return
+        raise CliError(f"{_not_answering(paths, holder)} ({e})") from None
     click.echo(f"stopped bus {paths.bus!r}")
+
+
+# psutil statuses of a process that cannot answer until someone else acts
+STUCK = ("stopped", "tracing-stop", "zombie", "dead")
+
+
+def _not_answering(paths, holder):
+    return (f"the supervisor of bus {paths.bus!r} ({holder.describe()}) holds its lock but does not answer; "
+            f"resume it (kill -CONT) or kill it")
