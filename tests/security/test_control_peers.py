@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 import shmbus
+from shmbus._names import bus_prefix
 
 import buskit
 
@@ -75,12 +76,22 @@ def runtime_base(open_dir):
     shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture
 def long_paths(tmp_path):
-    """A bus whose data dir path is too long for a socket in it: its socket goes to the runtime dir."""
+    """A bus whose data dir path is too long for a socket in it: its socket goes to the
+    runtime dir. (paths, socket file name). Nothing of it may run (were a refusal to
+    fail, a supervisor would be autostarted): teardown kills and reports what does."""
     data_dir = str(tmp_path / ("d" * 110))
     bus = buskit.unique_bus_name()
     socket_name = f"{bus[:40]}-{hashlib.sha1(os.fsencode(data_dir)).hexdigest()[:16]}.sock"
-    return SimpleNamespace(bus=bus, data_dir=data_dir), socket_name
+    yield SimpleNamespace(bus=bus, data_dir=data_dir), socket_name
+    running = buskit.processes_mentioning(bus)
+    buskit.kill_processes(running)
+    prefix = bus_prefix(bus, data_dir)
+    leftovers = [name for name in os.listdir("/dev/shm") if name.startswith(prefix)]
+    buskit.unlink_shm(leftovers)
+    if running or leftovers:
+        pytest.fail(f"the bus ran: {len(running)} process(es), left {leftovers} in /dev/shm", pytrace=False)
 
 
 def start_fake_server(attacker, path):
@@ -89,8 +100,8 @@ def start_fake_server(attacker, path):
     return server
 
 
-def test_a_runtime_dir_made_by_another_user_is_refused(tmp_path, attacker, runtime_base):
-    paths, socket_name = long_paths(tmp_path)
+def test_a_runtime_dir_made_by_another_user_is_refused(long_paths, attacker, runtime_base):
+    paths, socket_name = long_paths
     hijacked = os.path.join(runtime_base, f"shmbus-{os.getuid()}")
     attacker.run(["mkdir", "-m", "0777", hijacked])
     attacker.run(["chmod", "0777", hijacked])
@@ -107,8 +118,8 @@ def test_a_runtime_dir_made_by_another_user_is_refused(tmp_path, attacker, runti
     assert f"{hijacked} is owned by uid {attacker.uid} ({attacker.name})" in stderr, stderr
 
 
-def test_a_runtime_dir_open_to_others_is_refused(tmp_path, runtime_base):
-    paths, _ = long_paths(tmp_path)
+def test_a_runtime_dir_open_to_others_is_refused(long_paths, runtime_base):
+    paths, _ = long_paths
     loose = os.path.join(runtime_base, f"shmbus-{os.getuid()}")
     os.mkdir(loose)
     os.chmod(loose, 0o773)
@@ -117,8 +128,8 @@ def test_a_runtime_dir_open_to_others_is_refused(tmp_path, runtime_base):
     assert b"writable by group or others" in done.stderr, done.stderr
 
 
-def test_a_control_socket_served_by_another_user_is_refused(tmp_path, attacker, runtime_base, open_dir):
-    paths, socket_name = long_paths(tmp_path)
+def test_a_control_socket_served_by_another_user_is_refused(long_paths, attacker, runtime_base, open_dir):
+    paths, socket_name = long_paths
     mine = os.path.join(runtime_base, f"shmbus-{os.getuid()}")
     os.mkdir(mine, 0o700)
     # The attacker's server, its socket moved (by whatever means) to where the client looks.
