@@ -36,7 +36,7 @@ class Bus:
     def __init__(self, paths: BusPaths, autostart: bool = True, timeout: float = AUTOSTART_TIMEOUT):
         self.paths = paths
         self.link = SupervisorLink(paths, autostart=autostart, timeout=timeout)
-        self.rings = RingTable(paths.bus, self.link.call)
+        self.rings = RingTable(paths.bus, self.link.call, lambda: self.link.server_uid)
         self._children: List[Union[Producer, Consumer]] = []  # closed with the bus
         self._closed = False
 

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Union
 
+from ._access import check_private_dir
 from ._names import bus_prefix, validate_name
 
 DEFAULT_BUS = "default"
@@ -40,6 +41,11 @@ class BusPaths:
         return os.path.join(self.data_dir, "supervisor.log")
 
     @property
+    def autostart_lock(self) -> str:
+        """Held by the one client that starts a supervisor for the bus (others wait on it)."""
+        return os.path.join(self.data_dir, "autostart.lock")
+
+    @property
     def clean_marker(self) -> str:
         return os.path.join(self.data_dir, "clean-shutdown")
 
@@ -57,10 +63,16 @@ class BusPaths:
 
     @staticmethod
     def runtime_dir() -> str:
-        """A private directory for sockets whose data dir path is too long."""
+        """A private directory for sockets whose data dir path is too long. In /tmp anyone
+        may create it first: one that is not ours, or that others can write, is refused
+        (NotTrusted), as ssh-agent and systemd refuse theirs."""
         base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
         path = os.path.join(base, f"shmbus-{os.getuid()}")
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        check_private_dir(path)
         return path
 
     @property

@@ -216,7 +216,7 @@ class Consumer:
             tp = TopicPartition(*tp)
             probe = self._new_reader(tp, "earliest")
             if probe.log_dir is not None:
-                start = time_index_start(probe.log_dir, timestamp)
+                start = time_index_start(probe.log_dir, timestamp, probe.trust)
                 if start is not None:
                     probe.seek(start)
             try:

@@ -82,6 +82,11 @@ class SupervisorRunning(ShmbusError):
     """Another supervisor already holds this bus's lock."""
 
 
+class NotTrusted(ShmbusError, PermissionError):
+    """A file, ring, directory or control-socket peer that is not the bus's user's (or
+    lets in more than the bus does): refused, never used."""
+
+
 class BenchmarkError(ShmbusError, RuntimeError):
     """A benchmark worker failed, or did not report within its time."""
 
@@ -140,5 +145,5 @@ ERRORS_BY_NAME = {
     cls.__name__: cls
     for cls in (ShmbusError, TopicNotFound, TopicExists, InvalidName, MessageTooLarge, BufferFull,
                 Timeout, SupervisorUnavailable, OffsetOutOfRange, Closed, CommitFailed, OutOfSpace,
-                CorruptSegment, InvalidArgument, InvalidArgumentType, ValueError, TypeError)
+                CorruptSegment, InvalidArgument, InvalidArgumentType, NotTrusted, ValueError, TypeError)
 }

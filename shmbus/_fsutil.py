@@ -1,11 +1,16 @@
-"""Small file-system helpers: atomic, fsynced replacement of small files."""
+"""Small file-system helpers: atomic, fsynced replacement of small files, and reading
+them back, through the bus's checked opens (_access: no link followed, the owner and
+mode of the open file checked)."""
 import json
 import os
-from typing import Any
+from typing import Any, Optional
+
+from . import _access
+from ._errors import ShmbusError
 
 
 def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -13,9 +18,11 @@ def fsync_dir(path: str) -> None:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-    """Write, fsync, rename over, fsync the directory: a crash leaves the old or the new file, whole."""
+    """Write, fsync, rename over, fsync the directory: a crash leaves the old or the new file, whole.
+    The temporary file is made afresh (_access.create_file), so a link planted in its
+    place is never written through."""
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with os.fdopen(_access.create_file(tmp), "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
@@ -23,9 +30,15 @@ def write_json_atomic(path: str, obj: Any) -> None:
     fsync_dir(os.path.dirname(path) or ".")
 
 
-def read_json(path: str, default: Any = None) -> Any:
+def read_json(path: str, default: Any = None, trust: Optional["_access.Trust"] = None) -> Any:
+    """The JSON in path (default if there is none), if trust (default: the supervisor's
+    own files) accepts the file; a file that is not valid JSON is a ShmbusError naming it."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        fd = _access.open_file(path, os.O_RDONLY, trust or _access.own_trust())
     except FileNotFoundError:
         return default
+    with os.fdopen(fd) as f:
+        try:
+            return json.load(f)
+        except ValueError as e:
+            raise ShmbusError(f"{path} is not valid JSON ({e}): fix or remove it") from None

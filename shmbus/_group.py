@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Protocol, Set, Tuple, Union
 
 from . import _checks, _liveness
+from ._access import server_trust
 from ._backend import ControlPage
 from ._errors import CommitFailed, ShmbusError
 from ._names import validate_name
@@ -122,7 +123,7 @@ class GroupMember:
     def _attach_page(self, name: str, page_id: int) -> None:
         if self._page is not None and self._page.name == name and self._page.id == page_id:
             return
-        page = ControlPage.attach(name)
+        page = ControlPage.attach(name, server_trust(self._link.server_uid))
         if page.id != page_id:
             page.close()
             raise ShmbusError(f"control page {name} was replaced during the join; try again")

@@ -4,26 +4,35 @@ supervisor on demand (autostart) when none answers.
 The connection stays open for the client's lifetime: the supervisor sees it close
 when the process dies (the kernel's liveness signal). Records never pass through it.
 """
-import fcntl
 import os
+import stat
 import subprocess
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Set
 
+from . import _access
 from ._config import BusPaths
 from ._errors import Closed, ShmbusError, SupervisorUnavailable, Timeout
+from ._lockfile import AutostartLock, Holder, supervisor_holder
 from ._protocol import ControlClient
 
 AUTOSTART_TIMEOUT = 15.0
+START_ATTEMPTS = 3      # supervisors that exit at start before a connect gives up
+START_BACKOFF = 0.25    # seconds before starting the second one, doubled after each
 
 
 def start_supervisor(paths: BusPaths) -> "subprocess.Popen[bytes]":
-    """Start `shmbus serve` detached: its own session, no terminal, log in the data dir."""
+    """Start `shmbus serve` detached: its own session, no terminal, log in the data dir
+    (0600, or 0660 when the bus is shared: it is the bus's file like any other)."""
     os.makedirs(paths.data_dir, mode=0o700, exist_ok=True)
-    log = open(paths.log_file, "ab")
+    mine = _access.owner_trust(os.geteuid())
+    mode = 0o660 if _access.recorded_share_group(paths.data_dir, mine) else 0o600
+    log = _access.open_file(paths.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mine, create_mode=mode)
     try:
+        if stat.S_IMODE(os.fstat(log).st_mode) != mode:
+            os.fchmod(log, mode)  # made by the umask, or by an older version: 0644
         return subprocess.Popen(
             [sys.executable, "-m", "shmbus", "serve", "--bus", paths.bus, "--data-dir", paths.data_dir],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
@@ -32,29 +41,46 @@ def start_supervisor(paths: BusPaths) -> "subprocess.Popen[bytes]":
             cwd=paths.data_dir,
         )
     finally:
-        log.close()
+        os.close(log)
+
+
+def last_log_line(paths: BusPaths) -> str:
+    """The last line of the supervisor's log ("" if there is none to read)."""
+    try:
+        fd = _access.open_file(paths.log_file, os.O_RDONLY, _access.owner_trust(os.geteuid()))
+    except OSError:
+        return ""
+    try:
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, 4096, max(0, size - 4096))
+    finally:
+        os.close(fd)
+    lines = [line.strip() for line in tail.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def lock_holder(paths: BusPaths) -> Optional[Holder]:
+    """The supervisor holding the bus's lock (running, starting, stopping or stuck), or None."""
+    owner = _access.dir_owner(paths.data_dir)
+    return supervisor_holder(paths.lock_file, _access.server_trust(os.geteuid() if owner is None else owner))
 
 
 def wait_for_supervisor_exit(paths: BusPaths, timeout: float) -> None:
     """A supervisor holds its lock until it has removed everything: wait for the lock."""
     deadline = time.monotonic() + timeout
-    fd = os.open(paths.lock_file, os.O_RDWR)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise Timeout(f"the supervisor of bus {paths.bus!r} did not stop within {timeout}s") from None
-                time.sleep(0.02)
-    finally:
-        os.close(fd)
+    while lock_holder(paths) is not None:
+        if time.monotonic() > deadline:
+            raise Timeout(f"the supervisor of bus {paths.bus!r} did not stop within {timeout}s")
+        time.sleep(0.02)
 
 
 class SupervisorLink:
     """The control connection of one Bus, shared by its producers, consumers and group
-    members. Thread-safe: one request at a time."""
+    members. Thread-safe: one request at a time.
+
+    The supervisor at the other end must run as the data dir's owner (or root): its peer
+    credentials are checked at every connect. `server_uid` is its user; the rings and
+    files a client maps must be that user's."""
 
     def __init__(self, paths: BusPaths, autostart: bool = True, timeout: float = AUTOSTART_TIMEOUT):
         self.paths = paths
@@ -64,32 +90,82 @@ class SupervisorLink:
         self._lock = threading.Lock()
         self._closed = False
         self._last_check = 0.0
-        self._connect()
+        self.server_uid = os.geteuid()
+        with self._lock:
+            self._connect(time.monotonic() + timeout)
 
-    def _connect(self) -> None:
+    # ---- connecting, and starting a supervisor ----
+
+    def _server_uids(self) -> Set[int]:
+        owner = _access.dir_owner(self.paths.data_dir)
+        return {os.geteuid() if owner is None else owner, 0}
+
+    def _try_connect(self) -> Optional[SupervisorUnavailable]:
+        """Connect once; None on success, else why not. NotTrusted (an impersonator) is raised."""
         try:
-            self._client = ControlClient(self.paths.socket_path)
-            return
-        except SupervisorUnavailable:
-            if not self.autostart:
-                raise
-        process = start_supervisor(self.paths)
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            try:
-                self._client = ControlClient(self.paths.socket_path)
+            client = ControlClient(self.paths.socket_path, server_uids=self._server_uids())
+        except SupervisorUnavailable as e:
+            return e
+        self.server_uid = client.server_uid
+        self._client = client
+        return None
+
+    def _connect(self, deadline: float) -> None:
+        """Connect before deadline. While a supervisor holds the bus's lock (it is starting,
+        or stopping) wait for it; when none does, start one (autostart) or give up."""
+        while True:
+            error = self._try_connect()
+            if error is None:
                 return
-            except SupervisorUnavailable:
-                pass
-            if process.poll() is not None:
-                # It exited: it lost the race for the lock to another one that is
-                # starting (then we connect to that one), or it died: start another.
-                time.sleep(0.1)
-                process = start_supervisor(self.paths)
+            holder = lock_holder(self.paths)
+            if holder is None:
+                if not self.autostart:
+                    raise error
+                self._autostart(deadline)
+                return
+            if time.monotonic() >= deadline:
+                raise SupervisorUnavailable(f"the supervisor of bus {self.paths.bus!r} ({holder.describe()}) holds "
+                                            f"its lock but does not answer: {error}")
             time.sleep(0.02)
-        raise SupervisorUnavailable(
-            f"could not start a supervisor for bus {self.paths.bus!r}; see {self.paths.log_file}"
-        )
+
+    def _autostart(self, deadline: float) -> None:
+        """Start a supervisor and connect to it. One client at a time per bus does this (the
+        autostart lock); the others wait, then connect to the one it started. A supervisor
+        that exits at start (it crashed, or lost the race for the bus's lock) is started
+        again only after a back-off, and at most START_ATTEMPTS times."""
+        owner = _access.dir_owner(self.paths.data_dir)
+        if owner is not None and owner != os.geteuid():
+            raise SupervisorUnavailable(
+                f"no supervisor runs for bus {self.paths.bus!r}, and only the owner of {self.paths.data_dir} "
+                f"({_access.user_name(owner)}) may start one")
+        os.makedirs(self.paths.data_dir, mode=0o700, exist_ok=True)
+        with AutostartLock(self.paths.autostart_lock, deadline, f"autostart lock of bus {self.paths.bus!r}"):
+            process: Optional["subprocess.Popen[bytes]"] = None
+            exits = 0
+            backoff = START_BACKOFF
+            while True:
+                error = self._try_connect()
+                if error is None:
+                    return
+                starting = lock_holder(self.paths) is not None or (process is not None and process.poll() is None)
+                if not starting:
+                    if process is not None:
+                        exits += 1
+                        if exits >= START_ATTEMPTS or time.monotonic() + backoff >= deadline:
+                            raise self._start_failed(f"it exited at start {exits} time(s)")
+                        time.sleep(backoff)
+                        backoff *= 2
+                    process = start_supervisor(self.paths)
+                if time.monotonic() >= deadline:
+                    raise self._start_failed(f"it did not answer within {self.timeout:g}s ({error})")
+                time.sleep(0.02)
+
+    def _start_failed(self, why: str) -> SupervisorUnavailable:
+        last = last_log_line(self.paths)
+        return SupervisorUnavailable(f"could not start a supervisor for bus {self.paths.bus!r}: {why}; see "
+                                     f"{self.paths.log_file}" + (f", which ends: {last}" if last else ""))
+
+    # ---- requests ----
 
     def call(self, op: str, **args: Any) -> Any:
         """One control request. If the supervisor is gone, reconnect (with autostart,
@@ -108,12 +184,7 @@ class SupervisorLink:
                             raise
                     self._client.close()
                     self._client = None
-                try:
-                    self._connect()
-                except SupervisorUnavailable:
-                    if not self.autostart or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+                self._connect(deadline)
 
     def call_if_connected(self, op: str, **args: Any) -> Any:
         """One request over the current connection only: no reconnect, no new supervisor.

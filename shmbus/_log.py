@@ -14,6 +14,7 @@ import time
 from typing import BinaryIO, Iterator, List, Optional, Tuple
 
 from . import _access
+from ._access import Trust
 from ._backend import (DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_DATA, FRAME_PADDING, ArchiveState,
                        FrameParser, Ring, walk_frames)
 from ._errors import CorruptFrame, CorruptSegment, OffsetOutOfRange
@@ -47,12 +48,13 @@ def segment_path(directory: str, base_offset: int, suffix: str = LOG_SUFFIX) -> 
     return os.path.join(directory, f"{base_offset:020d}{suffix}")
 
 
-def read_index(path: str, entry: struct.Struct) -> List[Tuple[int, int]]:
+def read_index(path: str, entry: struct.Struct, trust: Trust) -> List[Tuple[int, int]]:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = _access.open_file(path, os.O_RDONLY, trust)
     except FileNotFoundError:
         return []
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
     usable = len(data) - len(data) % entry.size
     return list(entry.iter_unpack(data[:usable]))
 
@@ -64,13 +66,13 @@ def scan_segment(path: str, start_offset: int) -> ScanResult:
     """Validate a segment frame by frame. Returns (valid_bytes, next_offset, index, timeindex,
     max_timestamp, corrupt_at): corrupt_at is the file position of the first bad frame, or None
     if the file only ends early (a torn tail) or not at all."""
-    size = os.path.getsize(path)
     capacity = READ_CHUNK
     position, next_offset, max_ts = 0, start_offset, -1
     index: List[Tuple[int, int]] = []
     timeindex: List[Tuple[int, int]] = []
     since_index = INDEX_INTERVAL
-    with open(path, "rb") as f:
+    with os.fdopen(_access.open_file(path, os.O_RDONLY, _access.own_trust()), "rb") as f:
+        size = os.fstat(f.fileno()).st_size
         while position < size:
             chunk = os.pread(f.fileno(), min(capacity, size - position), position)
             # Walk frame by frame to build the indexes as the archiver would.
@@ -134,22 +136,25 @@ class SegmentWriter:
         last = bases[-1]
         path = segment_path(self.directory, last)
         valid, next_offset, index, timeindex, max_ts, corrupt_at = scan_segment(path, last)
-        size = os.path.getsize(path)
-        if valid < size:
-            what = "corrupt frame" if corrupt_at is not None else "torn tail"
-            logger.warning(f"{path}: {what} at byte {valid} (offset {next_offset}): truncating {size - valid} bytes")
-            with open(path, "r+b") as f:
-                f.truncate(valid)
-                os.fsync(f.fileno())
+        fd = _access.open_file(path, os.O_RDWR, _access.own_trust())
+        try:
+            size = os.fstat(fd).st_size
+            if valid < size:
+                what = "corrupt frame" if corrupt_at is not None else "torn tail"
+                logger.warning(f"{path}: {what} at byte {valid} (offset {next_offset}): truncating {size - valid} bytes")
+                os.ftruncate(fd, valid)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         # The indexes of the last segment may lag or lead the log: rewrite them.
         self._rewrite_indexes(last, index, timeindex)
         self._open(last, valid, next_offset, max_ts)
         return next_offset
 
     def _rewrite_indexes(self, base: int, index: List[Tuple[int, int]], timeindex: List[Tuple[int, int]]) -> None:
-        with open(segment_path(self.directory, base, ".index"), "wb") as f:
+        with os.fdopen(_access.create_file(segment_path(self.directory, base, ".index")), "wb") as f:
             f.write(b"".join(INDEX_ENTRY.pack(*e) for e in index))
-        with open(segment_path(self.directory, base, ".timeindex"), "wb") as f:
+        with os.fdopen(_access.create_file(segment_path(self.directory, base, ".timeindex")), "wb") as f:
             f.write(b"".join(TIME_ENTRY.pack(*e) for e in timeindex))
 
     # ---- appending ----
@@ -157,9 +162,9 @@ class SegmentWriter:
     def _open(self, base_offset: int, size: int, next_offset: int, max_ts: int) -> None:
         self.close()
         path = segment_path(self.directory, base_offset)
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _access.file_mode())
-        self.index_file = open(segment_path(self.directory, base_offset, ".index"), "ab")
-        self.time_file = open(segment_path(self.directory, base_offset, ".timeindex"), "ab")
+        self.fd = _append(path)
+        self.index_file = os.fdopen(_append(segment_path(self.directory, base_offset, ".index")), "ab")
+        self.time_file = os.fdopen(_append(segment_path(self.directory, base_offset, ".timeindex")), "ab")
         self.base_offset = base_offset
         self.state.segment_bytes = size
         self.state.since_index = 0 if size else INDEX_INTERVAL
@@ -232,7 +237,8 @@ class SegmentWriter:
             too_big = retention_bytes is not None and total > retention_bytes
             too_old = False
             if retention_ms is not None and not too_big:
-                entries = read_index(segment_path(self.directory, base, ".timeindex"), TIME_ENTRY)
+                entries = read_index(segment_path(self.directory, base, ".timeindex"), TIME_ENTRY,
+                                     _access.own_trust())
                 newest = _segment_newest_timestamp(self.directory, base, entries)
                 too_old = newest is not None and newest < now_ns - retention_ms * 1_000_000
             if not (too_big or too_old):
@@ -249,15 +255,22 @@ class SegmentWriter:
         return removed
 
 
+def _append(path: str) -> int:
+    """A segment or index file of the supervisor's, open for appending (made if absent)."""
+    fd = _access.open_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _access.own_trust())
+    _access.own_fd(fd)
+    return fd
+
+
 def _segment_newest_timestamp(directory: str, base: int, time_entries: List[Tuple[int, int]]) -> Optional[int]:
     """The largest timestamp in a closed segment: scan from its last time index entry."""
     start = 0
     if time_entries:
-        index = read_index(segment_path(directory, base, ".index"), INDEX_ENTRY)
+        index = read_index(segment_path(directory, base, ".index"), INDEX_ENTRY, _access.own_trust())
         if index:
             start = index[-1][1]
     newest = time_entries[-1][0] if time_entries else None
-    reader = SegmentReader(directory)
+    reader = SegmentReader(directory, _access.own_trust())
     for _, ts in reader.scan_timestamps(base, start):
         newest = ts if newest is None or ts > newest else newest
     return newest
@@ -265,10 +278,12 @@ def _segment_newest_timestamp(directory: str, base: int, time_entries: List[Tupl
 
 class SegmentReader:
     """Reads records from a partition's segment files, sequentially from an offset.
-    Used by consumers whose position is no longer in the ring."""
+    Used by consumers whose position is no longer in the ring. Only files that trust
+    accepts are read (a client: those of its supervisor's user, closed to "other")."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, trust: Trust):
         self.directory = directory
+        self.trust = trust
         self.bases: List[int] = []
         self.base: Optional[int] = None
         self.fd: Optional[int] = None
@@ -297,7 +312,7 @@ class SegmentReader:
         base = self.bases[i]
         position = 0
         for entry_offset, entry_position in read_index(segment_path(self.directory, base, ".index"),
-                                                       INDEX_ENTRY):
+                                                       INDEX_ENTRY, self.trust):
             if entry_offset > offset:
                 break
             position = entry_position
@@ -309,7 +324,7 @@ class SegmentReader:
         self.close()
         self.chunk = None
         try:
-            self.fd = os.open(segment_path(self.directory, base), os.O_RDONLY)
+            self.fd = _access.open_file(segment_path(self.directory, base), os.O_RDONLY, self.trust)
         except FileNotFoundError:
             raise OffsetOutOfRange(f"segment {base} was deleted (retention)") from None
         self.base = base
@@ -392,14 +407,14 @@ class SegmentReader:
             self.fd = None
 
 
-def time_index_start(log_dir: str, timestamp: int) -> Optional[int]:
+def time_index_start(log_dir: str, timestamp: int, trust: Trust) -> Optional[int]:
     """The offset to scan from for the first record at or after timestamp: the last time
     index entry before one whose max-timestamp-so-far reaches it (None: no segments)."""
     start = None
     for base in list_segments(log_dir):
         if start is None:
             start = base
-        for max_before, offset in read_index(segment_path(log_dir, base, ".timeindex"), TIME_ENTRY):
+        for max_before, offset in read_index(segment_path(log_dir, base, ".timeindex"), TIME_ENTRY, trust):
             if max_before >= timestamp:
                 return start
             start = offset

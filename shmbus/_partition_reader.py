@@ -12,6 +12,7 @@ way; a memory-only one skips it to the oldest record and counts what it missed.
 import time
 from typing import Any, List, Optional, Union
 
+from ._access import Trust, server_trust
 from ._backend import Cursor, ReadBuffer, Ring
 from ._codec import decode_headers
 from ._errors import Lapped, OffsetOutOfRange, OutOfRing
@@ -65,7 +66,7 @@ class PartitionReader:
         if target == "earliest":
             cursor.seek_head()
             if self.log_dir is not None:
-                earliest = SegmentReader(self.log_dir).earliest()
+                earliest = SegmentReader(self.log_dir, self.trust).earliest()
                 if earliest is not None and earliest < cursor.next_offset:
                     target = earliest
             if target == "earliest":
@@ -92,7 +93,7 @@ class PartitionReader:
     def _enter_disk(self, offset: int) -> bool:
         """Read from the segment files from offset on; False if the disk lacks it."""
         assert self.log_dir is not None
-        log = SegmentReader(self.log_dir)
+        log = SegmentReader(self.log_dir, self.trust)
         try:
             log.seek(offset)
         except OffsetOutOfRange:
@@ -101,6 +102,11 @@ class PartitionReader:
         self.log = log
         self.cursor.next_offset = offset
         return True
+
+    @property
+    def trust(self) -> Trust:
+        """What the partition's segment files must be: its ring's owner's, closed to "other"."""
+        return server_trust(self.ring.owner)
 
     def leave_disk(self) -> None:
         if self.log is not None:

@@ -10,6 +10,7 @@ thousands of consumers, maps only what it uses."""
 import threading
 from typing import Callable, Dict, List, Optional, Tuple
 
+from ._access import server_trust
 from ._backend import Ring
 from ._errors import TopicNotFound
 from ._types import TopicInfo
@@ -18,9 +19,10 @@ TopicRings = Tuple[TopicInfo, List[Ring]]
 
 
 class RingTable:
-    def __init__(self, bus_name: str, call: Callable[..., dict]):
+    def __init__(self, bus_name: str, call: Callable[..., dict], server_uid: Callable[[], int]):
         self._bus_name = bus_name
         self._call = call   # a control request (SupervisorLink.call)
+        self._server_uid = server_uid  # the supervisor's user: a ring must be its, and closed to "other"
         self._lock = threading.Lock()
         self._topics: Dict[str, TopicRings] = {}
         self._users: Dict[int, int] = {}        # id(ring) -> writers and readers holding it
@@ -53,7 +55,15 @@ class RingTable:
                     self._replace(current[1])
                 raise
             info = TopicInfo(**reply["info"])
-            rings = [Ring.attach(name) for name in reply["rings"]]
+            trust = server_trust(self._server_uid())
+            rings: List[Ring] = []
+            try:
+                for name in reply["rings"]:
+                    rings.append(Ring.attach(name, trust))
+            except BaseException:
+                for ring in rings:
+                    ring.close()
+                raise
             self._topics[topic] = (info, rings)
             if current is not None:
                 self._replace(current[1])

@@ -3,6 +3,7 @@ import os
 from typing import Optional
 
 from .. import _shm
+from .._access import Trust
 from .._errors import BadControlPage
 from .._native._core import ffi, lib
 from .core import NULL, CData
@@ -22,7 +23,9 @@ class ControlPage:
 
     @classmethod
     def create(cls, name: str) -> "ControlPage":
-        fd = _shm.create(name, lib.sb_ctl_total_bytes(), "control page")
+        """A new page, replacing what has the name (or under another name: see
+        _shm.create_fresh; read it from `.name`)."""
+        fd, name = _shm.create_fresh(name, lib.sb_ctl_total_bytes(), "control page")
         try:
             err = ffi.new("int *")
             ptr = lib.sb_ctl_create(fd, err)
@@ -34,9 +37,10 @@ class ControlPage:
         return cls(name, ptr)
 
     @classmethod
-    def attach(cls, name: str) -> "ControlPage":
-        """Map an existing page; FileNotFoundError if absent, BadControlPage if invalid."""
-        fd, size = _shm.open_existing(name, "control page")
+    def attach(cls, name: str, trust: Trust) -> "ControlPage":
+        """Map an existing page that trust accepts (NotTrusted if not: it is never read);
+        FileNotFoundError if absent, BadControlPage if invalid."""
+        fd, size = _shm.open_existing(name, "control page", trust)
         try:
             err = ffi.new("int *")
             ptr = lib.sb_ctl_attach(fd, size, err)
@@ -47,6 +51,7 @@ class ControlPage:
         return cls(name, ptr)
 
     unlink = staticmethod(_shm.unlink)
+    alternates = staticmethod(_shm.alternates)
 
     def close(self) -> None:
         if self.ptr is not None:

@@ -4,6 +4,7 @@ import os
 from typing import List, NamedTuple, Optional, Tuple
 
 from .. import _shm
+from .._access import Trust
 from .._errors import BadRing, ShmbusError
 from .. import _liveness
 from .._native._core import ffi, lib
@@ -65,11 +66,12 @@ class SlotInfo(NamedTuple):
 class Ring:
     """One mapped partition ring. Close it explicitly; the mapping is never left to GC."""
 
-    __slots__ = ("name", "ptr", "data_bytes", "durable", "max_record", "_closed")
+    __slots__ = ("name", "ptr", "owner", "data_bytes", "durable", "max_record", "_closed")
 
-    def __init__(self, name: str, ptr: CData):
+    def __init__(self, name: str, ptr: CData, owner: int):
         self.name = name
         self.ptr = ptr
+        self.owner = owner   # the uid owning the object: the bus's user
         stats = self.stats()
         self.data_bytes = stats.data_bytes
         self.durable = bool(stats.flags & RING_DURABLE)
@@ -85,8 +87,10 @@ class Ring:
 
     @classmethod
     def create(cls, name: str, data_bytes: int, base_offset: int, durable: bool) -> "Ring":
-        """Create the ring with all its memory reserved (OutOfSpace if /dev/shm is full)."""
-        fd = _shm.create(name, cls.total_bytes(data_bytes), "ring")
+        """Create the ring with all its memory reserved (OutOfSpace if /dev/shm is full),
+        replacing what has the name. If another user's object holds it, the ring gets
+        another name (see _shm.create_fresh): read it from `.name`."""
+        fd, name = _shm.create_fresh(name, cls.total_bytes(data_bytes), "ring")
         try:
             err = ffi.new("int *")
             ptr = lib.sb_ring_create(fd, data_bytes, base_offset, RING_DURABLE if durable else 0, err)
@@ -95,12 +99,13 @@ class Ring:
                 raise OSError(err[0], f"cannot map ring {name}: {os.strerror(err[0])}")
         finally:
             os.close(fd)
-        return cls(name, ptr)
+        return cls(name, ptr, os.geteuid())
 
     @classmethod
-    def attach(cls, name: str) -> "Ring":
-        """Map an existing ring; BadRing if it is not one, FileNotFoundError if absent."""
-        fd, size = _shm.open_existing(name, "ring")
+    def attach(cls, name: str, trust: Trust) -> "Ring":
+        """Map an existing ring that trust accepts (NotTrusted if not: it is never read);
+        BadRing if it is not a ring, FileNotFoundError if absent."""
+        fd, size = _shm.open_existing(name, "ring", trust)
         try:
             err = ffi.new("int *")
             ptr = lib.sb_ring_attach(fd, size, err)
@@ -108,9 +113,11 @@ class Ring:
                 raise BadRing(f"{name} is not a valid shmbus ring of version {lib.SB_VERSION}")
         finally:
             os.close(fd)
-        return cls(name, ptr)
+        return cls(name, ptr, trust.uid)
 
     unlink = staticmethod(_shm.unlink)
+    alternates = staticmethod(_shm.alternates)
+    retired_names = staticmethod(_shm.retired)
 
     def close(self) -> None:
         if not self._closed:

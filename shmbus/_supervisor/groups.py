@@ -35,8 +35,10 @@ from .._names import validate_name
 from .. import _checks
 from .. import _liveness as liveness
 from .._types import TopicPartition
+from .topics import attach_trusted
 
 OFFSETS_FILE = "offsets.json"
+MAX_POLL_INTERVAL_MS = 365 * 24 * 3600 * 1000   # a year: beyond it a member may as well never poll
 
 logger = logging.getLogger("shmbus.supervisor")
 
@@ -180,6 +182,11 @@ class Group:
         return "Stable"
 
 
+def _check_int(what, value, minimum):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{what} must be an int of at least {minimum}, got {value!r}")
+
+
 def _partition_rows(rows, what="partitions"):
     if not isinstance(rows, list):
         raise TypeError(f"{what} must be a list")
@@ -235,15 +242,23 @@ class GroupCoordinator:
                        for p, offset in by_partition.items()}
             self.groups[name] = Group(name, int(data.get("generation", 0)), offsets)
         name = control_page_name(self.paths.shm_prefix)
-        try:
-            self._page = ControlPage.attach(name)
-        except FileNotFoundError:
+        for candidate in [name] + ControlPage.alternates(name):
+            try:
+                page = attach_trusted(ControlPage, candidate, "control page")
+            except BadControlPage:
+                logger.warning(f"{candidate} is not a valid control page; replacing it")
+                ControlPage.unlink(candidate)
+                continue
+            if page is not None and self._page is not None:
+                page.close()            # an older one of ours, replaced since
+                ControlPage.unlink(candidate)
+            elif page is not None:
+                self._page = page
+        if self._page is None:
             self._page = ControlPage.create(name)
-            return
-        except BadControlPage:
-            logger.warning(f"{name} is not a valid control page; replacing it")
-            ControlPage.unlink(name)
-            self._page = ControlPage.create(name)
+            if self._page.name != name:
+                logger.error(f"/dev/shm{name} is held by another user's object: created the control page as "
+                             f"/dev/shm{self._page.name} instead")
             return
         # Members of the supervisor that died still watch this page, but their
         # membership died with it: move every generation word on so they notice
@@ -256,7 +271,7 @@ class GroupCoordinator:
                 moved += 1
         for slot in range(CONTROL_MEMBERS):
             self.page.set_member(slot, 0)
-        logger.info(f"adopted control page {name}" + (f"; {moved} group(s) must rejoin" if moved else ""))
+        logger.info(f"adopted control page {self.page.name}" + (f"; {moved} group(s) must rejoin" if moved else ""))
 
     def close(self):
         """Clean stop: tell every member (its word moves: it will look for the next
@@ -291,20 +306,33 @@ class GroupCoordinator:
 
     def op_group_join(self, connection, group, member_id=None, pid=0, start_ms=0, topics=(),
                       strategy="range", sticky=False, max_poll_interval_ms=300000, liveness=0):
-        if strategy not in STRATEGIES:
+        # Every argument is checked before anything is taken: a refused join must leave
+        # no member line, group line or group behind (300 joins with a bad interval once
+        # used up every group line, and every later consumer group failed until a restart).
+        validate_name(group, "group")
+        if member_id is not None and not isinstance(member_id, str):
+            raise TypeError(f"member_id must be a str or None, not {type(member_id).__name__}")
+        if not isinstance(strategy, str) or strategy not in STRATEGIES:
             raise ValueError(f"assignment strategy must be one of {STRATEGIES}, got {strategy!r}")
         if not isinstance(topics, list) or not topics or not all(isinstance(t, str) for t in topics):
             raise TypeError("topics must be a non-empty list of topic names")
-        if not isinstance(pid, int) or pid <= 0:
-            raise ValueError(f"pid must be a positive int, got {pid!r}")
-        if not isinstance(liveness, int) or isinstance(liveness, bool) or not 0 <= liveness < 1 << 63:
-            raise ValueError(f"liveness must be a liveness lock token, got {liveness!r}")
+        _check_int("pid", pid, minimum=1)
+        _check_int("start_ms", start_ms, minimum=0)
+        _checks.offset(liveness, "liveness (a liveness lock token)")
+        if not isinstance(sticky, bool):
+            raise TypeError(f"sticky must be true or false, got {sticky!r}")
+        if (not isinstance(max_poll_interval_ms, (int, float)) or isinstance(max_poll_interval_ms, bool)
+                or not 0 < max_poll_interval_ms <= MAX_POLL_INTERVAL_MS):
+            raise ValueError(f"max_poll_interval_ms must be a number of milliseconds from 1 to "
+                             f"{MAX_POLL_INTERVAL_MS}, got {max_poll_interval_ms!r}")
         with self.lock:
             self._check_open()
             for topic in topics:
                 self.registry.get(topic)
-            g = self._group(group, create=True)
-            if g.members and (g.strategy, g.sticky) != (strategy, bool(sticky)):
+            # A group is registered only once it has a member (or offsets): refused joins
+            # must not fill the registry with names either.
+            g = self.groups.get(group) or Group(group)
+            if g.members and (g.strategy, g.sticky) != (strategy, sticky):
                 raise ShmbusError(
                     f"group {group!r} assigns with {g.strategy}{' (sticky)' if g.sticky else ''}; "
                     f"this consumer asks for {strategy}{' (sticky)' if sticky else ''}: use the same options"
@@ -316,9 +344,10 @@ class GroupCoordinator:
             else:
                 if not self._free_member_slots:
                     raise ShmbusError(f"this bus already has {CONTROL_MEMBERS} group members")
+                if g.slot is None and not self._free_group_slots:
+                    raise ShmbusError(f"this bus already has {CONTROL_GROUPS} groups with members")
+                # Nothing can fail from here on.
                 if g.slot is None:
-                    if not self._free_group_slots:
-                        raise ShmbusError(f"this bus already has {CONTROL_GROUPS} groups with members")
                     g.slot = self._free_group_slots.pop()
                     # Never below what the line held: a watcher of an earlier
                     # group on this line must see the word move.
@@ -329,7 +358,8 @@ class GroupCoordinator:
                                 sorted(set(topics)), max_poll_interval_ms / 1000, slot, self._next_token)
                 self.page.set_member(slot, member.token)
                 g.members[member.member_id] = member
-                g.strategy, g.sticky = strategy, bool(sticky)
+                self.groups[group] = g
+                g.strategy, g.sticky = strategy, sticky
                 self._rebalance(g, f"{member.member_id} (pid {pid}) joined")
             return {"member_id": member.member_id, "generation": g.generation,
                     "control": {"name": self.page.name, "id": self.page.id},
@@ -436,6 +466,8 @@ class GroupCoordinator:
     # ---- offsets ----
 
     def op_group_commit(self, connection, group, member_id, generation, offsets):
+        if not isinstance(offsets, list):
+            raise TypeError("offsets must be a list of [topic, partition, offset] rows")
         with self.lock:
             self._check_open()
             g, member = self._member(group, member_id)
@@ -533,6 +565,11 @@ class GroupCoordinator:
             raise ValueError(f"reset to must be 'earliest', 'latest' or 'offset', got {to!r}")
         if to == "offset":
             _checks.offset(offset)
+        if topics is not None and (not isinstance(topics, list) or not all(isinstance(t, str) for t in topics)):
+            raise TypeError("topics must be a list of topic names, or null")
+        if not isinstance(execute, bool):
+            raise TypeError(f"execute must be true or false, got {execute!r}")
+        validate_name(group, "group")
         with self.lock:
             self._check_open()
             g = self._group(group)

@@ -1,22 +1,21 @@
 """The supervisor process: the flock that makes it unique, the control socket,
 the liveness loop, and a clean stop that leaves nothing in /dev/shm."""
 import fcntl
-import itertools
 import json
 import logging
 import os
 import signal
-import socketserver
 import sys
 import threading
 import time
 
 from .. import _access
 from .. import _liveness as liveness
-from .._errors import ShmbusError, SupervisorRunning
-from .._protocol import MAX_LINE, encode, error_reply
+from .._errors import ShmbusError, SupervisorRunning, SupervisorUnavailable
+from .._protocol import error_reply
 from .archiver import Archiver
 from .groups import GroupCoordinator
+from .server import ControlServer
 from .topics import TopicRegistry
 from .unblocker import UNBLOCK_TIMEOUT, Unblocker
 
@@ -42,7 +41,6 @@ class Supervisor:
         # Consumer groups: each control connection gets an id, so its members
         # leave when it closes (the kernel closes it when their process dies).
         self.groups = GroupCoordinator(paths, self.registry, self.lock)
-        self._connection_ids = itertools.count(1)
         self._lock_fd = None
         self._server = None
         self.started_ns = time.time_ns()
@@ -50,8 +48,10 @@ class Supervisor:
     # ---- lifecycle ----
 
     def acquire_lock(self):
-        os.makedirs(self.paths.data_dir, mode=0o700, exist_ok=True)
-        fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)  # own() widens it if shared
+        """The bus's flock, in a lock file of this user's (one planted by another user, who
+        could hold it forever, is refused); configure() then gives it the bus's mode."""
+        _access.check_data_dir(self.paths.data_dir)
+        fd = _access.open_file(self.paths.lock_file, os.O_RDWR | os.O_CREAT, _access.owner_trust(os.geteuid()))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -88,33 +88,16 @@ class Supervisor:
         logger.info(f"serving on {self.paths.socket_path}")
 
     def _start_server(self):
-        path = self.paths.socket_path
-        try:
-            os.unlink(path)  # a stale socket of a dead supervisor; we hold the lock
-        except FileNotFoundError:
-            pass
-        supervisor = self
+        self._server = ControlServer(self.paths.socket_path, self._handle, self.groups.connection_closed,
+                                     self._allow_peer, umask=_access.socket_umask())
+        self._server.start()
+        _access.own_socket(self.paths.socket_path)
 
-        class Handler(socketserver.StreamRequestHandler):
-            def handle(self):
-                connection = next(supervisor._connection_ids)
-                try:
-                    supervisor._serve_connection(self.rfile, self.wfile, connection)
-                finally:
-                    supervisor.groups.connection_closed(connection)
-
-        class Server(socketserver.ThreadingUnixStreamServer):
-            daemon_threads = True
-
-        old_umask = os.umask(0o177)
-        try:
-            self._server = Server(path, Handler)
-        finally:
-            os.umask(old_umask)
-        os.chmod(path, 0o600)
-        _access.own(path)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                         name="control", daemon=True).start()
+    def _allow_peer(self, pid, uid, gid):
+        """Who may talk to the supervisor: its own user, root, and when shared, the group's members."""
+        if _access.peer_allowed(uid, gid):
+            return None
+        return f"{_access.user_name(uid)} may not use bus {self.paths.bus!r}: {_access.describe_access()}"
 
     def wait(self):
         while not self.stopping.wait(0.5):
@@ -124,12 +107,7 @@ class Supervisor:
         """Clean stop: no more requests, rings removed, marker written, lock released."""
         self.stopping.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            try:
-                os.unlink(self.paths.socket_path)
-            except FileNotFoundError:
-                pass
+            self._server.stop()
         self.archiver.join(timeout=5.0)
         with self.lock:
             # No new appends, claims in flight finished, everything archived and
@@ -139,7 +117,7 @@ class Supervisor:
             self.registry.close()
             self.groups.close()
             liveness.sweep_dead()
-        with open(self.paths.clean_marker, "w") as f:
+        with os.fdopen(_access.create_file(self.paths.clean_marker), "w") as f:
             f.write(f"{time.time_ns()}\n")
         logger.info("stopped cleanly")
         self._release_lock()
@@ -178,27 +156,24 @@ class Supervisor:
 
     # ---- the control protocol ----
 
-    def _serve_connection(self, rfile, wfile, connection=None):
-        while not self.stopping.is_set():
-            line = rfile.readline(MAX_LINE)
-            if not line:
-                return
-            try:
-                request = json.loads(line)
-                op = request.pop("op")
-                handler = getattr(self, f"op_{op}", None) or self.groups.handler(op, connection)
-                if handler is None:
-                    raise ShmbusError(f"unknown operation {op!r}")
-                reply = {"ok": True, "result": handler(**request)}
-            except Exception as e:  # bad arguments included: the client gets the error, by name
-                reply = error_reply(e)
-            try:
-                wfile.write(encode(reply))
-                wfile.flush()
-            except OSError:
-                return
-            if reply.get("result") == "stopping":
-                threading.Thread(target=self._stop_soon, daemon=True).start()
+    def _handle(self, line, connection):
+        """One request line from a connection: the reply to send back."""
+        if self.stopping.is_set():  # the client reconnects, and finds the next supervisor
+            return error_reply(SupervisorUnavailable("the supervisor is stopping"))
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+                raise ValueError("a request is a JSON object with an \"op\" string")
+            op = request.pop("op")
+            handler = getattr(self, f"op_{op}", None) or self.groups.handler(op, connection)
+            if handler is None:
+                raise ShmbusError(f"unknown operation {op!r}")
+            reply = {"ok": True, "result": handler(**request)}
+        except Exception as e:  # bad arguments included: the client gets the error, by name
+            reply = error_reply(e)
+        if reply.get("result") == "stopping":
+            threading.Thread(target=self._stop_soon, daemon=True).start()
+        return reply
 
     def _stop_soon(self):
         time.sleep(0.05)

@@ -7,13 +7,15 @@ from typing import List, Optional
 
 from .. import _access
 from .. import _holdup as holdup
+from .. import _shm
 from .._backend import SLOT_CLAIMED, SLOT_PUBLISHING, Cursor, Ring, max_record_bytes
-from .._errors import (BadRing, ClaimLockBusy, InvalidArgument, InvalidArgumentType, InvalidName, OutOfRing, OutOfSpace,
-                       ShmbusError, TopicExists, TopicNotFound)
+from .._errors import (BadRing, ClaimLockBusy, InvalidArgument, InvalidArgumentType, InvalidName, NotTrusted,
+                       OutOfRing, OutOfSpace, ShmbusError, TopicExists, TopicNotFound)
 from .._fsutil import read_json, write_json_atomic
 from .._log import SegmentWriter, list_segments, segment_path
 from .._names import ring_name, validate_name
 from .._types import TopicInfo
+from .unblocker import UNBLOCK_TIMEOUT
 
 MIN_RING_BYTES = 64 << 10
 MIN_SEGMENT_BYTES = 64 << 10
@@ -21,6 +23,26 @@ MAX_PARTITIONS = 1024
 OFFSET_RESERVE = 10_000_000  # memory-only offsets skipped after a host crash, at least
 
 logger = logging.getLogger("shmbus.supervisor")
+
+
+def attach_trusted(cls, name, what):
+    """Map (cls.attach) an object a supervisor that died left in /dev/shm, if it is the
+    bus's: owned by its user, letting in no more than the bus does (checked on the open
+    descriptor). One that is not is never read: it is logged and removed (or left, if
+    it is another user's and this one may not remove it: the fresh object then takes
+    another name). None when there is none or it was refused."""
+    try:
+        return cls.attach(name, _access.own_trust())
+    except FileNotFoundError:
+        return None
+    except NotTrusted as e:
+        try:
+            cls.unlink(name)
+            done = "removed it"
+        except PermissionError:
+            done = "cannot remove it (another user's): left it, and its replacement takes another name"
+        logger.error(f"refused {what} /dev/shm{name}, never read it: {e}; {done}")
+        return None
 
 
 def normalize_ring_bytes(ring_bytes):
@@ -138,7 +160,12 @@ class TopicRegistry:
             _, at, kind = entry.partition("@")
             if at and not (kind.startswith("retired-") or kind == "next"):
                 continue
-            Ring.unlink("/" + entry)
+            try:
+                Ring.unlink("/" + entry)
+            except PermissionError:
+                logger.warning(f"/dev/shm/{entry} is named as a ring of this bus but is another user's: "
+                               f"left it (never read)")
+                continue
             logger.warning(f"removed stray ring /dev/shm/{entry}")
 
     def quiesce(self, timeout=1.0):
@@ -283,6 +310,10 @@ class TopicRegistry:
         archiver resumes at the first offset the disk does not have."""
         log = SegmentWriter(self.partition_dir(info.name, p), info.segment_bytes) if info.durable else None
         disk_next = log.recover() if log is not None else None
+        if adopt:
+            # Rings the partition moved on from (a producer stalled in them) that a
+            # supervisor that died had not finished archiving: finish them first.
+            disk_next = self._finish_retired(info, p, log, disk_next)
         ring = self._adopt(info, p) if adopt else None
         position: Optional[int] = None   # where the archiver starts in the ring
         if ring is not None and log is not None:
@@ -313,6 +344,52 @@ class TopicRegistry:
             ring.set_archived(position, position)
         return ring, log
 
+    def _finish_retired(self, info, p, log, disk_next):
+        """Archive what the partition's retired rings hold beyond the disk, oldest first,
+        then remove them. Returns the offset the disk now ends at."""
+        name = self.ring_name(info.name, p)
+        for retired_name in Ring.retired_names(name) + [n for alt in Ring.alternates(name)
+                                                        for n in Ring.retired_names(alt)]:
+            ring = attach_trusted(Ring, retired_name, "retired ring")
+            if ring is None:
+                continue
+            try:
+                if log is not None:
+                    disk_next = self._archive_retired(info, p, log, ring, disk_next)
+            finally:
+                ring.close()
+                Ring.unlink(retired_name)
+            logger.info(f"{info.name}/{p}: finished the retired ring {retired_name}")
+        return disk_next
+
+    def _archive_retired(self, info, p, log, ring, disk_next):
+        position = self._archive_position(info, p, ring, disk_next)
+        if position is None:
+            return disk_next
+        if log.fd is None:
+            log.start(ring.stats().head_offset)
+        log.state.position = position
+        end = ring.stats().retired_end
+        my_slot = ring.acquire_slot()
+        try:
+            stuck_since = time.monotonic()
+            while log.state.position < end:
+                if log.archive(ring):
+                    stuck_since = time.monotonic()
+                    continue
+                ring.reap_dead(my_slot)
+                if time.monotonic() - stuck_since > 2 * UNBLOCK_TIMEOUT:
+                    # Claims in flight when it retired, stalled since: revoke them.
+                    open_claims = [s.slot for s in ring.slots()
+                                   if s.slot != my_slot and s.state in (SLOT_CLAIMED, SLOT_PUBLISHING)]
+                    ring.retire(my_slot, open_claims)
+                    stuck_since = time.monotonic()
+                time.sleep(0.001)
+            log.sync()
+        finally:
+            ring.release_slot(my_slot)
+        return log.state.next_offset
+
     def _archive_position(self, info, p, ring, disk_next):
         """Where in an adopted ring the disk ends; None if the ring must be replaced."""
         stats = ring.stats()
@@ -340,33 +417,44 @@ class TopicRegistry:
         return stats.head
 
     def _adopt(self, info, partition):
+        """The ring a supervisor that died left for this partition, if it is to be trusted
+        and fits the topic; else None (then a fresh one is made)."""
         name = self.ring_name(info.name, partition)
-        try:
-            ring = Ring.attach(name)
-        except FileNotFoundError:
+        adopted = None
+        for candidate in [name] + Ring.alternates(name):
+            try:
+                ring = attach_trusted(Ring, candidate, "ring")
+            except BadRing:
+                logger.warning(f"ring {candidate} is not valid; replacing it")
+                Ring.unlink(candidate)
+                continue
+            if ring is None:
+                continue
+            if (adopted is not None or ring.data_bytes != info.ring_bytes or ring.durable != info.durable
+                    or ring.is_deleted()):
+                ring.close()
+                Ring.unlink(candidate)
+                continue
+            adopted = ring
+        if adopted is None:
             return None
-        except BadRing:
-            logger.warning(f"ring {name} is not valid; replacing it")
-            Ring.unlink(name)
-            return None
-        if ring.data_bytes != info.ring_bytes or ring.durable != info.durable or ring.is_deleted():
-            ring.close()
-            Ring.unlink(name)
-            return None
-        reaped = ring.reap_dead()
-        logger.info(f"adopted ring {name} at offset {ring.stats().next_offset}"
-                 + (f", freed {reaped} dead producer slot(s)" if reaped else ""))
-        return ring
+        reaped = adopted.reap_dead()
+        logger.info(f"adopted ring {adopted.name} at offset {adopted.stats().next_offset}"
+                    + (f", freed {reaped} dead producer slot(s)" if reaped else ""))
+        return adopted
 
     def _create_ring(self, info, partition, base_offset):
         name = self.ring_name(info.name, partition)
-        Ring.unlink(name)
         try:
-            return Ring.create(name, info.ring_bytes, base_offset, info.durable)
+            ring = Ring.create(name, info.ring_bytes, base_offset, info.durable)
         except OutOfSpace:
             raise
         except OSError as e:
             raise ShmbusError(f"cannot create ring {name}: {e}") from None
+        if ring.name != name:
+            logger.error(f"/dev/shm{name} is held by another user's object: created the ring as "
+                         f"/dev/shm{ring.name} instead")
+        return ring
 
     # ---- moving on from a ring a producer stalled in (unblocker.py) ----
 
@@ -375,29 +463,34 @@ class TopicRegistry:
         ring at the next offset. Nothing happens (and the next pass tries again) if
         /dev/shm has no room for the new ring, or a live producer holds the lock."""
         info, ring = topic.info, topic.rings[p]
-        name = self.ring_name(info.name, p)
-        staging = f"{name}@next"
+        name = ring.name
         who = holdup.describe_slots(ring, stalled)
-        Ring.unlink(staging)
         try:
-            new = Ring.create(staging, info.ring_bytes, 0, info.durable)
+            new = Ring.create(f"{name}@next", info.ring_bytes, 0, info.durable)
         except OSError as e:
             logger.error(f"{info.name}/{p}: held up ({who}), and no room for the ring it would move "
                          f"on to: {e}")
             return
+        # The retired ring keeps a name of its own (a restarted supervisor finds it and
+        # archives what it holds); the new one will take the partition's name, atomically.
+        retired_name = f"{name}@retired-{time.time_ns()}"
+        try:
+            os.link(_shm.path_of(name), _shm.path_of(retired_name))
+        except OSError as e:
+            logger.error(f"{info.name}/{p}: held up ({who}), and cannot name the ring it would retire: {e}")
+            new.close()
+            Ring.unlink(new.name)
+            return
         try:
             end, next_offset = ring.retire(topic.reaper_slots[p], stalled)
-        except ClaimLockBusy:
+        except ClaimLockBusy:   # a live producer that is not stalled has the lock: next pass
             new.close()
-            Ring.unlink(staging)
+            Ring.unlink(new.name)
+            Ring.unlink(retired_name)
             return
         new.rebase(next_offset)
         new_slot = new.acquire_slot()
-        # The retired ring keeps a name of its own (a restarted supervisor finds it and
-        # archives what it holds); the new one takes the partition's name, atomically.
-        retired_name = f"{name}@retired-{time.time_ns()}"
-        os.link(_shm_path(name), _shm_path(retired_name))
-        os.rename(_shm_path(staging), _shm_path(name))
+        os.rename(_shm.path_of(new.name), _shm.path_of(name))
         ring.name = retired_name
         new.name = name
         topic.retired[p].append(RetiredRing(ring, topic.reaper_slots[p], end, next_offset))
@@ -474,7 +567,3 @@ def _size(path):
     except FileNotFoundError:
         return 0
 
-
-def _shm_path(name):
-    """The file of a POSIX shared-memory object (Linux: /dev/shm)."""
-    return "/dev/shm" + name

@@ -9,12 +9,16 @@ from ._plumbing import CliError, bus_options, open_bus, paths_of
 @click.option("--share-group", default=None, metavar="GROUP",
               help="Also let the members of this Unix group use the bus (its rings, socket "
                    "and files become 0660/2770, group GROUP); remembered in the data dir.")
-def serve(bus, data_dir, share_group):
+@click.option("--unblock-timeout", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              metavar="SECONDS",
+              help="How long a live producer may hold a record half-written (stopped, traced, swapped "
+                   "out) before it is revoked and its partition moves on.")
+def serve(bus, data_dir, share_group, unblock_timeout):
     """Run the bus's supervisor in the foreground (SIGTERM: clean stop)."""
     from .._errors import SupervisorRunning
     from .._supervisor import serve as run
     try:
-        run(paths_of(bus, data_dir), share_group=share_group)
+        run(paths_of(bus, data_dir), share_group=share_group, unblock_timeout=unblock_timeout)
     except SupervisorRunning as e:
         raise CliError(str(e)) from None
 
@@ -25,11 +29,27 @@ def serve(bus, data_dir, share_group):
 def stop(bus, data_dir, timeout):
     """Stop the bus's supervisor cleanly: nothing of the bus is left in /dev/shm."""
     from .._errors import SupervisorUnavailable
+    from .._link import lock_holder
     paths = paths_of(bus, data_dir)
+    holder = lock_holder(paths)
+    if holder is not None and holder.status() in STUCK:
+        raise CliError(_not_answering(paths, holder))
     try:
         with open_bus(bus, data_dir, autostart=False) as b:
             b.stop_supervisor(timeout)
-    except SupervisorUnavailable:
-        click.echo(f"no supervisor runs for bus {paths.bus!r}", err=True)
-        return
+    except SupervisorUnavailable as e:
+        holder = lock_holder(paths)
+        if holder is None:
+            click.echo(f"no supervisor runs for bus {paths.bus!r}", err=True)
+            return
+        raise CliError(f"{_not_answering(paths, holder)} ({e})") from None
     click.echo(f"stopped bus {paths.bus!r}")
+
+
+# psutil statuses of a process that cannot answer until someone else acts
+STUCK = ("stopped", "tracing-stop", "zombie", "dead")
+
+
+def _not_answering(paths, holder):
+    return (f"the supervisor of bus {paths.bus!r} ({holder.describe()}) holds its lock but does not answer; "
+            f"resume it (kill -CONT) or kill it")

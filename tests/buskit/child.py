@@ -296,6 +296,25 @@ def role_autostart(args):
     write_json(args["out"], {"supervisor_pid": pid, "my_pid": os.getpid(), "my_sid": os.getsid(0)})
 
 
+def role_caller(args):
+    """connect() with autostart and make control requests until the stop file appears,
+    reconnecting (and autostarting) through whatever happens to the supervisor."""
+    calls, errors, seen = 0, [], None
+    with connect(args, autostart=True) as bus:
+        touch(args["ready_file"])
+        while not os.path.exists(args["stop_file"]):
+            try:
+                pid = bus.call("ping")["pid"]
+                calls += 1
+                if pid != seen:   # the supervisor it talks to now
+                    seen = pid
+                    write_json(args["out"] + ".pid", {"pid": pid})
+            except shmbus.ShmbusError as e:
+                errors.append(repr(e))
+            time.sleep(0.005)
+    write_json(args["out"], {"calls": calls, "errors": errors})
+
+
 ROLES = {
     "produce": role_produce,
     "survivor": role_survivor,
@@ -305,6 +324,7 @@ ROLES = {
     "reader": role_reader,
     "waiter": role_waiter,
     "autostart": role_autostart,
+    "caller": role_caller,
 }
 
 

@@ -3,6 +3,7 @@ being killed itself): the partition recovers, no offset is reused, and the
 clients that were running carry on."""
 import os
 import signal
+import time
 
 import pytest
 
@@ -66,10 +67,15 @@ def test_producer_killed_mid_claim_while_supervisor_is_down_then_restarted(bus, 
         # Freeze the supervisor so its reaper cannot finish the dead claim,
         # then let the victim die inside a claim, then kill the supervisor.
         os.kill(supervisor.pid, signal.SIGSTOP)
+        got = []
         try:
             with open(arm_file, "w"):
                 pass
-            victim.popen.wait(30)
+            # Read meanwhile: the victim may need many claims before its watcher catches
+            # one, and a memory-only ring overwrites what nobody reads in time.
+            deadline = time.monotonic() + 30
+            while victim.popen.poll() is None and time.monotonic() < deadline:
+                got.extend(c.poll_many(1000, timeout=0.05))
             assert victim.popen.returncode == -signal.SIGKILL
         finally:
             os.kill(supervisor.pid, signal.SIGKILL)
@@ -85,7 +91,6 @@ def test_producer_killed_mid_claim_while_supervisor_is_down_then_restarted(bus, 
         for i in range(10):
             p.send("t", b"after-%d" % i)
 
-        got = []
         while not got or got[-1].value != b"after-9":
             batch = c.poll_many(1000, timeout=10)
             assert batch, f"consumer stuck after {got[-1].offset if got else None}"
