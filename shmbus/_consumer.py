@@ -144,12 +144,12 @@ class Consumer:
             readers.append(self._new_reader(tp, self._reset))
         self._set_readers(readers)
 
-    def _new_reader(self, tp: TopicPartition, start: Union[int, str]) -> PartitionReader:
+    def _new_reader(self, tp: TopicPartition, start: Union[int, str], reset: Optional[str] = None) -> PartitionReader:
         info, rings = self._bus.rings.get(tp.topic)
         if not 0 <= tp.partition < info.partitions:
             raise TopicNotFound(f"topic {tp.topic!r} has no partition {tp.partition}")
         log_dir = os.path.join(self._bus.paths.topics_dir, tp.topic, str(tp.partition))
-        return PartitionReader(tp, rings[tp.partition], start, log_dir, self._reset)
+        return PartitionReader(tp, rings[tp.partition], start, log_dir, reset or self._reset)
 
     def _set_readers(self, readers: List[PartitionReader]) -> None:
         for reader in self._readers:
@@ -213,7 +213,9 @@ class Consumer:
         result = {}
         for tp, timestamp in timestamps.items():
             tp = TopicPartition(*tp)
-            probe = self._new_reader(tp, "earliest")
+            # If retention removes the start meanwhile, the scan goes on from the earliest
+            # record, whatever this consumer's auto_offset_reset says.
+            probe = self._new_reader(tp, "earliest", reset="earliest")
             if probe.log_dir is not None:
                 start = time_index_start(probe.log_dir, timestamp)
                 if start is not None:

@@ -393,14 +393,39 @@ class SegmentReader:
 
 
 def time_index_start(log_dir: str, timestamp: int) -> Optional[int]:
-    """The offset to scan from for the first record at or after timestamp: the last time
-    index entry before one whose max-timestamp-so-far reaches it (None: no segments)."""
-    start = None
-    for base in list_segments(log_dir):
-        if start is None:
-            start = base
+    """The offset to scan from for the first record with a timestamp >= timestamp (None: no
+    segments). A segment's time index entry (max, offset) says that max is the largest
+    timestamp of the segment's records before offset, so the first entry whose max reaches
+    timestamp puts the record in the interval before it. Nothing covers a segment's last
+    interval (the next segment's index starts over), so a closed segment's last interval is
+    scanned before moving on to the next segment; in the last segment, the scan goes on
+    from its last entry (into the ring)."""
+    bases = list_segments(log_dir)
+    for i, base in enumerate(bases):
+        start = base
         for max_before, offset in read_index(segment_path(log_dir, base, ".timeindex"), TIME_ENTRY):
             if max_before >= timestamp:
                 return start
             start = offset
-    return start
+        if i == len(bases) - 1 or _interval_reaches(log_dir, base, start, timestamp):
+            return start
+    return None
+
+
+def _interval_position(directory: str, base: int, offset: int) -> int:
+    """The file position of the index entry at offset (0 if the index has none)."""
+    for entry_offset, position in read_index(segment_path(directory, base, ".index"), INDEX_ENTRY):
+        if entry_offset == offset:
+            return position
+    return 0
+
+
+def _interval_reaches(directory: str, base: int, offset: int, timestamp: int) -> bool:
+    """Whether a record from offset to the end of segment base has a timestamp >= timestamp.
+    A segment it cannot read counts as reaching it: the scan that follows reports why."""
+    reader = SegmentReader(directory)
+    try:
+        return any(ts >= timestamp for _, ts in
+                   reader.scan_timestamps(base, _interval_position(directory, base, offset)))
+    except (CorruptSegment, OffsetOutOfRange):
+        return True
