@@ -10,7 +10,7 @@ from typing import (TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Map
 
 from . import _backend
 from ._backend import ReadBuffer, WaitSet
-from ._errors import Closed, RingDeleted, ShmbusError, TopicNotFound
+from ._errors import Closed, CorruptSegment, RingDeleted, ShmbusError, TopicNotFound
 from ._group import GroupMember
 from ._log import time_index_start
 from ._partition_reader import PartitionReader
@@ -301,6 +301,13 @@ class Consumer:
                 budget -= reader.read(buffer, max_records - len(messages), messages, budget)
             except RingDeleted:
                 self._reattach(reader)
+            except CorruptSegment:
+                if not messages:
+                    raise
+                # The records read before it are handed out (the positions are past them
+                # already); the next poll starts here and raises.
+                self._next_reader = (self._next_reader + i) % count
+                return messages
             if len(messages) >= max_records or budget <= 0:
                 self._next_reader = (self._next_reader + i + 1) % count
                 break

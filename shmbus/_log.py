@@ -14,8 +14,8 @@ import time
 from typing import BinaryIO, Iterator, List, Optional, Tuple
 
 from . import _access
-from ._backend import (DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_DATA, FRAME_PADDING, ArchiveState,
-                       FrameParser, Ring, walk_frames)
+from ._backend import (DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_DATA, FRAME_HEADER_BYTES, FRAME_PADDING,
+                       ArchiveState, FrameParser, Ring, find_frame, frame_length, walk_frames)
 from ._errors import CorruptFrame, CorruptSegment, OffsetOutOfRange
 from ._fsutil import fsync_dir
 
@@ -55,6 +55,35 @@ def read_index(path: str, entry: struct.Struct) -> List[Tuple[int, int]]:
         return []
     usable = len(data) - len(data) % entry.size
     return list(entry.iter_unpack(data[:usable]))
+
+
+def _align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def find_intact_frame(fd: int, size: int, position: int, min_offset: int) -> Optional[Tuple[int, int]]:
+    """(position, offset) of the first intact frame at or after position (frame-aligned)
+    whose offset is >= min_offset, or None: where a reader resyncs after damage. Bounded
+    by the file, a chunk at a time."""
+    position = _align8(position)
+    window = READ_CHUNK
+    while position < size:
+        chunk = os.pread(fd, min(window, size - position), position)
+        if not chunk:
+            return None
+        final = position + len(chunk) >= size
+        found, go_on = find_frame(chunk, 0, min_offset, final)
+        if found is not None:
+            return position + found[0], found[1].offset
+        if final:
+            return None
+        if go_on == 0:
+            # A frame at the chunk's start runs past it: read it whole (or to the file's end).
+            window = max(window, _align8(frame_length(chunk)))
+            continue
+        position += go_on
+        window = READ_CHUNK
+    return None
 
 
 ScanResult = Tuple[int, int, List[Tuple[int, int]], List[Tuple[int, int]], int, Optional[int]]
@@ -251,29 +280,39 @@ class SegmentWriter:
 
 def _segment_newest_timestamp(directory: str, base: int, time_entries: List[Tuple[int, int]]) -> Optional[int]:
     """The largest timestamp in a closed segment: scan from its last time index entry."""
-    start = 0
-    if time_entries:
-        index = read_index(segment_path(directory, base, ".index"), INDEX_ENTRY)
-        if index:
-            start = index[-1][1]
     newest = time_entries[-1][0] if time_entries else None
-    reader = SegmentReader(directory)
-    for _, ts in reader.scan_timestamps(base, start):
-        newest = ts if newest is None or ts > newest else newest
+    position, offset = 0, base
+    index = read_index(segment_path(directory, base, ".index"), INDEX_ENTRY)
+    if time_entries and index:
+        offset, position = index[-1]
+    try:
+        for _, ts in SegmentReader(directory).scan_timestamps(base, position, offset):
+            newest = ts if newest is None or ts > newest else newest
+    except CorruptSegment as e:
+        logger.warning(f"retention: {e}")  # judged by what could be read
     return newest
 
 
 class SegmentReader:
     """Reads records from a partition's segment files, sequentially from an offset.
-    Used by consumers whose position is no longer in the ring."""
+    Used by consumers whose position is no longer in the ring.
 
-    def __init__(self, directory: str):
+    Damage (a frame that fails its checks, a hole in the offsets, a closed segment that
+    ends before the next one begins) raises CorruptSegment with the first offset it
+    cannot read, and the position stays there: a reader never moves past records by
+    itself. A seek past that offset resyncs: on at the next intact frame."""
+
+    def __init__(self, directory: str, topic_partition: Optional[Tuple[str, int]] = None):
         self.directory = directory
+        self.topic_partition = topic_partition
         self.bases: List[int] = []
         self.base: Optional[int] = None
         self.fd: Optional[int] = None
         self.position = 0
-        self.next_offset: Optional[int] = None
+        self.expected = 0            # the offset the frame at position must carry
+        self.next_offset: Optional[int] = None   # the next offset to hand out; below it, skipped
+        self.from_index = False      # position came from the index and no frame confirmed it yet
+        self.closed = False          # a later segment exists and this one was read again since
         self.capacity = READ_CHUNK
         self.parser = FrameParser()
         self.last_consumed = 0     # bytes of frames the last read() parsed
@@ -295,17 +334,18 @@ class SegmentReader:
         if i < 0:
             raise OffsetOutOfRange(f"offset {offset} is before the earliest retained offset")
         base = self.bases[i]
-        position = 0
+        self._open(base, 0, base)
+        assert self.fd is not None
+        size = os.fstat(self.fd).st_size
         for entry_offset, entry_position in read_index(segment_path(self.directory, base, ".index"),
                                                        INDEX_ENTRY):
-            if entry_offset > offset:
-                break
-            position = entry_position
-        self._open(base)
-        self.position = position
+            if entry_offset > offset or entry_position >= size:
+                break  # (the index of a file cut short points past its end)
+            self.position, self.expected = entry_position, entry_offset
+        self.from_index = self.position != 0
         self.next_offset = offset
 
-    def _open(self, base: int) -> None:
+    def _open(self, base: int, position: int, expected: int) -> None:
         self.close()
         self.chunk = None
         try:
@@ -313,12 +353,14 @@ class SegmentReader:
         except FileNotFoundError:
             raise OffsetOutOfRange(f"segment {base} was deleted (retention)") from None
         self.base = base
+        self.position, self.expected = position, expected
+        self.from_index = self.closed = False
 
     def read(self, max_records: int, follow: bool = True) -> Tuple[int, Optional[bytes]]:
         """Parse up to max_records records at or after next_offset. Returns (count, data):
         words(count) describes them, their positions indexing into data; or (0, None) at
         the end of disk (of this segment, without follow). Reads a chunk at a time and
-        parses it in place, call after call."""
+        parses it in place, call after call. CorruptSegment at damage (see the class)."""
         self.last_consumed = 0
         while True:
             assert self.next_offset is not None and self.base is not None
@@ -326,28 +368,39 @@ class SegmentReader:
             if self.chunk is None or not 0 <= start < len(self.chunk):
                 self._load()
                 start = 0
-            assert self.chunk is not None
-            if self.chunk:
+            chunk = self.chunk
+            assert chunk is not None
+            if chunk:
                 try:
-                    n, consumed, next_offset = self.parser.parse(self.chunk, start, self.next_offset, max_records)
+                    n, consumed, after = self.parser.parse(chunk, start, self.expected, self.next_offset,
+                                                           max_records)
                 except CorruptFrame as e:
                     assert e.position is not None
-                    raise CorruptSegment(
-                        f"corrupt record in {segment_path(self.directory, self.base)} at byte "
-                        f"{self.chunk_at + e.position} (after offset {e.after_offset}): CRC or length "
-                        f"check failed") from None
+                    if e.position > start:
+                        # Intact records before the damage: they go out first.
+                        n, consumed, after = self.parser.parse(chunk, start, self.expected, self.next_offset,
+                                                               max_records, end=e.position)
+                    elif self.from_index:
+                        self._open(self.base, 0, self.base)  # the index led astray: read from the start
+                        continue
+                    else:
+                        self._step_over(self.chunk_at + e.position)
+                        continue
                 if consumed:
+                    self.from_index = False
                     self.position += consumed
                     self.last_consumed += consumed
-                    self.next_offset = max(self.next_offset, next_offset)
+                    self.expected = after
+                    self.next_offset = max(self.next_offset, after)
                     if n:
-                        return n, self.chunk
+                        return n, chunk
                     continue
                 if start:
                     self._load()  # the next frame runs past this chunk: read from it on
                     continue
-                if len(self.chunk) == self.capacity:
-                    self.capacity *= 2  # a frame larger than the buffer
+                length = _align8(frame_length(chunk))
+                if len(chunk) >= FRAME_HEADER_BYTES and len(chunk) < length <= self._size() - self.position:
+                    self.capacity = max(self.capacity, length)  # a frame larger than the buffer
                     self._load()
                     continue
             # The end of this segment (so far): move to the next one, if there is one.
@@ -358,8 +411,51 @@ class SegmentReader:
             later = [b for b in self.bases if b > self.base]
             if not later:
                 return 0, None
-            self._open(later[0])
-            self.position = 0
+            if not self.closed:
+                self.closed = True  # it was written to its end before the next began: read that
+                continue
+            if self.position < self._size() or self.expected < later[0]:
+                self._step_over(self.position)  # it stops short of its end, or of the next base
+                continue
+            self._open(later[0], 0, later[0])
+
+    def _size(self) -> int:
+        assert self.fd is not None
+        return os.fstat(self.fd).st_size
+
+    def _step_over(self, position: int) -> None:
+        """No intact frame at position: a frame that fails its checks, a hole in the offsets,
+        or a closed segment's end before the next one's base. Go on past the damage if
+        next_offset is beyond it (a seek stepped over it), else raise CorruptSegment."""
+        assert self.base is not None and self.fd is not None and self.next_offset is not None
+        wanted = self.next_offset
+        path = segment_path(self.directory, self.base)
+        found = find_intact_frame(self.fd, self._size(), position, self.expected)
+        if found is not None:
+            resume: Optional[int] = found[1]
+            if found[1] <= wanted:
+                self.position, self.expected = found
+                return
+            what = (f"corrupt record in {path} at byte {position} (offset {self.expected}): CRC, length or "
+                    f"offset check failed" if position != found[0] else
+                    f"offsets {self.expected}..{found[1] - 1} are missing from {path} (at byte {position})")
+        else:
+            self.refresh()
+            later = [b for b in self.bases if b > self.base]
+            resume = later[0] if later else None
+            if resume is not None and resume <= wanted:
+                self._open(resume, 0, resume)
+                return
+            what = (f"corrupt record in {path} at byte {position} (offset {self.expected}): CRC, length or "
+                    f"offset check failed" if position < self._size() else
+                    f"{path} ends at offset {self.expected} (byte {position}) but the next segment begins "
+                    f"at {resume}: offsets {self.expected}..{(resume or 0) - 1} are missing")
+        tp = self.topic_partition
+        where = f"{tp[0]}/{tp[1]}: " if tp is not None else ""
+        step = f"seek to {wanted + 1} to step over it" + (f", to {resume} to step over all" if resume else "")
+        raise CorruptSegment(f"{where}{what}; offset {wanted} cannot be read ({step})",
+                             topic_partition=tp, offset=wanted, resume_offset=resume, path=path,
+                             position=position)
 
     def words(self, n: int) -> List[int]:
         """The descriptor words of the last read's n records (shmbus.h, SB_DESC_*)."""
@@ -370,11 +466,11 @@ class SegmentReader:
         self.chunk = os.pread(self.fd, self.capacity, self.position)
         self.chunk_at = self.position
 
-    def scan_timestamps(self, base: int, position: int) -> Iterator[Tuple[int, int]]:
-        """(offset, timestamp) of every data frame from a segment position on."""
-        self._open(base)
-        self.position = position
-        self.next_offset = 0
+    def scan_timestamps(self, base: int, position: int, offset: int) -> Iterator[Tuple[int, int]]:
+        """(offset, timestamp) of every data frame of segment base from position (the frame
+        at offset) on."""
+        self._open(base, position, offset)
+        self.next_offset = offset
         try:
             while True:
                 n, _ = self.read(self.parser.max_records, follow=False)
@@ -412,12 +508,12 @@ def time_index_start(log_dir: str, timestamp: int) -> Optional[int]:
     return None
 
 
-def _interval_position(directory: str, base: int, offset: int) -> int:
-    """The file position of the index entry at offset (0 if the index has none)."""
+def _interval_position(directory: str, base: int, offset: int) -> Tuple[int, int]:
+    """(position, offset) of the index entry at offset ((0, base) if the index has none)."""
     for entry_offset, position in read_index(segment_path(directory, base, ".index"), INDEX_ENTRY):
         if entry_offset == offset:
-            return position
-    return 0
+            return position, offset
+    return 0, base
 
 
 def _interval_reaches(directory: str, base: int, offset: int, timestamp: int) -> bool:
@@ -426,6 +522,6 @@ def _interval_reaches(directory: str, base: int, offset: int, timestamp: int) ->
     reader = SegmentReader(directory)
     try:
         return any(ts >= timestamp for _, ts in
-                   reader.scan_timestamps(base, _interval_position(directory, base, offset)))
+                   reader.scan_timestamps(base, *_interval_position(directory, base, offset)))
     except (CorruptSegment, OffsetOutOfRange):
         return True

@@ -17,7 +17,7 @@ from .core import (CONTROL_GROUPS, CONTROL_MEMBERS, DESC_OFFSET, DESC_TIMESTAMP,
                    FRAME_DATA, FRAME_HEADER_BYTES, FRAME_PADDING, INDEX_STRIDE, MAX_SLOTS, NULL,
                    PLAIN_DESC_WORDS, RING_ARCHIVE_ERROR, RING_DELETED, RING_DURABLE, CData, c_buffer, crc32c,
                    int64_array, keep_freed_heap, max_record_bytes, murmur2)
-from .frames import FrameHeader, FrameParser, walk_frames
+from .frames import FrameHeader, FrameParser, find_frame, frame_length, walk_frames
 from .reader import Cursor, ReadBuffer, WaitSet
 from .ring import ArchiveState, Ring, RingStats, SlotInfo
 from .writer import Writer, append_keyed, append_value
@@ -27,6 +27,7 @@ __all__ = [
     "FRAME_ABORTED", "FRAME_DATA", "FRAME_HEADER_BYTES", "FRAME_PADDING", "INDEX_STRIDE", "MAX_SLOTS", "NULL",
     "PLAIN_DESC_WORDS", "RING_ARCHIVE_ERROR", "RING_DELETED", "RING_DURABLE", "CData", "c_buffer", "crc32c",
     "int64_array", "keep_freed_heap", "max_record_bytes", "murmur2", "FrameHeader", "FrameParser",
-    "walk_frames", "Cursor", "ReadBuffer", "WaitSet", "ArchiveState", "Ring", "RingStats", "SlotInfo",
+    "find_frame", "frame_length", "walk_frames", "Cursor", "ReadBuffer", "WaitSet", "ArchiveState", "Ring",
+    "RingStats", "SlotInfo",
     "Writer", "append_keyed", "append_value",
 ]
