@@ -11,7 +11,7 @@ import logging
 import os
 import struct
 import time
-from typing import BinaryIO, Iterator, List, Optional, Tuple
+from typing import BinaryIO, Iterator, List, NamedTuple, Optional, Tuple
 
 from . import _access
 from ._backend import (DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_DATA, FRAME_HEADER_BYTES, FRAME_PADDING,
@@ -61,6 +61,27 @@ def _align8(n: int) -> int:
     return (n + 7) & ~7
 
 
+class Damage(NamedTuple):
+    """A stretch of a segment file that holds no intact frame, with intact frames after it."""
+
+    position: int          # where it starts in the file
+    offset: int            # the offset the frame there should carry
+    resume_position: int   # the next intact frame
+    resume_offset: int     # and its offset: offsets offset..resume_offset-1 cannot be read
+
+
+class SegmentScan(NamedTuple):
+    """What a frame-by-frame validation of a segment file found."""
+
+    valid_bytes: int       # where the last intact frame ends
+    next_offset: int       # the offset after it: one past the highest offset found
+    index_entries: List[Tuple[int, int]]
+    time_entries: List[Tuple[int, int]]
+    max_timestamp: int
+    damage: List[Damage]   # damaged stretches that intact frames follow
+    size: int              # the file's size: size - valid_bytes bytes follow the last intact frame
+
+
 def find_intact_frame(fd: int, size: int, position: int, min_offset: int) -> Optional[Tuple[int, int]]:
     """(position, offset) of the first intact frame at or after position (frame-aligned)
     whose offset is >= min_offset, or None: where a reader resyncs after damage. Bounded
@@ -86,47 +107,101 @@ def find_intact_frame(fd: int, size: int, position: int, min_offset: int) -> Opt
     return None
 
 
-ScanResult = Tuple[int, int, List[Tuple[int, int]], List[Tuple[int, int]], int, Optional[int]]
-
-
-def scan_segment(path: str, start_offset: int) -> ScanResult:
-    """Validate a segment frame by frame. Returns (valid_bytes, next_offset, index, timeindex,
-    max_timestamp, corrupt_at): corrupt_at is the file position of the first bad frame, or None
-    if the file only ends early (a torn tail) or not at all."""
+def scan_segment(path: str, base: int, position: int = 0, offset: Optional[int] = None) -> SegmentScan:
+    """Validate a segment file frame by frame from position (a frame that must carry
+    offset; the file's start and its base by default): CRC, lengths, and offsets that run
+    on. At a frame that fails, look for an intact one after it: if there is one, the
+    stretch between is damage and the scan goes on from there; if not, the scan ends
+    (size - valid_bytes bytes follow the last intact frame: a torn tail after a crash).
+    Builds the indexes as the archiver would."""
     size = os.path.getsize(path)
-    capacity = READ_CHUNK
-    position, next_offset, max_ts = 0, start_offset, -1
+    expected = base if offset is None else offset
+    valid_bytes, max_ts = position, -1
     index: List[Tuple[int, int]] = []
     timeindex: List[Tuple[int, int]] = []
+    damage: List[Damage] = []
     since_index = INDEX_INTERVAL
+    capacity = READ_CHUNK
     with open(path, "rb") as f:
+        fd = f.fileno()
         while position < size:
-            chunk = os.pread(f.fileno(), min(capacity, size - position), position)
-            # Walk frame by frame to build the indexes as the archiver would.
-            walked = 0
+            chunk = os.pread(fd, min(capacity, size - position), position)
+            capacity = READ_CHUNK
+            walked, bad = 0, False
             try:
                 for at, frame_size, frame in walk_frames(chunk):
-                    if frame.type != FRAME_PADDING:
-                        if since_index >= INDEX_INTERVAL:
-                            index.append((frame.offset, position + at))
-                            timeindex.append((max_ts, frame.offset))
-                            since_index = 0
-                        next_offset = frame.offset + frame.record_count
-                        if frame.type == FRAME_DATA and frame.timestamp_ns > max_ts:
-                            max_ts = frame.timestamp_ns
+                    if frame.type == FRAME_PADDING:
+                        walked = at + frame_size
+                        continue
+                    if frame.offset != expected:
+                        bad = True  # an intact frame after a hole in the offsets
+                        break
+                    if since_index >= INDEX_INTERVAL:
+                        index.append((frame.offset, position + at))
+                        timeindex.append((max_ts, frame.offset))
+                        since_index = 0
+                    expected = frame.offset + frame.record_count
+                    if frame.type == FRAME_DATA and frame.timestamp_ns > max_ts:
+                        max_ts = frame.timestamp_ns
                     since_index += frame_size
                     walked = at + frame_size
-            except CorruptFrame as bad:
-                assert bad.position is not None
-                corrupt_at = position + bad.position
-                return corrupt_at, next_offset, index, timeindex, max_ts, corrupt_at
-            if walked == 0:
-                if len(chunk) < capacity:
-                    break  # a torn frame at the end of the file
-                capacity *= 2  # one frame bigger than the buffer
-                continue
+            except CorruptFrame:
+                bad = True
             position += walked
-    return position, next_offset, index, timeindex, max_ts, None
+            if walked:
+                valid_bytes = position
+                if not bad:
+                    continue
+            if not bad:
+                length = frame_length(chunk)
+                if len(chunk) >= FRAME_HEADER_BYTES and len(chunk) < _align8(length) <= size - position:
+                    capacity = _align8(length)  # one frame bigger than the buffer
+                    continue
+            # No intact frame at position: damage if an intact frame follows, else the end.
+            found = find_intact_frame(fd, size, position, expected)
+            if found is None:
+                break
+            damage.append(Damage(position, expected, found[0], found[1]))
+            position, expected = found
+            since_index = INDEX_INTERVAL  # an index entry at the frame the scan resumed at
+    return SegmentScan(valid_bytes, expected, index, timeindex, max_ts, damage, size)
+
+
+def check_closed_segment(directory: str, base: int, next_base: int) -> List[str]:
+    """What is wrong where a closed segment ends: damage in its last index interval, bytes
+    after its last intact frame, or a hole before the next segment's base (a file cut
+    short). Cheap: it reads from the last index entry that lies in the file, so damage
+    further back is found by the readers that cross it."""
+    path = segment_path(directory, base)
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return []
+    position, offset = 0, base
+    for entry_offset, entry_position in read_index(segment_path(directory, base, ".index"), INDEX_ENTRY):
+        if entry_position >= size or not base <= entry_offset < next_base:
+            break  # the index of a file cut short points past its end
+        position, offset = entry_position, entry_offset
+    scan = scan_segment(path, base, position, offset)
+    if position and (scan.valid_bytes == position < scan.size
+                     or bool(scan.damage) and scan.damage[0].position == position):
+        scan = scan_segment(path, base)  # no intact frame where the index points: read all of it
+    problems = [f"{path}: damaged at byte {d.position}: offsets {d.offset}..{d.resume_offset - 1} "
+                f"cannot be read" for d in scan.damage]
+    rest = scan.size - scan.valid_bytes
+    if scan.next_offset < next_base:
+        problems.append(f"{path}: ends at offset {scan.next_offset} (byte {scan.valid_bytes}"
+                        + (f", then {rest} bytes that are no intact frame" if rest else "")
+                        + f") but the next segment begins at {next_base}: offsets {scan.next_offset}.."
+                        f"{next_base - 1} are missing")
+    else:
+        if rest:
+            problems.append(f"{path}: {rest} bytes after its last intact frame (byte {scan.valid_bytes}) "
+                            f"are no frame")
+        if scan.next_offset > next_base:
+            problems.append(f"{path}: runs to offset {scan.next_offset}, past the next segment's base "
+                            f"{next_base}")
+    return problems
 
 
 class SegmentWriter:
@@ -150,30 +225,82 @@ class SegmentWriter:
         self.last_sync_ns = 0
         self.error: Optional[str] = None   # the last write error, until archiving works again
         self.error_at = 0.0
+        # What recovery found wrong in the log: (segment base or None, problem), reported by describe.
+        self.problems: List[Tuple[Optional[int], str]] = []
 
     # ---- recovery ----
 
-    def recover(self) -> Optional[int]:
-        """Open the log after a start: validate the last segment frame by frame and cut a
-        torn tail; a corrupt frame in a closed segment is reported, never served.
-        Returns the next offset on disk (0 for an empty log)."""
+    def recover(self, crashed: bool, known_end: Optional[int] = None) -> Optional[int]:
+        """Open the log after a start; returns the offset the next record gets (None: no
+        segments and nothing known, a fresh log).
+
+        Closed segments are checked where they end (check_closed_segment). The last one is
+        validated frame by frame, and only a torn tail is cut: bytes after the last intact
+        frame that no intact frame follows, and only after a crash (after a clean stop
+        every frame was written whole: what fails is damage). Damage is reported
+        (self.problems) and kept, never cut; new records then go to a new segment after the
+        highest offset found, so no offset is reused. known_end is where the log ended at
+        the last clean stop: offsets below it are never given out again, even if the disk
+        lost them."""
+        self.problems = []
         bases = list_segments(self.directory)
+        for base, next_base in zip(bases, bases[1:]):
+            for problem in check_closed_segment(self.directory, base, next_base):
+                self.report(base, problem)
         if not bases:
-            return None
+            if known_end:
+                self.report(None, f"{self.directory}: no segment files, but the log ended at offset "
+                                  f"{known_end} at the last clean stop: offsets 0..{known_end - 1} are "
+                                  f"missing; new records start at {known_end}")
+            return known_end
         last = bases[-1]
         path = segment_path(self.directory, last)
-        valid, next_offset, index, timeindex, max_ts, corrupt_at = scan_segment(path, last)
-        size = os.path.getsize(path)
-        if valid < size:
-            what = "corrupt frame" if corrupt_at is not None else "torn tail"
-            logger.warning(f"{path}: {what} at byte {valid} (offset {next_offset}): truncating {size - valid} bytes")
+        scan = scan_segment(path, last)
+        append_here = True
+        for d in scan.damage:
+            self.report(last, f"{path}: damaged at byte {d.position}: offsets {d.offset}..{d.resume_offset - 1} "
+                              f"cannot be read; kept, new records go to a new segment")
+            append_here = False
+        rest = scan.size - scan.valid_bytes
+        if rest and crashed:
+            logger.warning(f"{path}: torn tail at byte {scan.valid_bytes} (offset {scan.next_offset}): "
+                           f"truncating {rest} bytes")
             with open(path, "r+b") as f:
-                f.truncate(valid)
+                f.truncate(scan.valid_bytes)
                 os.fsync(f.fileno())
+        elif rest:
+            self.report(last, f"{path}: {rest} bytes after its last intact frame (byte {scan.valid_bytes}, "
+                              f"offset {scan.next_offset}) after a clean stop: damage, kept")
+            append_here = False
+        next_offset = scan.next_offset
+        if known_end is not None and known_end > next_offset:
+            self.report(last, f"{path}: the log ended at offset {known_end} at the last clean stop, but its "
+                              f"segments end at {next_offset}: offsets {next_offset}..{known_end - 1} are "
+                              f"missing; new records start at {known_end}")
+            next_offset = known_end
+            append_here = False
         # The indexes of the last segment may lag or lead the log: rewrite them.
-        self._rewrite_indexes(last, index, timeindex)
-        self._open(last, valid, next_offset, max_ts)
+        self._rewrite_indexes(last, scan.index_entries, scan.time_entries)
+        if append_here:
+            self._open(last, scan.valid_bytes, next_offset, scan.max_timestamp)
+        elif next_offset == last:
+            # Not one intact frame, and the next records would get its name: keep it beside.
+            for suffix in (LOG_SUFFIX, ".index", ".timeindex"):
+                aside = segment_path(self.directory, last, suffix)
+                if os.path.exists(aside):
+                    os.replace(aside, aside + ".damaged")
+            self.report(None, f"{path}: holds no intact frame: kept as {path}.damaged")
         return next_offset
+
+    def report(self, base: Optional[int], problem: str) -> None:
+        """Damage found in the log: logged, and kept for describe while its segment exists."""
+        logger.error(problem)
+        self.problems.append((base, problem))
+
+    def damage(self) -> List[str]:
+        """The problems recovery found, in segments that still exist (retention may delete them)."""
+        bases = set(list_segments(self.directory)) if self.problems else set()
+        return [problem for base, problem in self.problems if base is None or base in bases]
 
     def _rewrite_indexes(self, base: int, index: List[Tuple[int, int]], timeindex: List[Tuple[int, int]]) -> None:
         with open(segment_path(self.directory, base, ".index"), "wb") as f:

@@ -209,6 +209,7 @@ class TopicRegistry:
                     "unsynced_bytes": s.archived - s.synced,
                     "last_fsync_ns": log.last_sync_ns,
                     "archive_error": log.error,
+                    "damage": log.damage(),
                 })
             partitions.append(row)
         return {"topic": topic.info._asdict(), "created_ns": topic.created_ns,
@@ -238,43 +239,49 @@ class TopicRegistry:
     def _open_partition(self, info, p, adopt, crashed):
         """One partition's ring and log. A durable ring is the tail of its log: the
         archiver resumes at the first offset the disk does not have."""
+        state = read_json(os.path.join(self.partition_dir(info.name, p), "state.json"), {})
         log = SegmentWriter(self.partition_dir(info.name, p), info.segment_bytes) if info.durable else None
-        disk_next = log.recover() if log is not None else None
+        disk_next = log.recover(crashed, state.get("next_offset")) if log is not None else None
         ring = self._adopt(info, p) if adopt else None
         position: Optional[int] = None   # where the archiver starts in the ring
+        archive_from = None              # and the offset of the frame there
         if ring is not None and log is not None:
-            position = self._archive_position(info, p, ring, disk_next)
-            if position is None:
+            found = self._archive_position(info, p, ring, disk_next, log)
+            if found is None:
                 ring.close()
                 Ring.unlink(ring.name)
                 ring = None
+            else:
+                position, archive_from = found
         if ring is None:
             if log is not None:
                 base = disk_next or 0
             else:
                 # A memory-only ring lost with the host: its records are gone, but its
                 # offsets must never be reused, so start past what it may have handed out.
-                state = read_json(os.path.join(self.partition_dir(info.name, p), "state.json"), {})
                 base = int(state.get("next_offset", 0))
                 if crashed:
                     base = max(base, int(state.get("reserved_until", 0)))
             ring = self._create_ring(info, p, base)
-            position = 0
+            position, archive_from = 0, base
         if log is not None:
-            assert position is not None
+            assert position is not None and archive_from is not None
+            if log.fd is not None and archive_from != log.state.next_offset:
+                log.close()  # records between were lost: the log goes on in a new segment
             if log.fd is None:
-                log.start(ring.stats().head_offset)
+                log.start(archive_from)
             log.state.position = position
             log.sync()
             log.synced_position = position
             ring.set_archived(position, position)
         return ring, log
 
-    def _archive_position(self, info, p, ring, disk_next):
-        """Where in an adopted ring the disk ends; None if the ring must be replaced."""
+    def _archive_position(self, info, p, ring, disk_next, log):
+        """(position, offset) in an adopted ring where the disk ends; None if the ring must
+        be replaced."""
         stats = ring.stats()
         if disk_next is None:
-            return stats.head  # nothing on disk: archive all the ring holds
+            return stats.head, stats.head_offset  # nothing on disk: archive all the ring holds
         if disk_next > stats.next_offset:
             logger.warning(f"{info.name}/{p}: ring ends at offset {stats.next_offset} but the disk at "
                      f"{disk_next}: replacing the ring")
@@ -291,10 +298,10 @@ class TopicRegistry:
             ring.reap_dead()  # a dead producer's unfinished frame holds the seek up
             time.sleep(0.001)
         if found:
-            return cursor.position
-        logger.error(f"{info.name}/{p}: records {disk_next}..{stats.head_offset - 1} are neither on disk "
-                 f"nor in the ring: they were lost")
-        return stats.head
+            return cursor.position, disk_next
+        log.report(None, f"{info.name}/{p}: records {disk_next}..{stats.head_offset - 1} are neither on disk "
+                         f"nor in the ring: they were lost")
+        return stats.head, stats.head_offset
 
     def _adopt(self, info, partition):
         name = self.ring_name(info.name, partition)
@@ -338,7 +345,14 @@ class TopicRegistry:
         handed out since (never reused). Written about once a second, only when the
         offset moved (an idle bus does no I/O); at a clean stop, exactly."""
         if topic.info.durable:
-            return  # the segment files say where a durable partition ends
+            # The segment files say where a durable partition ends; what they said at a clean
+            # stop is kept too, so that offsets the disk loses since are never given again.
+            if final:
+                for p, log in enumerate(topic.logs):
+                    path = self.partition_dir(topic.info.name, p)
+                    if os.path.isdir(path):
+                        write_json_atomic(os.path.join(path, "state.json"), {"next_offset": log.state.next_offset})
+            return
         for p, ring in enumerate(topic.rings):
             next_offset = ring.stats().next_offset
             path = self.partition_dir(topic.info.name, p)

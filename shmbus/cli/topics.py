@@ -55,7 +55,9 @@ def list_(bus, data_dir, as_json):
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
 def describe(bus, data_dir, name, as_json):
-    """Show a topic's partitions: offsets, ring use, producers."""
+    """Show a topic's partitions: offsets, ring use, producers; durable ones also their
+    segments, archiving, and DAMAGE: what the supervisor found wrong in the log at start
+    (records that cannot be read, offsets missing), which readers get as CorruptSegment."""
     with open_bus(bus, data_dir) as b:
         d = b.describe_topic(name)
     if as_json:
@@ -67,7 +69,7 @@ def describe(bus, data_dir, name, as_json):
                   f"{'durable' if t['durable'] else 'memory-only'}  max record: {human(d['max_record_bytes'])}")
     columns = ["PARTITION", "EARLIEST", "END-OFFSET", "RING-USED", "PRODUCERS"]
     if t["durable"]:
-        columns += ["SEGMENTS", "DISK", "ARCHIVE-LAG", "UNSYNCED", "LAST-FSYNC", "ERROR"]
+        columns += ["SEGMENTS", "DISK", "ARCHIVE-LAG", "UNSYNCED", "LAST-FSYNC", "ERROR", "DAMAGE"]
     table = Table(*columns, box=None)
     now = time.time_ns()
     for p in d["partitions"]:
@@ -77,7 +79,7 @@ def describe(bus, data_dir, name, as_json):
             last = p["last_fsync_ns"]
             row += [str(p["segments"]), human(p["disk_bytes"]), f"{p['archive_lag']} records",
                     human(p["unsynced_bytes"]), f"{(now - last) / 1e9:.1f}s ago" if last else "never",
-                    p["archive_error"] or "-"]
+                    p["archive_error"] or "-", "; ".join(p["damage"]) or "-"]
         table.add_row(*row)
     console.print(table)
 
