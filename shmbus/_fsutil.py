@@ -23,9 +23,17 @@ def write_json_atomic(path: str, obj: Any) -> None:
     fsync_dir(os.path.dirname(path) or ".")
 
 
+class InvalidFile(ValueError):
+    """A file that does not hold what it should; the message names it."""
+
+
 def read_json(path: str, default: Any = None) -> Any:
+    """The JSON in path, default if there is no such file; InvalidFile naming the file if
+    it is not JSON (or not a file that can be read)."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            return json.loads(f.read())
     except FileNotFoundError:
         return default
+    except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, EISDIR, EACCES...
+        raise InvalidFile(f"{path} is not valid JSON ({e})") from None

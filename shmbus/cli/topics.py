@@ -41,13 +41,19 @@ def list_(bus, data_dir, as_json):
     """List topics."""
     with open_bus(bus, data_dir) as b:
         infos = b.topics()
+        broken = b.call("broken_topics")
     if as_json:
         click.echo(json.dumps({name: info._asdict() for name, info in infos.items()}, indent=1))
         return
     table = Table("TOPIC", "PARTITIONS", "RING", "DURABLE", box=None)
     for name, info in sorted(infos.items()):
         table.add_row(name, str(info.partitions), human(info.ring_bytes), "yes" if info.durable else "memory-only")
-    wide_console().print(table)
+    for name in sorted(broken):
+        table.add_row(name, "?", "?", "BROKEN")
+    console = wide_console()
+    console.print(table)
+    for name, why in sorted(broken.items()):
+        console.print(f"topic {name} is broken: {why}", markup=False)
 
 
 @topics.command()
@@ -65,6 +71,9 @@ def describe(bus, data_dir, name, as_json):
         return
     t = d["topic"]
     console = wide_console()
+    if d.get("broken"):
+        console.print(f"Topic: {t['name']}  BROKEN: {d['broken']}", markup=False)
+        return
     console.print(f"Topic: {t['name']}  partitions: {t['partitions']}  ring: {human(t['ring_bytes'])}  "
                   f"{'durable' if t['durable'] else 'memory-only'}  max record: {human(d['max_record_bytes'])}")
     columns = ["PARTITION", "EARLIEST", "END-OFFSET", "RING-USED", "PRODUCERS"]
