@@ -448,9 +448,11 @@ class TopicRegistry:
             # stop is kept too, so that offsets the disk loses since are never given again.
             if final:
                 for p, log in enumerate(topic.logs):
-                    path = self.partition_dir(topic.info.name, p)
-                    if os.path.isdir(path):
-                        write_json_atomic(os.path.join(path, "state.json"), {"next_offset": log.state.next_offset})
+                    path = os.path.join(self.partition_dir(topic.info.name, p), "state.json")
+                    try:
+                        write_json_atomic(path, {"next_offset": log.state.next_offset})
+                    except OSError as e:  # a full disk must not stop the clean stop
+                        logger.warning(f"cannot record where {topic.info.name}/{p} ends: {e}")
             return
         for p, ring in enumerate(topic.rings):
             next_offset = ring.stats().next_offset
