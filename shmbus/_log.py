@@ -82,11 +82,19 @@ class SegmentScan(NamedTuple):
     size: int              # the file's size: size - valid_bytes bytes follow the last intact frame
 
 
+# A data frame's length word may overstate it by less than a frame header and still
+# pass its check (sb_frame_check), so the frame after it may start up to this many bytes
+# before where that length word leads.
+LENGTH_SLACK = FRAME_HEADER_BYTES - 8
+
+
 def find_intact_frame(fd: int, size: int, position: int, min_offset: int) -> Optional[Tuple[int, int]]:
-    """(position, offset) of the first intact frame at or after position (frame-aligned)
-    whose offset is >= min_offset, or None: where a reader resyncs after damage. Bounded
-    by the file, a chunk at a time."""
-    position = _align8(position)
+    """(position, offset) of the first intact frame after the damage at position whose
+    offset is >= min_offset, or None: where a reader resyncs. The search starts
+    LENGTH_SLACK bytes back (every frame there has an offset below min_offset, unless it
+    is one an overstated length word swallowed) and goes on frame-aligned, a chunk at a
+    time, to the end of the file."""
+    position = _align8(max(position - LENGTH_SLACK, 0))
     window = READ_CHUNK
     while position < size:
         chunk = os.pread(fd, min(window, size - position), position)
@@ -161,7 +169,8 @@ def scan_segment(path: str, base: int, position: int = 0, offset: Optional[int] 
             found = find_intact_frame(fd, size, position, expected)
             if found is None:
                 break
-            damage.append(Damage(position, expected, found[0], found[1]))
+            if found[1] > expected:  # else only a length word was wrong: no record is lost
+                damage.append(Damage(position, expected, found[0], found[1]))
             position, expected = found
             since_index = INDEX_INTERVAL  # an index entry at the frame the scan resumed at
     return SegmentScan(valid_bytes, expected, index, timeindex, max_ts, damage, size)

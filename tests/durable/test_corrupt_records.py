@@ -59,6 +59,23 @@ DAMAGES = {
 }
 
 
+def test_a_length_word_a_little_too_long_loses_no_record(bus_paths):
+    """The CRC does not cover the length word: one that overstates its frame by 16 bytes
+    leads into the middle of the next frame. The reader finds that frame again."""
+    with shmbus.connect(bus_paths.bus, bus_paths.data_dir) as bus:
+        path = make_log(bus, bus_paths)
+    bad = middle_record(path)
+    at, size = damage.frame_of(path, bad)
+    damage.write_at(path, at, (size + 16).to_bytes(4, "little"))
+    with shmbus.connect(bus_paths.bus, bus_paths.data_dir) as bus:
+        with bus.consumer("c", auto_offset_reset="earliest") as c:
+            got = damage.read_until_empty(c)
+            assert [m.offset for m in got] == list(range(RECORDS))
+            check_values(got)
+            c.seek(TP, bad + 1)
+            assert c.poll(timeout=2).offset == bad + 1
+
+
 @pytest.mark.parametrize("how", list(DAMAGES))
 def test_records_before_a_damaged_one_are_handed_out_and_seek_steps_over_it(bus_paths, how):
     with shmbus.connect(bus_paths.bus, bus_paths.data_dir) as bus:
