@@ -551,9 +551,17 @@ class SegmentReader:
                 self.closed = True  # it was written to its end before the next began: read that
                 continue
             if self.position < self._size() or self.expected < later[0]:
+                self._check_retained(later[0])
                 self._step_over(self.position)  # it stops short of its end, or of the next base
                 continue
             self._open(later[0], 0, later[0])
+
+    def _check_retained(self, next_base: int) -> None:
+        """Retention deletes whole segments, oldest first, also the one this reader is in: the
+        offsets from here to the next segment are not retained (OffsetOutOfRange, as for a
+        seek there), not damage."""
+        if self.base not in self.bases:
+            raise OffsetOutOfRange(f"offsets {self.expected}..{next_base - 1} were deleted (retention)")
 
     def _size(self) -> int:
         assert self.fd is not None
@@ -579,6 +587,8 @@ class SegmentReader:
             self.refresh()
             later = [b for b in self.bases if b > self.base]
             resume = later[0] if later else None
+            if resume is not None:
+                self._check_retained(resume)
             if resume is not None and resume <= wanted:
                 self._open(resume, 0, resume)
                 return

@@ -179,3 +179,25 @@ def test_garbage_after_the_last_frame_after_a_clean_stop_is_kept_and_offsets_go_
         with bus.consumer("d", auto_offset_reset="earliest") as c:
             got = damage.read_until_empty(c)
             assert [m.offset for m in got] == list(range(501))
+
+
+@pytest.mark.parametrize("reset", ["earliest", "none"])
+def test_segments_retention_deletes_under_a_reader_are_no_damage(bus_paths, reset):
+    """Retention deletes whole segments, oldest first, also the one a slow reader is in:
+    at its end the reader finds the next retained segment far ahead. That gap is 'not
+    retained' (auto_offset_reset), not a hole in the log."""
+    with shmbus.connect(bus_paths.bus, bus_paths.data_dir) as bus:
+        produce(bus, 3000, 64 << 10)
+        bases = list_segments(damage.partition_dir(bus_paths, "d"))
+        with bus.consumer("d", auto_offset_reset=reset) as c:
+            c.seek(TP, 0)
+            assert [m.offset for m in c.poll_many(100, timeout=2)] == list(range(100))
+            for path in damage.segment_files(bus_paths, "d")[:2]:  # as retention does
+                for suffix in ("", ".index", ".timeindex"):
+                    os.unlink(path[:-len(".log")] + (suffix or ".log"))
+            if reset == "none":
+                with pytest.raises(shmbus.OffsetOutOfRange):
+                    damage.read_until_empty(c)
+                return
+            rest = [m.offset for m in damage.read_until_empty(c)]
+            assert rest == list(range(100, bases[1])) + list(range(bases[2], 3000))
