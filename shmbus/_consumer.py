@@ -10,7 +10,7 @@ from typing import (TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Map
 
 from . import _backend, _checks
 from ._backend import ReadBuffer, WaitSet
-from ._errors import Closed, RingDeleted, ShmbusError, TopicNotFound
+from ._errors import Closed, CorruptSegment, RingDeleted, ShmbusError, TopicNotFound
 from ._group import GroupMember
 from ._log import time_index_start
 from ._partition_reader import PartitionReader
@@ -147,12 +147,12 @@ class Consumer:
             readers.append(self._new_reader(tp, self._reset))
         self._set_readers(readers)
 
-    def _new_reader(self, tp: TopicPartition, start: Union[int, str]) -> PartitionReader:
+    def _new_reader(self, tp: TopicPartition, start: Union[int, str], reset: Optional[str] = None) -> PartitionReader:
         info, rings = self._bus.rings.get(tp.topic)
         if not 0 <= tp.partition < info.partitions:
             raise TopicNotFound(f"topic {tp.topic!r} has no partition {tp.partition}")
         log_dir = os.path.join(self._bus.paths.topics_dir, tp.topic, str(tp.partition))
-        return PartitionReader(tp, self._bus.rings, rings[tp.partition], start, log_dir, self._reset)
+        return PartitionReader(tp, self._bus.rings, rings[tp.partition], start, log_dir, reset or self._reset)
 
     def _set_readers(self, readers: List[PartitionReader]) -> None:
         for reader in self._readers:
@@ -214,7 +214,9 @@ class Consumer:
         result = {}
         for tp, timestamp in timestamps.items():
             tp = TopicPartition(*tp)
-            probe = self._new_reader(tp, "earliest")
+            # If retention removes the start meanwhile, the scan goes on from the earliest
+            # record, whatever this consumer's auto_offset_reset says.
+            probe = self._new_reader(tp, "earliest", reset="earliest")
             if probe.log_dir is not None:
                 start = time_index_start(probe.log_dir, timestamp, probe.trust)
                 if start is not None:
@@ -301,6 +303,13 @@ class Consumer:
                 budget -= reader.read(buffer, max_records - len(messages), messages, budget)
             except RingDeleted:
                 self._reattach(reader)
+            except CorruptSegment:
+                if not messages:
+                    raise
+                # The records read before it are handed out (the positions are past them
+                # already); the next poll starts here and raises.
+                self._next_reader = (self._next_reader + i) % count
+                return messages
             if len(messages) >= max_records or budget <= 0:
                 self._next_reader = (self._next_reader + i + 1) % count
                 break

@@ -1,5 +1,5 @@
 """The exception tree: one root, and a builtin parent wherever the meaning matches."""
-from typing import Optional
+from typing import Optional, Tuple
 
 
 class ShmbusError(Exception):
@@ -64,8 +64,34 @@ class ClaimRevoked(Timeout):
     place was revoked so its partition could go on: the record was not sent."""
 
 
+class InvalidFile(ShmbusError, ValueError):
+    """A file of the bus that does not hold what it should (not JSON, not a topic's
+    description...); the message names it."""
+
+
 class CorruptSegment(ShmbusError):
-    """A frame on disk failed its CRC or length checks: the file and offset are named."""
+    """Records on disk a consumer cannot read: a frame failed its checks (CRC, length,
+    offset), or the log has a hole (a segment ends before the next one begins). Never
+    handed out as records, and a consumer's position never moves past them by itself.
+
+    Attributes (None when not known):
+      topic_partition  the TopicPartition.
+      offset           the first offset that cannot be read. `consumer.seek(e.topic_partition,
+                       e.offset + 1)` steps over it (a record at a time).
+      resume_offset    the offset of the next intact record after the damage: seek there to
+                       step over all of it (None: none in the segment files).
+      path, position   the segment file and the byte where the damage starts.
+    """
+
+    def __init__(self, message: str, topic_partition: Optional[Tuple[str, int]] = None,
+                 offset: Optional[int] = None, resume_offset: Optional[int] = None,
+                 path: Optional[str] = None, position: Optional[int] = None):
+        super().__init__(message)
+        self.topic_partition = topic_partition
+        self.offset = offset
+        self.resume_offset = resume_offset
+        self.path = path
+        self.position = position
 
 
 # ---- private: raised inside shmbus, shown to users only as a message ----

@@ -6,7 +6,7 @@ import os
 from typing import Any, Optional
 
 from . import _access
-from ._errors import ShmbusError
+from ._errors import InvalidFile, NotTrusted
 
 
 def fsync_dir(path: str) -> None:
@@ -31,14 +31,19 @@ def write_json_atomic(path: str, obj: Any) -> None:
 
 
 def read_json(path: str, default: Any = None, trust: Optional["_access.Trust"] = None) -> Any:
-    """The JSON in path (default if there is none), if trust (default: the supervisor's
-    own files) accepts the file; a file that is not valid JSON is a ShmbusError naming it."""
+    """The JSON in path (default if there is no such file), if trust (default: the
+    supervisor's own files) accepts the file (NotTrusted if not: it is not read);
+    InvalidFile naming the file if it is not JSON, or not a file that can be read."""
     try:
         fd = _access.open_file(path, os.O_RDONLY, trust or _access.own_trust())
     except FileNotFoundError:
         return default
-    with os.fdopen(fd) as f:
+    except NotTrusted:
+        raise
+    except OSError as e:   # EISDIR, EACCES, ELOOP...
+        raise InvalidFile(f"{path} cannot be read ({e})") from None
+    with os.fdopen(fd, "rb") as f:
         try:
-            return json.load(f)
-        except ValueError as e:
-            raise ShmbusError(f"{path} is not valid JSON ({e}): fix or remove it") from None
+            return json.loads(f.read())
+        except (ValueError, OSError) as e:   # JSONDecodeError, UnicodeDecodeError, EIO...
+            raise InvalidFile(f"{path} is not valid JSON ({e})") from None

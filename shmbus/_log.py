@@ -11,12 +11,12 @@ import logging
 import os
 import struct
 import time
-from typing import BinaryIO, Iterator, List, Optional, Tuple
+from typing import BinaryIO, Iterator, List, NamedTuple, Optional, Tuple
 
 from . import _access
 from ._access import Trust
-from ._backend import (DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_DATA, FRAME_PADDING, ArchiveState,
-                       FrameParser, Ring, walk_frames)
+from ._backend import (DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_DATA, FRAME_HEADER_BYTES, FRAME_PADDING,
+                       ArchiveState, FrameParser, Ring, find_frame, frame_length, walk_frames)
 from ._errors import CorruptFrame, CorruptSegment, OffsetOutOfRange
 from ._fsutil import fsync_dir
 
@@ -59,47 +59,161 @@ def read_index(path: str, entry: struct.Struct, trust: Trust) -> List[Tuple[int,
     return list(entry.iter_unpack(data[:usable]))
 
 
-ScanResult = Tuple[int, int, List[Tuple[int, int]], List[Tuple[int, int]], int, Optional[int]]
+def _align8(n: int) -> int:
+    return (n + 7) & ~7
 
 
-def scan_segment(path: str, start_offset: int) -> ScanResult:
-    """Validate a segment frame by frame. Returns (valid_bytes, next_offset, index, timeindex,
-    max_timestamp, corrupt_at): corrupt_at is the file position of the first bad frame, or None
-    if the file only ends early (a torn tail) or not at all."""
-    capacity = READ_CHUNK
-    position, next_offset, max_ts = 0, start_offset, -1
+class Damage(NamedTuple):
+    """A stretch of a segment file that holds no intact frame, with intact frames after it."""
+
+    position: int          # where it starts in the file
+    offset: int            # the offset the frame there should carry
+    resume_position: int   # the next intact frame
+    resume_offset: int     # and its offset: offsets offset..resume_offset-1 cannot be read
+
+
+class SegmentScan(NamedTuple):
+    """What a frame-by-frame validation of a segment file found."""
+
+    valid_bytes: int       # where the last intact frame ends
+    next_offset: int       # the offset after it: one past the highest offset found
+    index_entries: List[Tuple[int, int]]
+    time_entries: List[Tuple[int, int]]
+    max_timestamp: int
+    damage: List[Damage]   # damaged stretches that intact frames follow
+    size: int              # the file's size: size - valid_bytes bytes follow the last intact frame
+
+
+# A data frame's length word may overstate it by less than a frame header and still
+# pass its check (sb_frame_check), so the frame after it may start up to this many bytes
+# before where that length word leads.
+LENGTH_SLACK = FRAME_HEADER_BYTES - 8
+
+
+def find_intact_frame(fd: int, size: int, position: int, min_offset: int) -> Optional[Tuple[int, int]]:
+    """(position, offset) of the first intact frame after the damage at position whose
+    offset is >= min_offset, or None: where a reader resyncs. The search starts
+    LENGTH_SLACK bytes back (every frame there has an offset below min_offset, unless it
+    is one an overstated length word swallowed) and goes on frame-aligned, a chunk at a
+    time, to the end of the file."""
+    position = _align8(max(position - LENGTH_SLACK, 0))
+    window = READ_CHUNK
+    while position < size:
+        chunk = os.pread(fd, min(window, size - position), position)
+        if not chunk:
+            return None
+        final = position + len(chunk) >= size
+        found, go_on = find_frame(chunk, 0, min_offset, final)
+        if found is not None:
+            return position + found[0], found[1].offset
+        if final:
+            return None
+        if go_on == 0:
+            # A frame at the chunk's start runs past it: read it whole (or to the file's end).
+            window = max(window, _align8(frame_length(chunk)))
+            continue
+        position += go_on
+        window = READ_CHUNK
+    return None
+
+
+def scan_segment(path: str, base: int, position: int = 0, offset: Optional[int] = None) -> SegmentScan:
+    """Validate a segment file frame by frame from position (a frame that must carry
+    offset; the file's start and its base by default): CRC, lengths, and offsets that run
+    on. At a frame that fails, look for an intact one after it: if there is one, the
+    stretch between is damage and the scan goes on from there; if not, the scan ends
+    (size - valid_bytes bytes follow the last intact frame: a torn tail after a crash).
+    Builds the indexes as the archiver would."""
+    size = os.path.getsize(path)
+    expected = base if offset is None else offset
+    valid_bytes, max_ts = position, -1
     index: List[Tuple[int, int]] = []
     timeindex: List[Tuple[int, int]] = []
+    damage: List[Damage] = []
     since_index = INDEX_INTERVAL
+    capacity = READ_CHUNK
     with os.fdopen(_access.open_file(path, os.O_RDONLY, _access.own_trust()), "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+        fd = f.fileno()
         while position < size:
-            chunk = os.pread(f.fileno(), min(capacity, size - position), position)
-            # Walk frame by frame to build the indexes as the archiver would.
-            walked = 0
+            chunk = os.pread(fd, min(capacity, size - position), position)
+            capacity = READ_CHUNK
+            walked, bad = 0, False
             try:
                 for at, frame_size, frame in walk_frames(chunk):
-                    if frame.type != FRAME_PADDING:
-                        if since_index >= INDEX_INTERVAL:
-                            index.append((frame.offset, position + at))
-                            timeindex.append((max_ts, frame.offset))
-                            since_index = 0
-                        next_offset = frame.offset + frame.record_count
-                        if frame.type == FRAME_DATA and frame.timestamp_ns > max_ts:
-                            max_ts = frame.timestamp_ns
+                    if frame.type == FRAME_PADDING:
+                        walked = at + frame_size
+                        continue
+                    if frame.offset != expected:
+                        bad = True  # an intact frame after a hole in the offsets
+                        break
+                    if since_index >= INDEX_INTERVAL:
+                        index.append((frame.offset, position + at))
+                        timeindex.append((max_ts, frame.offset))
+                        since_index = 0
+                    expected = frame.offset + frame.record_count
+                    if frame.type == FRAME_DATA and frame.timestamp_ns > max_ts:
+                        max_ts = frame.timestamp_ns
                     since_index += frame_size
                     walked = at + frame_size
-            except CorruptFrame as bad:
-                assert bad.position is not None
-                corrupt_at = position + bad.position
-                return corrupt_at, next_offset, index, timeindex, max_ts, corrupt_at
-            if walked == 0:
-                if len(chunk) < capacity:
-                    break  # a torn frame at the end of the file
-                capacity *= 2  # one frame bigger than the buffer
-                continue
+            except CorruptFrame:
+                bad = True
             position += walked
-    return position, next_offset, index, timeindex, max_ts, None
+            if walked:
+                valid_bytes = position
+                if not bad:
+                    continue
+            if not bad:
+                length = frame_length(chunk)
+                if len(chunk) >= FRAME_HEADER_BYTES and len(chunk) < _align8(length) <= size - position:
+                    capacity = _align8(length)  # one frame bigger than the buffer
+                    continue
+            # No intact frame at position: damage if an intact frame follows, else the end.
+            found = find_intact_frame(fd, size, position, expected)
+            if found is None:
+                break
+            if found[1] > expected:  # else only a length word was wrong: no record is lost
+                damage.append(Damage(position, expected, found[0], found[1]))
+            position, expected = found
+            since_index = INDEX_INTERVAL  # an index entry at the frame the scan resumed at
+    return SegmentScan(valid_bytes, expected, index, timeindex, max_ts, damage, size)
+
+
+def check_closed_segment(directory: str, base: int, next_base: int) -> List[str]:
+    """What is wrong where a closed segment ends: damage in its last index interval, bytes
+    after its last intact frame, or a hole before the next segment's base (a file cut
+    short). Cheap: it reads from the last index entry that lies in the file, so damage
+    further back is found by the readers that cross it."""
+    path = segment_path(directory, base)
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return []
+    position, offset = 0, base
+    for entry_offset, entry_position in read_index(segment_path(directory, base, ".index"), INDEX_ENTRY,
+                                                   _access.own_trust()):
+        if entry_position >= size or not base <= entry_offset < next_base:
+            break  # the index of a file cut short points past its end
+        position, offset = entry_position, entry_offset
+    scan = scan_segment(path, base, position, offset)
+    if position and (scan.valid_bytes == position < scan.size
+                     or bool(scan.damage) and scan.damage[0].position == position):
+        scan = scan_segment(path, base)  # no intact frame where the index points: read all of it
+    problems = [f"{path}: damaged at byte {d.position}: offsets {d.offset}..{d.resume_offset - 1} "
+                f"cannot be read" for d in scan.damage]
+    rest = scan.size - scan.valid_bytes
+    if scan.next_offset < next_base:
+        problems.append(f"{path}: ends at offset {scan.next_offset} (byte {scan.valid_bytes}"
+                        + (f", then {rest} bytes that are no intact frame" if rest else "")
+                        + f") but the next segment begins at {next_base}: offsets {scan.next_offset}.."
+                        f"{next_base - 1} are missing")
+    else:
+        if rest:
+            problems.append(f"{path}: {rest} bytes after its last intact frame (byte {scan.valid_bytes}) "
+                            f"are no frame")
+        if scan.next_offset > next_base:
+            problems.append(f"{path}: runs to offset {scan.next_offset}, past the next segment's base "
+                            f"{next_base}")
+    return problems
 
 
 class SegmentWriter:
@@ -123,33 +237,85 @@ class SegmentWriter:
         self.last_sync_ns = 0
         self.error: Optional[str] = None   # the last write error, until archiving works again
         self.error_at = 0.0
+        # What recovery found wrong in the log: (segment base or None, problem), reported by describe.
+        self.problems: List[Tuple[Optional[int], str]] = []
 
     # ---- recovery ----
 
-    def recover(self) -> Optional[int]:
-        """Open the log after a start: validate the last segment frame by frame and cut a
-        torn tail; a corrupt frame in a closed segment is reported, never served.
-        Returns the next offset on disk (0 for an empty log)."""
+    def recover(self, crashed: bool, known_end: Optional[int] = None) -> Optional[int]:
+        """Open the log after a start; returns the offset the next record gets (None: no
+        segments and nothing known, a fresh log).
+
+        Closed segments are checked where they end (check_closed_segment). The last one is
+        validated frame by frame, and only a torn tail is cut: bytes after the last intact
+        frame that no intact frame follows, and only after a crash (after a clean stop
+        every frame was written whole: what fails is damage). Damage is reported
+        (self.problems) and kept, never cut; new records then go to a new segment after the
+        highest offset found, so no offset is reused. known_end is where the log ended at
+        the last clean stop: offsets below it are never given out again, even if the disk
+        lost them."""
+        self.problems = []
         bases = list_segments(self.directory)
+        for base, next_base in zip(bases, bases[1:]):
+            for problem in check_closed_segment(self.directory, base, next_base):
+                self.report(base, problem)
         if not bases:
-            return None
+            if known_end:
+                self.report(None, f"{self.directory}: no segment files, but the log ended at offset "
+                                  f"{known_end} at the last clean stop: offsets 0..{known_end - 1} are "
+                                  f"missing; new records start at {known_end}")
+            return known_end
         last = bases[-1]
         path = segment_path(self.directory, last)
-        valid, next_offset, index, timeindex, max_ts, corrupt_at = scan_segment(path, last)
-        fd = _access.open_file(path, os.O_RDWR, _access.own_trust())
-        try:
-            size = os.fstat(fd).st_size
-            if valid < size:
-                what = "corrupt frame" if corrupt_at is not None else "torn tail"
-                logger.warning(f"{path}: {what} at byte {valid} (offset {next_offset}): truncating {size - valid} bytes")
-                os.ftruncate(fd, valid)
+        scan = scan_segment(path, last)
+        append_here = True
+        for d in scan.damage:
+            self.report(last, f"{path}: damaged at byte {d.position}: offsets {d.offset}..{d.resume_offset - 1} "
+                              f"cannot be read; kept, new records go to a new segment")
+            append_here = False
+        rest = scan.size - scan.valid_bytes
+        if rest and crashed:
+            logger.warning(f"{path}: torn tail at byte {scan.valid_bytes} (offset {scan.next_offset}): "
+                           f"truncating {rest} bytes")
+            fd = _access.open_file(path, os.O_RDWR, _access.own_trust())
+            try:
+                os.ftruncate(fd, scan.valid_bytes)
                 os.fsync(fd)
-        finally:
-            os.close(fd)
+            finally:
+                os.close(fd)
+        elif rest:
+            self.report(last, f"{path}: {rest} bytes after its last intact frame (byte {scan.valid_bytes}, "
+                              f"offset {scan.next_offset}) after a clean stop: damage, kept")
+            append_here = False
+        next_offset = scan.next_offset
+        if known_end is not None and known_end > next_offset:
+            self.report(last, f"{path}: the log ended at offset {known_end} at the last clean stop, but its "
+                              f"segments end at {next_offset}: offsets {next_offset}..{known_end - 1} are "
+                              f"missing; new records start at {known_end}")
+            next_offset = known_end
+            append_here = False
         # The indexes of the last segment may lag or lead the log: rewrite them.
-        self._rewrite_indexes(last, index, timeindex)
-        self._open(last, valid, next_offset, max_ts)
+        self._rewrite_indexes(last, scan.index_entries, scan.time_entries)
+        if append_here:
+            self._open(last, scan.valid_bytes, next_offset, scan.max_timestamp)
+        elif next_offset == last:
+            # Not one intact frame, and the next records would get its name: keep it beside.
+            for suffix in (LOG_SUFFIX, ".index", ".timeindex"):
+                aside = segment_path(self.directory, last, suffix)
+                if os.path.exists(aside):
+                    os.replace(aside, aside + ".damaged")
+            self.report(None, f"{path}: holds no intact frame: kept as {path}.damaged")
         return next_offset
+
+    def report(self, base: Optional[int], problem: str) -> None:
+        """Damage found in the log: logged, and kept for describe while its segment exists."""
+        logger.error(problem)
+        self.problems.append((base, problem))
+
+    def damage(self) -> List[str]:
+        """The problems recovery found, in segments that still exist (retention may delete them)."""
+        bases = set(list_segments(self.directory)) if self.problems else set()
+        return [problem for base, problem in self.problems if base is None or base in bases]
 
     def _rewrite_indexes(self, base: int, index: List[Tuple[int, int]], timeindex: List[Tuple[int, int]]) -> None:
         with os.fdopen(_access.create_file(segment_path(self.directory, base, ".index")), "wb") as f:
@@ -255,40 +421,42 @@ class SegmentWriter:
         return removed
 
 
-def _append(path: str) -> int:
-    """A segment or index file of the supervisor's, open for appending (made if absent)."""
-    fd = _access.open_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _access.own_trust())
-    _access.own_fd(fd)
-    return fd
-
-
 def _segment_newest_timestamp(directory: str, base: int, time_entries: List[Tuple[int, int]]) -> Optional[int]:
     """The largest timestamp in a closed segment: scan from its last time index entry."""
-    start = 0
-    if time_entries:
-        index = read_index(segment_path(directory, base, ".index"), INDEX_ENTRY, _access.own_trust())
-        if index:
-            start = index[-1][1]
     newest = time_entries[-1][0] if time_entries else None
-    reader = SegmentReader(directory, _access.own_trust())
-    for _, ts in reader.scan_timestamps(base, start):
-        newest = ts if newest is None or ts > newest else newest
+    position, offset = 0, base
+    index = read_index(segment_path(directory, base, ".index"), INDEX_ENTRY, _access.own_trust())
+    if time_entries and index:
+        offset, position = index[-1]
+    try:
+        for _, ts in SegmentReader(directory, _access.own_trust()).scan_timestamps(base, position, offset):
+            newest = ts if newest is None or ts > newest else newest
+    except CorruptSegment as e:
+        logger.warning(f"retention: {e}")  # judged by what could be read
     return newest
 
 
 class SegmentReader:
     """Reads records from a partition's segment files, sequentially from an offset.
-    Used by consumers whose position is no longer in the ring. Only files that trust
-    accepts are read (a client: those of its supervisor's user, closed to "other")."""
+    Used by consumers whose position is no longer in the ring.
 
-    def __init__(self, directory: str, trust: Trust):
+    Damage (a frame that fails its checks, a hole in the offsets, a closed segment that
+    ends before the next one begins) raises CorruptSegment with the first offset it
+    cannot read, and the position stays there: a reader never moves past records by
+    itself. A seek past that offset resyncs: on at the next intact frame."""
+
+    def __init__(self, directory: str, trust: Trust, topic_partition: Optional[Tuple[str, int]] = None):
         self.directory = directory
-        self.trust = trust
+        self.trust = trust   # only files it accepts are read (a client: its supervisor's, closed to "other")
+        self.topic_partition = topic_partition
         self.bases: List[int] = []
         self.base: Optional[int] = None
         self.fd: Optional[int] = None
         self.position = 0
-        self.next_offset: Optional[int] = None
+        self.expected = 0            # the offset the frame at position must carry
+        self.next_offset: Optional[int] = None   # the next offset to hand out; below it, skipped
+        self.from_index = False      # position came from the index and no frame confirmed it yet
+        self.closed = False          # a later segment exists and this one was read again since
         self.capacity = READ_CHUNK
         self.parser = FrameParser()
         self.last_consumed = 0     # bytes of frames the last read() parsed
@@ -310,17 +478,18 @@ class SegmentReader:
         if i < 0:
             raise OffsetOutOfRange(f"offset {offset} is before the earliest retained offset")
         base = self.bases[i]
-        position = 0
+        self._open(base, 0, base)
+        assert self.fd is not None
+        size = os.fstat(self.fd).st_size
         for entry_offset, entry_position in read_index(segment_path(self.directory, base, ".index"),
                                                        INDEX_ENTRY, self.trust):
-            if entry_offset > offset:
-                break
-            position = entry_position
-        self._open(base)
-        self.position = position
+            if entry_offset > offset or entry_position >= size:
+                break  # (the index of a file cut short points past its end)
+            self.position, self.expected = entry_position, entry_offset
+        self.from_index = self.position != 0
         self.next_offset = offset
 
-    def _open(self, base: int) -> None:
+    def _open(self, base: int, position: int, expected: int) -> None:
         self.close()
         self.chunk = None
         try:
@@ -328,12 +497,14 @@ class SegmentReader:
         except FileNotFoundError:
             raise OffsetOutOfRange(f"segment {base} was deleted (retention)") from None
         self.base = base
+        self.position, self.expected = position, expected
+        self.from_index = self.closed = False
 
     def read(self, max_records: int, follow: bool = True) -> Tuple[int, Optional[bytes]]:
         """Parse up to max_records records at or after next_offset. Returns (count, data):
         words(count) describes them, their positions indexing into data; or (0, None) at
         the end of disk (of this segment, without follow). Reads a chunk at a time and
-        parses it in place, call after call."""
+        parses it in place, call after call. CorruptSegment at damage (see the class)."""
         self.last_consumed = 0
         while True:
             assert self.next_offset is not None and self.base is not None
@@ -341,28 +512,39 @@ class SegmentReader:
             if self.chunk is None or not 0 <= start < len(self.chunk):
                 self._load()
                 start = 0
-            assert self.chunk is not None
-            if self.chunk:
+            chunk = self.chunk
+            assert chunk is not None
+            if chunk:
                 try:
-                    n, consumed, next_offset = self.parser.parse(self.chunk, start, self.next_offset, max_records)
+                    n, consumed, after = self.parser.parse(chunk, start, self.expected, self.next_offset,
+                                                           max_records)
                 except CorruptFrame as e:
                     assert e.position is not None
-                    raise CorruptSegment(
-                        f"corrupt record in {segment_path(self.directory, self.base)} at byte "
-                        f"{self.chunk_at + e.position} (after offset {e.after_offset}): CRC or length "
-                        f"check failed") from None
+                    if e.position > start:
+                        # Intact records before the damage: they go out first.
+                        n, consumed, after = self.parser.parse(chunk, start, self.expected, self.next_offset,
+                                                               max_records, end=e.position)
+                    elif self.from_index:
+                        self._open(self.base, 0, self.base)  # the index led astray: read from the start
+                        continue
+                    else:
+                        self._step_over(self.chunk_at + e.position)
+                        continue
                 if consumed:
+                    self.from_index = False
                     self.position += consumed
                     self.last_consumed += consumed
-                    self.next_offset = max(self.next_offset, next_offset)
+                    self.expected = after
+                    self.next_offset = max(self.next_offset, after)
                     if n:
-                        return n, self.chunk
+                        return n, chunk
                     continue
                 if start:
                     self._load()  # the next frame runs past this chunk: read from it on
                     continue
-                if len(self.chunk) == self.capacity:
-                    self.capacity *= 2  # a frame larger than the buffer
+                length = _align8(frame_length(chunk))
+                if len(chunk) >= FRAME_HEADER_BYTES and len(chunk) < length <= self._size() - self.position:
+                    self.capacity = max(self.capacity, length)  # a frame larger than the buffer
                     self._load()
                     continue
             # The end of this segment (so far): move to the next one, if there is one.
@@ -373,8 +555,61 @@ class SegmentReader:
             later = [b for b in self.bases if b > self.base]
             if not later:
                 return 0, None
-            self._open(later[0])
-            self.position = 0
+            if not self.closed:
+                self.closed = True  # it was written to its end before the next began: read that
+                continue
+            if self.position < self._size() or self.expected < later[0]:
+                self._check_retained(later[0])
+                self._step_over(self.position)  # it stops short of its end, or of the next base
+                continue
+            self._open(later[0], 0, later[0])
+
+    def _check_retained(self, next_base: int) -> None:
+        """Retention deletes whole segments, oldest first, also the one this reader is in: the
+        offsets from here to the next segment are not retained (OffsetOutOfRange, as for a
+        seek there), not damage."""
+        if self.base not in self.bases:
+            raise OffsetOutOfRange(f"offsets {self.expected}..{next_base - 1} were deleted (retention)")
+
+    def _size(self) -> int:
+        assert self.fd is not None
+        return os.fstat(self.fd).st_size
+
+    def _step_over(self, position: int) -> None:
+        """No intact frame at position: a frame that fails its checks, a hole in the offsets,
+        or a closed segment's end before the next one's base. Go on past the damage if
+        next_offset is beyond it (a seek stepped over it), else raise CorruptSegment."""
+        assert self.base is not None and self.fd is not None and self.next_offset is not None
+        wanted = self.next_offset
+        path = segment_path(self.directory, self.base)
+        found = find_intact_frame(self.fd, self._size(), position, self.expected)
+        if found is not None:
+            resume: Optional[int] = found[1]
+            if found[1] <= wanted:
+                self.position, self.expected = found
+                return
+            what = (f"corrupt record in {path} at byte {position} (offset {self.expected}): CRC, length or "
+                    f"offset check failed" if position != found[0] else
+                    f"offsets {self.expected}..{found[1] - 1} are missing from {path} (at byte {position})")
+        else:
+            self.refresh()
+            later = [b for b in self.bases if b > self.base]
+            resume = later[0] if later else None
+            if resume is not None:
+                self._check_retained(resume)
+            if resume is not None and resume <= wanted:
+                self._open(resume, 0, resume)
+                return
+            what = (f"corrupt record in {path} at byte {position} (offset {self.expected}): CRC, length or "
+                    f"offset check failed" if position < self._size() else
+                    f"{path} ends at offset {self.expected} (byte {position}) but the next segment begins "
+                    f"at {resume}: offsets {self.expected}..{(resume or 0) - 1} are missing")
+        tp = self.topic_partition
+        where = f"{tp[0]}/{tp[1]}: " if tp is not None else ""
+        step = f"seek to {wanted + 1} to step over it" + (f", to {resume} to step over all" if resume else "")
+        raise CorruptSegment(f"{where}{what}; offset {wanted} cannot be read ({step})",
+                             topic_partition=tp, offset=wanted, resume_offset=resume, path=path,
+                             position=position)
 
     def words(self, n: int) -> List[int]:
         """The descriptor words of the last read's n records (shmbus.h, SB_DESC_*)."""
@@ -385,11 +620,11 @@ class SegmentReader:
         self.chunk = os.pread(self.fd, self.capacity, self.position)
         self.chunk_at = self.position
 
-    def scan_timestamps(self, base: int, position: int) -> Iterator[Tuple[int, int]]:
-        """(offset, timestamp) of every data frame from a segment position on."""
-        self._open(base)
-        self.position = position
-        self.next_offset = 0
+    def scan_timestamps(self, base: int, position: int, offset: int) -> Iterator[Tuple[int, int]]:
+        """(offset, timestamp) of every data frame of segment base from position (the frame
+        at offset) on."""
+        self._open(base, position, offset)
+        self.next_offset = offset
         try:
             while True:
                 n, _ = self.read(self.parser.max_records, follow=False)
@@ -408,14 +643,46 @@ class SegmentReader:
 
 
 def time_index_start(log_dir: str, timestamp: int, trust: Trust) -> Optional[int]:
-    """The offset to scan from for the first record at or after timestamp: the last time
-    index entry before one whose max-timestamp-so-far reaches it (None: no segments)."""
-    start = None
-    for base in list_segments(log_dir):
-        if start is None:
-            start = base
+    """The offset to scan from for the first record with a timestamp >= timestamp (None: no
+    segments). A segment's time index entry (max, offset) says that max is the largest
+    timestamp of the segment's records before offset, so the first entry whose max reaches
+    timestamp puts the record in the interval before it. Nothing covers a segment's last
+    interval (the next segment's index starts over), so a closed segment's last interval is
+    scanned before moving on to the next segment; in the last segment, the scan goes on
+    from its last entry (into the ring)."""
+    bases = list_segments(log_dir)
+    for i, base in enumerate(bases):
+        start = base
         for max_before, offset in read_index(segment_path(log_dir, base, ".timeindex"), TIME_ENTRY, trust):
             if max_before >= timestamp:
                 return start
             start = offset
-    return start
+        if i == len(bases) - 1 or _interval_reaches(log_dir, base, start, timestamp, trust):
+            return start
+    return None
+
+
+def _interval_position(directory: str, base: int, offset: int, trust: Trust) -> Tuple[int, int]:
+    """(position, offset) of the index entry at offset ((0, base) if the index has none)."""
+    for entry_offset, position in read_index(segment_path(directory, base, ".index"), INDEX_ENTRY, trust):
+        if entry_offset == offset:
+            return position, offset
+    return 0, base
+
+
+def _interval_reaches(directory: str, base: int, offset: int, timestamp: int, trust: Trust) -> bool:
+    """Whether a record from offset to the end of segment base has a timestamp >= timestamp.
+    A segment it cannot read counts as reaching it: the scan that follows reports why."""
+    reader = SegmentReader(directory, trust)
+    try:
+        return any(ts >= timestamp for _, ts in
+                   reader.scan_timestamps(base, *_interval_position(directory, base, offset, trust)))
+    except (CorruptSegment, OffsetOutOfRange):
+        return True
+
+
+def _append(path: str) -> int:
+    """A segment or index file of the supervisor's, open for appending (made if absent)."""
+    fd = _access.open_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _access.own_trust())
+    _access.own_fd(fd)
+    return fd

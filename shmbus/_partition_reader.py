@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Union
 from ._access import Trust, server_trust
 from ._backend import Cursor, ReadBuffer, Ring
 from ._codec import decode_headers
-from ._errors import Lapped, OffsetOutOfRange, OutOfRing
+from ._errors import CorruptSegment, Lapped, OffsetOutOfRange, OutOfRing
 from ._log import SegmentReader
 from ._ring_table import RingTable
 from ._types import Message, TopicPartition
@@ -66,7 +66,7 @@ class PartitionReader:
         if target == "earliest":
             cursor.seek_head()
             if self.log_dir is not None:
-                earliest = SegmentReader(self.log_dir, self.trust).earliest()
+                earliest = SegmentReader(self.log_dir, self.trust, self.tp).earliest()
                 if earliest is not None and earliest < cursor.next_offset:
                     target = earliest
             if target == "earliest":
@@ -93,7 +93,7 @@ class PartitionReader:
     def _enter_disk(self, offset: int) -> bool:
         """Read from the segment files from offset on; False if the disk lacks it."""
         assert self.log_dir is not None
-        log = SegmentReader(self.log_dir, self.trust)
+        log = SegmentReader(self.log_dir, self.trust, self.tp)
         try:
             log.seek(offset)
         except OffsetOutOfRange:
@@ -182,6 +182,21 @@ class PartitionReader:
             self.leave_disk()
             self.pending = self.reset
             return None, 0
+        except CorruptSegment as e:
+            # What the disk cannot give, the ring may still hold: read it there.
+            if e.offset is None:
+                raise
+            try:
+                rejoined = self.cursor.seek(e.offset)
+            except OutOfRing:
+                rejoined = None
+            if rejoined:
+                self.leave_disk()
+                return 0, 0
+            self.cursor.next_offset = e.offset  # (a seek that fails moves the cursor)
+            if rejoined is None:
+                raise e from None
+            return None, 0  # a frame before it in the ring is still being written: try again
         if n:
             _decode(self.tp, log.words(n), data, messages)
             self.cursor.next_offset = messages[-1].offset + 1

@@ -18,7 +18,7 @@ from .core import (APPEND_REVOKED, CONTROL_GROUPS, CONTROL_MEMBERS, DESC_OFFSET,
                    PLAIN_DESC_WORDS, RING_ARCHIVE_ERROR, RING_DELETED, RING_DURABLE, RING_RETIRED, RING_RETIRING,
                    CData, c_buffer, crc32c,
                    int64_array, keep_freed_heap, max_record_bytes, murmur2)
-from .frames import FrameHeader, FrameParser, walk_frames
+from .frames import FrameHeader, FrameParser, find_frame, frame_length, walk_frames
 from .reader import Cursor, ReadBuffer, WaitSet
 from .ring import (SLOT_CANCELLED, SLOT_CLAIMED, SLOT_IDLE, SLOT_PUBLISHING, SLOT_REVOKED, ArchiveState, Ring,
                    RingStats, SlotInfo)
@@ -30,6 +30,7 @@ __all__ = [
     "PLAIN_DESC_WORDS", "RING_ARCHIVE_ERROR", "RING_DELETED", "RING_DURABLE", "RING_RETIRED", "RING_RETIRING",
     "SLOT_CANCELLED", "SLOT_CLAIMED", "SLOT_IDLE", "SLOT_PUBLISHING", "SLOT_REVOKED", "CData", "c_buffer", "crc32c",
     "int64_array", "keep_freed_heap", "max_record_bytes", "murmur2", "FrameHeader", "FrameParser",
-    "walk_frames", "Cursor", "ReadBuffer", "WaitSet", "ArchiveState", "Ring", "RingStats", "SlotInfo",
+    "find_frame", "frame_length", "walk_frames", "Cursor", "ReadBuffer", "WaitSet", "ArchiveState", "Ring",
+    "RingStats", "SlotInfo",
     "Writer", "append_keyed", "append_value",
 ]

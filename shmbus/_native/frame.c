@@ -89,7 +89,12 @@ void describe_record(int64_t *d, const sb_frame_header *f, int64_t payload_at)
 }
 
 /* Validate one frame outside a ring (a segment file): returns its aligned
- * length, or SB_EMPTY when it is cut short, or SB_CORRUPT. */
+ * length, or SB_EMPTY when it is cut short, or SB_CORRUPT.
+ *
+ * The CRC does not cover the length word, but the lengths it does cover bound it:
+ * a data frame's length is its content plus at most the gap a frame absorbs before
+ * the ring's end, which is shorter than a frame header (claim.c). A longer one is a
+ * damaged length word, caught here instead of swallowing the frames after it. */
 int64_t sb_frame_check(const char *frame, uint64_t available)
 {
     if (available < FRAME_HEADER_BYTES)
@@ -102,7 +107,7 @@ int64_t sb_frame_check(const char *frame, uint64_t available)
         || f->key_len < -1 || f->value_len < -1)
         return SB_CORRUPT;
     uint64_t content = FRAME_HEADER_BYTES + payload_bytes(f);
-    if (content > len)
+    if (content > len || (f->type == SB_FRAME_DATA && len - content >= FRAME_HEADER_BYTES))
         return SB_CORRUPT;
     if (align8(len) > available)
         return SB_EMPTY;
@@ -124,12 +129,15 @@ int64_t sb_parse(const char *buf, uint64_t start, uint64_t length, uint64_t skip
         int64_t size = sb_frame_check(buf + pos, length - pos);
         if (size == SB_EMPTY)
             break;
-        if (size < 0) {
+        const sb_frame_header *f = (const sb_frame_header *)(buf + pos);
+        /* A log's offsets run on from frame to frame (an aborted claim covers its
+         * record_count): a frame that passes its check at another offset follows a
+         * hole, which is damage too. */
+        if (size < 0 || (f->type != SB_FRAME_PADDING && f->offset != res->next_offset)) {
             res->bad_position = pos;
             res->consumed = pos - start;
             return SB_CORRUPT;
         }
-        const sb_frame_header *f = (const sb_frame_header *)(buf + pos);
         if (f->type != SB_FRAME_PADDING)
             res->next_offset = f->offset + f->record_count;
         if (f->type == SB_FRAME_DATA && f->offset >= skip_below) {

@@ -220,12 +220,14 @@ int64_t sb_archive(sb_ring *ring, int fd, sb_archive_state *state, uint64_t max_
 uint32_t sb_crc32c(uint32_t crc, const char *data, uint64_t length);
 int64_t sb_frame_check(const char *frame, uint64_t available);
 
-/* Parse frames from buffer[start, length): checks every frame (CRC), skips
- * records below skip_below, and describes up to max_records records like
- * sb_read, with positions counted from the buffer's start. */
+/* Parse frames from buffer[start, length): checks every frame (CRC, and that its
+ * offset is the one the frame before it leads to), skips records below skip_below,
+ * and describes up to max_records records like sb_read, with positions counted
+ * from the buffer's start. */
 typedef struct {
     uint64_t consumed;             /* bytes of whole frames parsed */
-    uint64_t next_offset;          /* offset after the last frame parsed */
+    uint64_t next_offset;          /* in: the offset the frame at start must carry;
+                                      out: the offset after the last frame parsed */
     uint64_t bad_position;         /* where a corrupt frame starts (SB_CORRUPT) */
 } sb_parse_result;
 

@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Set
 
 from .. import _access
 from .._backend import CONTROL_GROUPS, CONTROL_MEMBERS, ControlPage
-from .._errors import BadControlPage, CommitFailed, ShmbusError
+from .._errors import BadControlPage, CommitFailed, InvalidFile, ShmbusError
 from .._fsutil import read_json, write_json_atomic
 from .._group import STRATEGIES, control_page_name
 from .._names import validate_name
@@ -156,10 +156,11 @@ class Member:
 
 
 class Group:
-    def __init__(self, name, generation=0, offsets=None):
+    def __init__(self, name, generation=0, offsets=None, broken=None):
         self.name = name
         self.generation = generation
         self.offsets = offsets or {}    # TopicPartition -> committed offset
+        self.broken = broken            # why its offsets.json cannot be read, if it cannot
         self.members = {}               # member_id -> Member, in join order
         self.target = {}                # member_id -> set(TopicPartition): the assignment being reached
         self.partitions = {}            # topic -> partition count the target was computed for
@@ -174,6 +175,8 @@ class Group:
         return None
 
     def state(self):
+        if self.broken:
+            return "Broken"
         if not self.members:
             return "Empty"
         for member in self.members.values():
@@ -234,13 +237,9 @@ class GroupCoordinator:
         """Load committed offsets, and adopt the control page a crashed supervisor left."""
         _access.make_dir(self.groups_dir)
         for name in sorted(os.listdir(self.groups_dir)):
-            data = read_json(self._group_file(name))
-            if data is None:
-                continue
-            offsets = {TopicPartition(topic, int(p)): int(offset)
-                       for topic, by_partition in data.get("offsets", {}).items()
-                       for p, offset in by_partition.items()}
-            self.groups[name] = Group(name, int(data.get("generation", 0)), offsets)
+            group = self._load(name)
+            if group is not None:
+                self.groups[name] = group
         name = control_page_name(self.paths.shm_prefix)
         for candidate in [name] + ControlPage.alternates(name):
             try:
@@ -273,6 +272,45 @@ class GroupCoordinator:
             self.page.set_member(slot, 0)
         logger.info(f"adopted control page {self.page.name}" + (f"; {moved} group(s) must rejoin" if moved else ""))
 
+    def _load(self, name):
+        """A group as its offsets.json has it (None without one). A file that cannot be read
+        makes the group broken, not the supervisor: the rest of the bus serves, the file is
+        kept, and whoever uses the group is told why (see _usable)."""
+        path = self._group_file(name)
+        try:
+            data = read_json(path)
+            if data is None:
+                return None
+            if not isinstance(data, dict) or not isinstance(data.get("offsets", {}), dict):
+                raise InvalidFile(f"{path} does not hold a group's offsets")
+            offsets = {TopicPartition(str(topic), int(p)): int(offset)
+                       for topic, by_partition in data.get("offsets", {}).items()
+                       for p, offset in by_partition.items()}
+            return Group(name, int(data.get("generation", 0)), offsets)
+        except (InvalidFile, ValueError, TypeError, AttributeError) as e:
+            reason = str(e) if isinstance(e, InvalidFile) else f"{path} does not hold a group's offsets ({e})"
+            logger.error(f"group {name} is broken: {reason}; its members cannot join until the file is "
+                         f"fixed (or the group deleted)")
+            return Group(name, broken=reason)
+
+    def _usable(self, g):
+        """The group, unless it is broken: then read its file again (an operator may have
+        fixed it), and if it is still broken, refuse with a clear error."""
+        if g is None or not g.broken:
+            return g
+        again = self._load(g.name)
+        if again is not None and not again.broken:
+            self.groups[g.name] = again
+            logger.info(f"group {g.name}: {self._group_file(g.name)} is readable again")
+            return again
+        if again is None:
+            del self.groups[g.name]
+            return None
+        g.broken = again.broken
+        raise ShmbusError(f"group {g.name!r} is broken: {g.broken}. Its committed offsets cannot be "
+                          f"read, so its members cannot start; fix that file, or delete the group "
+                          f"(shmbus groups delete {g.name})")
+
     def close(self):
         """Clean stop: tell every member (its word moves: it will look for the next
         supervisor), then remove the control page."""
@@ -294,7 +332,7 @@ class GroupCoordinator:
 
     def _group(self, name, create=False):
         validate_name(name, "group")
-        group = self.groups.get(name)
+        group = self._usable(self.groups.get(name))
         if group is None and create:
             group = self.groups[name] = Group(name)
         return group
@@ -331,7 +369,7 @@ class GroupCoordinator:
                 self.registry.get(topic)
             # A group is registered only once it has a member (or offsets): refused joins
             # must not fill the registry with names either.
-            g = self.groups.get(group) or Group(group)
+            g = self._usable(self.groups.get(group)) or Group(group)
             if g.members and (g.strategy, g.sticky) != (strategy, sticky):
                 raise ShmbusError(
                     f"group {group!r} assigns with {g.strategy}{' (sticky)' if g.sticky else ''}; "
@@ -513,7 +551,7 @@ class GroupCoordinator:
         with self.lock:
             return [{"group": g.name, "state": g.state(), "members": len(g.members),
                      "generation": g.generation, "strategy": g.strategy if g.members else None,
-                     "sticky": g.sticky if g.members else None}
+                     "sticky": g.sticky if g.members else None, "error": g.broken}
                     for g in sorted(self.groups.values(), key=lambda g: g.name)]
 
     def _ends(self, topic):
@@ -526,7 +564,11 @@ class GroupCoordinator:
     def op_describe_group(self, connection, group):
         with self.lock:
             self._check_open()
-            g = self._group(group)
+            validate_name(group, "group")
+            g = self.groups.get(group)
+            if g is not None and g.broken:
+                return {"group": g.name, "state": g.state(), "generation": g.generation, "strategy": None,
+                        "sticky": None, "members": [], "partitions": [], "error": g.broken}
             if g is None:
                 raise ShmbusError(f"unknown group {group!r}")
             tps = set(g.offsets)
@@ -558,7 +600,7 @@ class GroupCoordinator:
             return {"group": g.name, "state": g.state(), "generation": g.generation,
                     "strategy": g.strategy if g.members else None,
                     "sticky": g.sticky if g.members else None,
-                    "members": members, "partitions": partitions}
+                    "members": members, "partitions": partitions, "error": None}
 
     def op_reset_group_offsets(self, connection, group, to, offset=None, topics=None, execute=False):
         if to not in ("earliest", "latest", "offset"):
@@ -602,7 +644,8 @@ class GroupCoordinator:
     def op_delete_group(self, connection, group):
         with self.lock:
             self._check_open()
-            g = self._group(group)
+            validate_name(group, "group")
+            g = self.groups.get(group)  # a broken group too: deleting it is the way out
             if g is None:
                 raise ShmbusError(f"unknown group {group!r}")
             if g.members:

@@ -199,6 +199,11 @@ class Supervisor:
         with self.lock:
             return {name: topic.info._asdict() for name, topic in self.registry.topics.items()}
 
+    def op_broken_topics(self):
+        """{name: why} of the topics whose metadata cannot be read (kept, not served)."""
+        with self.lock:
+            return dict(self.registry.broken)
+
     def op_topic(self, name):
         with self.lock:
             return self._topic_reply(self.registry.get(name))

@@ -9,8 +9,8 @@ from .. import _access
 from .. import _holdup as holdup
 from .. import _shm
 from .._backend import SLOT_CLAIMED, SLOT_PUBLISHING, Cursor, Ring, max_record_bytes
-from .._errors import (BadRing, ClaimLockBusy, InvalidArgument, InvalidArgumentType, InvalidName, NotTrusted,
-                       OutOfRing, OutOfSpace, ShmbusError, TopicExists, TopicNotFound)
+from .._errors import (BadRing, ClaimLockBusy, InvalidArgument, InvalidArgumentType, InvalidFile, InvalidName,
+                       NotTrusted, OutOfRing, OutOfSpace, ShmbusError, TopicExists, TopicNotFound)
 from .._fsutil import read_json, write_json_atomic
 from .._log import SegmentWriter, list_segments, segment_path
 from .._names import ring_name, validate_name
@@ -112,6 +112,9 @@ class TopicRegistry:
     def __init__(self, paths):
         self.paths = paths
         self.topics = {}
+        # Topic directories whose metadata cannot be read: name -> why. Kept as they are
+        # (segments, rings), reported, and refused to clients, until repaired or deleted.
+        self.broken = {}
         self.dropped = []  # rings of deleted topics, still mapped (see _drop_rings)
 
     # ---- paths ----
@@ -125,27 +128,90 @@ class TopicRegistry:
     def ring_name(self, name, partition):
         return ring_name(self.paths.shm_prefix, name, partition)
 
+    @property
+    def trash_dir(self):
+        """Where a deleted topic's directory goes (one rename) before it is removed, so an
+        interrupted delete never leaves half a topic among the topics."""
+        return os.path.join(self.paths.data_dir, "deleted")
+
     # ---- start and stop ----
 
     def load(self, crashed):
         """Open every topic of the data dir: adopt its live rings (a supervisor
-        that died left them for us) or create fresh ones at the next offset."""
+        that died left them for us) or create fresh ones at the next offset. A topic whose
+        metadata cannot be read is broken: reported, kept as it is, and the rest serves."""
         _access.make_dir(self.paths.topics_dir)
+        shutil.rmtree(self.trash_dir, ignore_errors=True)  # deletes a stop interrupted
         for name in sorted(os.listdir(self.paths.topics_dir)):
-            meta = read_json(os.path.join(self.topic_dir(name), "topic.json"))
-            if meta is None:
+            directory = self.topic_dir(name)
+            if not os.path.isdir(directory):
                 continue
-            info = TopicInfo(meta["name"], meta["partitions"], meta["ring_bytes"], meta["durable"],
-                             meta.get("retention_bytes"), meta.get("retention_ms"),
-                             meta.get("segment_bytes", TopicInfo._field_defaults["segment_bytes"]))
-            self.topics[name] = self._open(info, meta.get("created_ns", 0), adopt=True, crashed=crashed)
+            try:
+                validate_name(name, "topic")
+            except InvalidName:
+                logger.warning(f"{directory}: not a topic name; left alone")
+                continue
+            if set(os.listdir(directory)) <= {"topic.json.tmp"}:
+                shutil.rmtree(directory)  # a create interrupted before the topic existed
+                continue
+            try:
+                info, created_ns, states = self._read_metadata(name)
+            except InvalidFile as e:
+                self.broken[name] = str(e)
+                logger.error(f"topic {name} is broken: {e}; its segments and rings are left as they are, "
+                             f"and clients cannot use it until the file is repaired (then restart the "
+                             f"supervisor) or the topic deleted")
+                continue
+            self.topics[name] = self._open(info, created_ns, adopt=True, crashed=crashed, states=states)
         self._unlink_strays()
         self.save_offsets()  # a fresh reservation before anything is sent
 
+    def _read_metadata(self, name):
+        """(TopicInfo, created_ns, [state.json of each partition]) of a topic directory, read
+        and checked before anything is opened; InvalidFile naming the file otherwise."""
+        path = os.path.join(self.topic_dir(name), "topic.json")
+        meta = read_json(path)
+        if meta is None:
+            raise InvalidFile(f"{path} is missing")
+        try:
+            info = TopicInfo(meta["name"], meta["partitions"], meta["ring_bytes"], meta["durable"],
+                             meta.get("retention_bytes"), meta.get("retention_ms"),
+                             meta.get("segment_bytes", TopicInfo._field_defaults["segment_bytes"]))
+            created_ns = int(meta.get("created_ns", 0))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InvalidFile(f"{path} does not describe a topic ({type(e).__name__}: {e})") from None
+        valid = (info.name == name and isinstance(info.durable, bool)
+                 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                         for v in (info.partitions, info.ring_bytes, info.segment_bytes))
+                 and info.partitions <= MAX_PARTITIONS
+                 and all(v is None or isinstance(v, int) and v > 0 for v in (info.retention_bytes, info.retention_ms)))
+        if not valid:
+            raise InvalidFile(f"{path} does not describe topic {name!r}: {meta}")
+        return info, created_ns, [self._read_state(info, p) for p in range(info.partitions)]
+
+    def _read_state(self, info, p):
+        """A partition's state.json. A memory-only partition cannot do without it (its next
+        offset is there and nowhere else); a durable one's segments say the same, so a bad
+        one is only a warning there."""
+        path = os.path.join(self.partition_dir(info.name, p), "state.json")
+        try:
+            state = read_json(path, {})
+            if not isinstance(state, dict) or not all(isinstance(state.get(k, 0), int)
+                                                      for k in ("next_offset", "reserved_until")):
+                raise InvalidFile(f"{path} does not hold a partition's state: {state}")
+            return state
+        except InvalidFile as e:
+            if not info.durable:
+                raise
+            logger.warning(f"{e}: ignored (the segment files say where the log ends)")
+            return {}
+
     def _unlink_strays(self):
-        """Remove rings of this bus that belong to no topic (deleted while we were down)."""
+        """Remove rings of this bus that belong to no topic (deleted while we were down).
+        A broken topic's rings stay: they may hold records not yet archived."""
         prefix = self.paths.shm_prefix
         wanted = {ring.name[1:] for topic in self.topics.values() for ring in topic.rings}
+        kept = {self._ring_topic_part(name) for name in self.broken}
         try:
             entries = os.listdir("/dev/shm")
         except OSError:
@@ -157,8 +223,11 @@ class TopicRegistry:
                 continue
             # '@' never occurs in a topic's name: what has one is a control object (the
             # groups' page) -- or a retired ring, or a new ring being made.
-            _, at, kind = entry.partition("@")
+            base, at, kind = entry.partition("@")
             if at and not (kind.startswith("retired-") or kind == "next"):
+                continue
+            if base[len(prefix):].rpartition(":")[0].partition("~")[0] in kept:
+                logger.warning(f"left /dev/shm/{entry} alone: its topic is broken")
                 continue
             try:
                 Ring.unlink("/" + entry)
@@ -167,6 +236,10 @@ class TopicRegistry:
                                f"left it (never read)")
                 continue
             logger.warning(f"removed stray ring /dev/shm/{entry}")
+
+    def _ring_topic_part(self, name):
+        """What stands for topic `name` in its rings' names (between the prefix and ':p')."""
+        return ring_name(self.paths.shm_prefix, name, 0)[1 + len(self.paths.shm_prefix):-len(":0")]
 
     def quiesce(self, timeout=1.0):
         """Stop new appends everywhere and give claims in flight a moment to finish."""
@@ -211,12 +284,19 @@ class TopicRegistry:
             raise InvalidArgument(f"segment_bytes must be at least {MIN_SEGMENT_BYTES}, got {segment_bytes}")
         if name in self.topics:
             raise TopicExists(f"topic {name!r} already exists")
+        if name in self.broken:
+            raise TopicExists(f"topic {name!r} exists but is broken ({self.broken[name]}): repair it, or "
+                              f"delete it (shmbus topics delete {name}) to create it anew")
         if os.path.exists(self.topic_dir(name)):
-            shutil.rmtree(self.topic_dir(name))  # leftovers of an interrupted delete
+            # Not one of ours, yet in our topics directory: never delete what we do not know.
+            raise TopicExists(f"{self.topic_dir(name)} already exists")
         info = TopicInfo(name, partitions, ring_bytes, durable, retention_bytes, retention_ms, segment_bytes)
         created_ns = time.time_ns()
         _access.make_dir(self.topic_dir(name))
         try:
+            # The metadata first: from here on the directory is this topic, whatever happens.
+            write_json_atomic(os.path.join(self.topic_dir(name), "topic.json"),
+                              dict(info._asdict(), created_ns=created_ns))
             for p in range(partitions):
                 _access.make_dir(self.partition_dir(name, p))
             topic = self._open(info, created_ns, adopt=False, crashed=False)
@@ -224,8 +304,6 @@ class TopicRegistry:
             shutil.rmtree(self.topic_dir(name), ignore_errors=True)
             raise
         try:
-            write_json_atomic(os.path.join(self.topic_dir(name), "topic.json"),
-                              dict(info._asdict(), created_ns=created_ns))
             self._save_offsets(topic)
         except BaseException:
             self._drop_rings(topic)
@@ -237,10 +315,25 @@ class TopicRegistry:
         return topic
 
     def delete(self, name):
-        topic = self.get(name)
-        del self.topics[name]
-        self._drop_rings(topic)
-        shutil.rmtree(self.topic_dir(name), ignore_errors=True)
+        if isinstance(name, str) and name in self.broken:
+            # Its rings were left alone at start; deleting it is the operator's word.
+            for entry in _shm_entries(self.paths.shm_prefix + self._ring_topic_part(name) + ":"):
+                try:
+                    ring = Ring.attach("/" + entry, _access.own_trust())
+                    ring.mark_deleted()  # clients that still map it let go
+                    ring.close()
+                except (OSError, ShmbusError):
+                    pass
+                Ring.unlink("/" + entry)
+            del self.broken[name]
+        else:
+            topic = self.get(name)
+            del self.topics[name]
+            self._drop_rings(topic)
+        _access.make_dir(self.trash_dir)
+        trash = os.path.join(self.trash_dir, f"{name}.{time.time_ns()}")
+        os.rename(self.topic_dir(name), trash)
+        shutil.rmtree(trash, ignore_errors=True)
         logger.info(f"deleted topic {name}")
 
     def get(self, name):
@@ -248,10 +341,16 @@ class TopicRegistry:
             raise InvalidName(f"topic name must be a str, not {type(name).__name__}")
         topic = self.topics.get(name)
         if topic is None:
+            if name in self.broken:
+                raise ShmbusError(f"topic {name!r} is broken: {self.broken[name]}. Its data is kept; repair "
+                                  f"that file and restart the supervisor, or delete the topic "
+                                  f"(shmbus topics delete {name})")
             raise TopicNotFound(f"unknown topic {name!r}")
         return topic
 
     def describe(self, name):
+        if isinstance(name, str) and name in self.broken:
+            return {"topic": {"name": name}, "broken": self.broken[name], "partitions": []}
         topic = self.get(name)
         partitions = []
         for p, ring in enumerate(topic.rings):
@@ -279,19 +378,20 @@ class TopicRegistry:
                     "unsynced_bytes": s.archived - s.synced,
                     "last_fsync_ns": log.last_sync_ns,
                     "archive_error": log.error,
+                    "damage": log.damage(),
                 })
             partitions.append(row)
         return {"topic": topic.info._asdict(), "created_ns": topic.created_ns,
                 "max_record_bytes": max_record_bytes(topic.info.ring_bytes),
-                "partitions": partitions}
+                "partitions": partitions, "broken": None}
 
     # ---- rings ----
 
-    def _open(self, info, created_ns, adopt, crashed):
+    def _open(self, info, created_ns, adopt, crashed, states=None):
         rings, slots, logs = [], [], []
         try:
             for p in range(info.partitions):
-                ring, log = self._open_partition(info, p, adopt, crashed)
+                ring, log = self._open_partition(info, p, adopt, crashed, states[p] if states else {})
                 rings.append(ring)
                 logs.append(log)
                 slots.append(ring.acquire_slot())
@@ -305,39 +405,44 @@ class TopicRegistry:
             raise
         return Topic(info, created_ns, rings, slots, logs)
 
-    def _open_partition(self, info, p, adopt, crashed):
+    def _open_partition(self, info, p, adopt, crashed, state):
         """One partition's ring and log. A durable ring is the tail of its log: the
-        archiver resumes at the first offset the disk does not have."""
+        archiver resumes at the first offset the disk does not have. state: its
+        state.json (_read_state)."""
         log = SegmentWriter(self.partition_dir(info.name, p), info.segment_bytes) if info.durable else None
-        disk_next = log.recover() if log is not None else None
+        disk_next = log.recover(crashed, state.get("next_offset")) if log is not None else None
         if adopt:
             # Rings the partition moved on from (a producer stalled in them) that a
             # supervisor that died had not finished archiving: finish them first.
             disk_next = self._finish_retired(info, p, log, disk_next)
         ring = self._adopt(info, p) if adopt else None
         position: Optional[int] = None   # where the archiver starts in the ring
+        archive_from = None              # and the offset of the frame there
         if ring is not None and log is not None:
-            position = self._archive_position(info, p, ring, disk_next)
-            if position is None:
+            found = self._archive_position(info, p, ring, disk_next, log)
+            if found is None:
                 ring.close()
                 Ring.unlink(ring.name)
                 ring = None
+            else:
+                position, archive_from = found
         if ring is None:
             if log is not None:
                 base = disk_next or 0
             else:
                 # A memory-only ring lost with the host: its records are gone, but its
                 # offsets must never be reused, so start past what it may have handed out.
-                state = read_json(os.path.join(self.partition_dir(info.name, p), "state.json"), {})
                 base = int(state.get("next_offset", 0))
                 if crashed:
                     base = max(base, int(state.get("reserved_until", 0)))
             ring = self._create_ring(info, p, base)
-            position = 0
+            position, archive_from = 0, base
         if log is not None:
-            assert position is not None
+            assert position is not None and archive_from is not None
+            if log.fd is not None and archive_from != log.state.next_offset:
+                log.close()  # records between were lost: the log goes on in a new segment
             if log.fd is None:
-                log.start(ring.stats().head_offset)
+                log.start(archive_from)
             log.state.position = position
             log.sync()
             log.synced_position = position
@@ -363,11 +468,14 @@ class TopicRegistry:
         return disk_next
 
     def _archive_retired(self, info, p, log, ring, disk_next):
-        position = self._archive_position(info, p, ring, disk_next)
-        if position is None:
+        found = self._archive_position(info, p, ring, disk_next, log)
+        if found is None:
             return disk_next
+        position, archive_from = found
+        if log.fd is not None and archive_from != log.state.next_offset:
+            log.close()  # records between were lost: the log goes on in a new segment
         if log.fd is None:
-            log.start(ring.stats().head_offset)
+            log.start(archive_from)
         log.state.position = position
         end = ring.stats().retired_end
         my_slot = ring.acquire_slot()
@@ -390,11 +498,12 @@ class TopicRegistry:
             ring.release_slot(my_slot)
         return log.state.next_offset
 
-    def _archive_position(self, info, p, ring, disk_next):
-        """Where in an adopted ring the disk ends; None if the ring must be replaced."""
+    def _archive_position(self, info, p, ring, disk_next, log):
+        """(position, offset) in an adopted ring where the disk ends; None if the ring must
+        be replaced."""
         stats = ring.stats()
         if disk_next is None:
-            return stats.head  # nothing on disk: archive all the ring holds
+            return stats.head, stats.head_offset  # nothing on disk: archive all the ring holds
         if disk_next > stats.next_offset:
             logger.warning(f"{info.name}/{p}: ring ends at offset {stats.next_offset} but the disk at "
                      f"{disk_next}: replacing the ring")
@@ -411,10 +520,10 @@ class TopicRegistry:
             ring.reap_dead()  # a dead producer's unfinished frame holds the seek up
             time.sleep(0.001)
         if found:
-            return cursor.position
-        logger.error(f"{info.name}/{p}: records {disk_next}..{stats.head_offset - 1} are neither on disk "
-                 f"nor in the ring: they were lost")
-        return stats.head
+            return cursor.position, disk_next
+        log.report(None, f"{info.name}/{p}: records {disk_next}..{stats.head_offset - 1} are neither on disk "
+                         f"nor in the ring: they were lost")
+        return stats.head, stats.head_offset
 
     def _adopt(self, info, partition):
         """The ring a supervisor that died left for this partition, if it is to be trusted
@@ -520,7 +629,16 @@ class TopicRegistry:
         handed out since (never reused). Written about once a second, only when the
         offset moved (an idle bus does no I/O); at a clean stop, exactly."""
         if topic.info.durable:
-            return  # the segment files say where a durable partition ends
+            # The segment files say where a durable partition ends; what they said at a clean
+            # stop is kept too, so that offsets the disk loses since are never given again.
+            if final:
+                for p, log in enumerate(topic.logs):
+                    path = os.path.join(self.partition_dir(topic.info.name, p), "state.json")
+                    try:
+                        write_json_atomic(path, {"next_offset": log.state.next_offset})
+                    except OSError as e:  # a full disk must not stop the clean stop
+                        logger.warning(f"cannot record where {topic.info.name}/{p} ends: {e}")
+            return
         for p, ring in enumerate(topic.rings):
             next_offset = ring.stats().next_offset
             path = self.partition_dir(topic.info.name, p)
@@ -559,6 +677,13 @@ class TopicRegistry:
         for ring in self.dropped:
             ring.close()
         self.dropped.clear()
+
+
+def _shm_entries(prefix):
+    try:
+        return [entry for entry in os.listdir("/dev/shm") if entry.startswith(prefix)]
+    except OSError:
+        return []
 
 
 def _size(path):

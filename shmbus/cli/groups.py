@@ -31,7 +31,11 @@ def list_(bus, data_dir, as_json):
     for row in rows:
         strategy = row["strategy"] and row["strategy"] + (" (sticky)" if row["sticky"] else "")
         table.add_row(row["group"], row["state"], str(row["members"]), str(row["generation"]), _cell(strategy))
-    wide_console().print(table)
+    console = wide_console()
+    console.print(table)
+    for row in rows:
+        if row.get("error"):
+            console.print(f"group {row['group']} is broken: {row['error']}", markup=False)
 
 
 @groups.command()
@@ -49,6 +53,8 @@ def describe(bus, data_dir, group, as_json):
     strategy = d["strategy"] and d["strategy"] + (" (sticky)" if d["sticky"] else "")
     console.print(f"Group: {d['group']}  state: {d['state']}  generation: {d['generation']}  "
                   f"members: {len(d['members'])}" + (f"  strategy: {strategy}" if strategy else ""))
+    if d.get("error"):
+        console.print(f"BROKEN: {d['error']}", markup=False)
     table = Table("TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "PID",
                   box=None)
     for p in d["partitions"]:

@@ -41,13 +41,19 @@ def list_(bus, data_dir, as_json):
     """List topics."""
     with open_bus(bus, data_dir) as b:
         infos = b.topics()
+        broken = b.call("broken_topics")
     if as_json:
         click.echo(json.dumps({name: info._asdict() for name, info in infos.items()}, indent=1))
         return
     table = Table("TOPIC", "PARTITIONS", "RING", "DURABLE", box=None)
     for name, info in sorted(infos.items()):
         table.add_row(name, str(info.partitions), human(info.ring_bytes), "yes" if info.durable else "memory-only")
-    wide_console().print(table)
+    for name in sorted(broken):
+        table.add_row(name, "?", "?", "BROKEN")
+    console = wide_console()
+    console.print(table)
+    for name, why in sorted(broken.items()):
+        console.print(f"topic {name} is broken: {why}", markup=False)
 
 
 @topics.command()
@@ -55,7 +61,9 @@ def list_(bus, data_dir, as_json):
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
 def describe(bus, data_dir, name, as_json):
-    """Show a topic's partitions: offsets, ring use, producers."""
+    """Show a topic's partitions: offsets, ring use, producers; durable ones also their
+    segments, archiving, and DAMAGE: what the supervisor found wrong in the log at start
+    (records that cannot be read, offsets missing), which readers get as CorruptSegment."""
     with open_bus(bus, data_dir) as b:
         d = b.describe_topic(name)
     if as_json:
@@ -63,11 +71,14 @@ def describe(bus, data_dir, name, as_json):
         return
     t = d["topic"]
     console = wide_console()
+    if d.get("broken"):
+        console.print(f"Topic: {t['name']}  BROKEN: {d['broken']}", markup=False)
+        return
     console.print(f"Topic: {t['name']}  partitions: {t['partitions']}  ring: {human(t['ring_bytes'])}  "
                   f"{'durable' if t['durable'] else 'memory-only'}  max record: {human(d['max_record_bytes'])}")
     columns = ["PARTITION", "EARLIEST", "END-OFFSET", "RING-USED", "PRODUCERS"]
     if t["durable"]:
-        columns += ["SEGMENTS", "DISK", "ARCHIVE-LAG", "UNSYNCED", "LAST-FSYNC", "ERROR"]
+        columns += ["SEGMENTS", "DISK", "ARCHIVE-LAG", "UNSYNCED", "LAST-FSYNC", "ERROR", "DAMAGE"]
     table = Table(*columns, box=None)
     now = time.time_ns()
     for p in d["partitions"]:
@@ -77,7 +88,7 @@ def describe(bus, data_dir, name, as_json):
             last = p["last_fsync_ns"]
             row += [str(p["segments"]), human(p["disk_bytes"]), f"{p['archive_lag']} records",
                     human(p["unsynced_bytes"]), f"{(now - last) / 1e9:.1f}s ago" if last else "never",
-                    p["archive_error"] or "-"]
+                    p["archive_error"] or "-", "; ".join(p["damage"]) or "-"]
         table.add_row(*row)
     console.print(table)
 

@@ -65,6 +65,6 @@ def test_a_header_only_aborted_frame_at_the_ring_end_ends_the_run(ring, tmp_path
     data = os.pread(segment, 1 << 20, 0)
     os.close(segment)
     assert len(data) == first + written
-    n, consumed, next_after = FrameParser(400).parse(data, 0, 0, 400)   # CorruptFrame if foreign bytes
+    n, consumed, next_after = FrameParser(400).parse(data, 0, 0, 0, 400)   # CorruptFrame if foreign bytes
     assert consumed == len(data)
     assert n == 169 + 3 and next_after == next_offset + 1 + 3

@@ -245,3 +245,62 @@ def test_ring_larger_than_dev_shm_fails_cleanly_with_out_of_space():
     with pytest.raises(shmbus.OutOfSpace):
         Ring.create(name, too_big, 0, durable=False)
     assert not os.path.exists("/dev/shm" + name)
+
+
+def test_a_length_word_longer_than_a_data_frame_can_be_is_corrupt(ring):
+    """The CRC does not cover the length word, but a data frame's length is its content
+    plus at most the gap before the ring's end (< a frame header): a longer one is damage,
+    not a frame that swallows the ones after it."""
+    writer = Writer(ring)
+    writer.append(b"abc")
+    writer.close()
+    pos, length, aligned, _ = frames_of(data_area(ring))[0]
+    frame = bytearray(data_area(ring)[pos:pos + aligned]) + bytes(512)
+    for longer, verdict in ((HEADER - 1, (length + HEADER - 1 + 7) & ~7), (HEADER, lib.SB_CORRUPT),
+                            (400, lib.SB_CORRUPT), (0x7FFFFF00, lib.SB_CORRUPT)):
+        broken = bytearray(frame)
+        broken[0:4] = struct.pack("<I", length + longer)
+        assert check(bytes(broken)) == verdict, longer
+
+
+def test_parse_checks_that_offsets_run_on_from_frame_to_frame(ring):
+    writer = Writer(ring)
+    for i in range(4):
+        writer.append(b"r%d" % i)
+    writer.close()
+    data = data_area(ring)
+    frames = frames_of(data)
+    end = frames[-1][0] + frames[-1][2]
+    chunk = data[:end]
+    parser = _backend.FrameParser()
+    assert parser.parse(chunk, 0, 0, 0, 100) == (4, end, 4)
+    # The frame at the start must carry the expected offset, and each the next one.
+    with pytest.raises(shmbus._errors.CorruptFrame) as err:
+        parser.parse(chunk, 0, 1, 0, 100)
+    assert err.value.position == 0
+    # Frame 2 cut out: frame 3 is intact but follows a hole.
+    holed = chunk[:frames[2][0]] + chunk[frames[3][0]:]
+    with pytest.raises(shmbus._errors.CorruptFrame) as err:
+        parser.parse(holed, 0, 0, 0, 100)
+    assert err.value.position == frames[2][0] and err.value.after_offset == 1
+    # Parsing stops at `end`; from the middle it needs the offset there.
+    assert parser.parse(holed, 0, 0, 0, 100, end=frames[2][0]) == (2, frames[2][0], 2)
+    assert parser.parse(holed, frames[2][0], 3, 0, 100) == (1, len(holed) - frames[2][0], 4)
+
+
+def test_find_frame_resyncs_after_garbage_whatever_its_length_words_say(ring):
+    writer = Writer(ring)
+    for i in range(6):
+        writer.append(b"v%d" % i * 10)
+    writer.close()
+    data = data_area(ring)
+    frames = frames_of(data)
+    chunk = bytearray(data[:frames[-1][0] + frames[-1][2]])
+    # Garbage from frame 1 to the middle of frame 3, its length words included.
+    chunk[frames[1][0]:frames[3][0] + 20] = os.urandom(frames[3][0] + 20 - frames[1][0])
+    found, _ = _backend.find_frame(bytes(chunk), frames[1][0], 1, final=True)
+    assert found is not None and found[0] == frames[4][0] and found[1].offset == 4
+    # Frames with a smaller offset than asked for are passed by.
+    found, _ = _backend.find_frame(bytes(chunk), 0, 5, final=True)
+    assert found[0] == frames[5][0]
+    assert _backend.find_frame(bytes(chunk), 0, 6, final=True)[0] is None
