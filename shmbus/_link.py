@@ -110,9 +110,11 @@ class SupervisorLink:
         self._client = client
         return None
 
-    def _connect(self, deadline: float) -> None:
+    def _connect(self, deadline: float, reconnecting: bool = False) -> None:
         """Connect before deadline. While a supervisor holds the bus's lock (it is starting,
-        or stopping) wait for it; when none does, start one (autostart) or give up."""
+        or stopping) wait for it; when none does, start one (autostart) or give up --
+        unless this reconnects a client whose supervisor died: then wait for whoever
+        restarts it, until the deadline."""
         while True:
             error = self._try_connect()
             if error is None:
@@ -120,6 +122,9 @@ class SupervisorLink:
             holder = lock_holder(self.paths)
             if holder is None:
                 if not self.autostart:
+                    if reconnecting and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
                     raise error
                 self._autostart(deadline)
                 return
@@ -184,7 +189,7 @@ class SupervisorLink:
                             raise
                     self._client.close()
                     self._client = None
-                self._connect(deadline)
+                self._connect(deadline, reconnecting=True)
 
     def call_if_connected(self, op: str, **args: Any) -> Any:
         """One request over the current connection only: no reconnect, no new supervisor.

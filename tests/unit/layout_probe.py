@@ -23,6 +23,7 @@ FIELDS = {
     "slot_claim_end": "offsetof(struct slot, claim_end)",
     "slot_claim_offset": "offsetof(struct slot, claim_offset)",
     "slot_claim_count": "offsetof(struct slot, claim_count)",
+    "header_lock": "offsetof(struct header, lock)",
     "header_tail": "offsetof(struct header, tail)",
     "header_next_offset": "offsetof(struct header, next_offset)",
     "claimed": "CLAIMED",
