@@ -9,10 +9,9 @@ import struct
 import pytest
 
 from shmbus import _backend
-from shmbus._access import own_trust
 from shmbus._backend import SLOT_CANCELLED, Cursor, ReadBuffer, Ring
 from shmbus._errors import RingMoved
-from shmbus._native._core import ffi, lib
+from shmbus._native._core import lib
 
 from layout_probe import layout
 
