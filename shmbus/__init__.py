@@ -1,7 +1,7 @@
 """shmbus: Kafka's model for processes on one Linux host, over shared memory."""
 from ._bus import Bus, connect
 from ._consumer import Consumer
-from ._errors import (BufferFull, Closed, CommitFailed, CorruptSegment, InvalidName, MessageTooLarge,
+from ._errors import (BufferFull, ClaimRevoked, Closed, CommitFailed, CorruptSegment, InvalidName, MessageTooLarge,
                       OffsetOutOfRange, OutOfSpace, ShmbusError, SupervisorUnavailable, Timeout, TopicExists,
                       TopicNotFound)
 from ._producer import Producer
@@ -14,5 +14,5 @@ __all__ = [
     "Message", "RecordMetadata", "TopicInfo", "TopicPartition",
     "ShmbusError", "TopicNotFound", "TopicExists", "InvalidName", "MessageTooLarge", "BufferFull",
     "Timeout", "SupervisorUnavailable", "OffsetOutOfRange", "Closed", "CommitFailed", "OutOfSpace",
-    "CorruptSegment",
+    "CorruptSegment", "ClaimRevoked",
 ]
