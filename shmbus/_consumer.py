@@ -5,11 +5,11 @@ is a PartitionReader (_partition_reader.py); group membership is a GroupMember
 import os
 import time
 from types import TracebackType
-from typing import (TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple,
+from typing import (TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple,
                     Type, Union)
 
 from . import _backend, _checks
-from ._backend import ReadBuffer, WaitSet
+from ._backend import ConsumerBase, ReadBuffer, WaitSet
 from ._errors import Closed, CorruptSegment, RingDeleted, ShmbusError, TopicNotFound
 from ._group import GroupMember
 from ._log import time_index_start
@@ -31,8 +31,10 @@ _RESETS = ("earliest", "latest", "none")
 _READ_CHUNK = 256
 
 
-class Consumer:
-    """Reads records from topics.
+class Consumer(ConsumerBase):
+    """Reads records from topics: poll(), poll_many(), poll_batch(), or iterate
+    (`for msg in consumer`, which waits for records without end; its steps are C:
+    ConsumerBase).
 
     Options:
       group              consumer group id (None: read every partition, commit nothing).
@@ -86,8 +88,7 @@ class Consumer:
         self._read_buffer: Optional[ReadBuffer] = None   # made at the first read
         self._wait_set = WaitSet([])
         self._next_reader = 0
-        self._buffer: List[Message] = []   # fetched for iteration, not handed out yet
-        self._buffer_index = 0
+        # ConsumerBase's _buffer and _buffer_index: Messages fetched for iteration, not handed out yet.
         self._closed = False
         self._subscription: List[str] = []
         # Consumer groups: the membership (None without a group), and the hook every
@@ -244,17 +245,12 @@ class Consumer:
         """Up to max_records records, as soon as at least one is there; [] on timeout."""
         return self._next_batch(_checks.positive_int(max_records, "max_records"), timeout)
 
-    def __iter__(self) -> Iterator[Message]:
-        return self
+    # Iteration is ConsumerBase's (C): it hands out _buffer[_buffer_index:], then calls this.
 
-    def __next__(self) -> Message:
-        while True:
-            if self._buffer_index < len(self._buffer):
-                message = self._buffer[self._buffer_index]
-                self._buffer_index += 1
-                return message
-            self._buffer = self._next_batch(self._max_poll_records, None, buffered=False)
-            self._buffer_index = 0
+    def _refill(self) -> None:
+        """Wait (without end) for the next records to iterate over."""
+        self._buffer = self._next_batch(self._max_poll_records, None, buffered=False)
+        self._buffer_index = 0
 
     def _next_batch(self, max_records: int, timeout: Optional[float], buffered: bool = True) -> List[Message]:
         self._check_open()

@@ -10,17 +10,16 @@ order, no gap, no duplicate. A durable ring that laps it sends it to disk the sa
 way; a memory-only one skips it to the oldest record and counts what it missed.
 """
 import time
-from typing import Any, List, Optional, Union
+from typing import List, Optional, Union
 
 from ._access import Trust, server_trust
-from ._backend import Cursor, ReadBuffer, Ring
+from ._backend import Cursor, ReadBuffer, Ring, decode, decode_plain
 from ._codec import decode_headers
 from ._errors import CorruptSegment, Lapped, OffsetOutOfRange, OutOfRing
 from ._log import SegmentReader
 from ._ring_table import RingTable
 from ._types import Message, TopicPartition
 
-_new_tuple = tuple.__new__
 # A pending seek: an offset, or where auto_offset_reset says.
 Target = Union[int, str]
 
@@ -159,11 +158,12 @@ class PartitionReader:
                 continue
             if n == 0:
                 return used
-            words = buffer.words(n)
             if buffer.plain:
-                _decode_plain(self.tp, words, buffer.data(n), first_offset, messages)
+                decode_plain(messages, self.tp.topic, self.tp.partition, buffer.out_buffer, buffer.desc_buffer, n,
+                             first_offset)
             else:
-                _decode(self.tp, words, buffer.data(n), messages)
+                decode(messages, self.tp.topic, self.tp.partition, buffer.out_buffer, buffer.desc_buffer, n,
+                       decode_headers)
             used += buffer.used
             max_records -= n
         return used
@@ -198,7 +198,7 @@ class PartitionReader:
                 raise e from None
             return None, 0  # a frame before it in the ring is still being written: try again
         if n:
-            _decode(self.tp, log.words(n), data, messages)
+            decode(messages, self.tp.topic, self.tp.partition, data, log.parser.desc_buffer, n, decode_headers)
             self.cursor.next_offset = messages[-1].offset + 1
             return n, log.last_consumed
         offset = log.next_offset
@@ -226,36 +226,3 @@ class PartitionReader:
             for message in messages:
                 if message.timestamp_ns >= timestamp_ns:
                     return message.offset
-
-
-def _decode_plain(tp: TopicPartition, words: List[int], data: Any, offset: int,
-                  messages: List[Message]) -> None:
-    """Records without key or headers, at consecutive offsets: the descriptors are just
-    (timestamp, value length), the values packed back to back."""
-    topic, partition = tp
-    append = messages.append
-    it = iter(words)
-    at = 0
-    for timestamp, value_len in zip(it, it):
-        if value_len < 0:
-            value = None
-        else:
-            end = at + value_len
-            value = data[at:end]
-            at = end
-        append(_new_tuple(Message, (topic, partition, offset, timestamp, None, value, ())))
-        offset += 1
-
-
-def _decode(tp: TopicPartition, words: List[int], data: Any, messages: List[Message]) -> None:
-    """Records described by DESC_WORDS words each, in shmbus.h's SB_DESC_* order."""
-    topic, partition = tp
-    append = messages.append
-    it = iter(words)
-    for offset, timestamp, key_at, key_len, headers_at, headers_len, value_at, value_len in zip(
-            it, it, it, it, it, it, it, it):
-        key = None if key_len < 0 else data[key_at:key_at + key_len]
-        value = None if value_len < 0 else data[value_at:value_at + value_len]
-        headers = decode_headers(data[headers_at:headers_at + headers_len]) if headers_len else ()
-        append(_new_tuple(Message, (topic, partition, offset, timestamp, key, value, headers)))
-

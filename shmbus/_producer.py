@@ -1,30 +1,27 @@
 """Producer: one C call per record (send) or per batch (send_many), straight
 into the partition's ring. No buffering: when send returns, consumers can see
 the record."""
+import contextlib
 import random
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, NoReturn, Optional, Tuple, Type
 
 from . import _backend
 from ._backend import NULL as _NULL
-from ._backend import CData, Ring, Writer
+from ._backend import CData, ProducerBase, ReservedView, Ring, Route, Writer
 from ._codec import Headers, encode_headers
 from ._ring_table import RingTable
-from . import _checks, _holdup
-from ._errors import (BufferFull, ClaimLockBusy, ClaimRevoked, Closed, RingDeleted, RingFull, SlotBusy, Timeout,
-                      TopicNotFound)
+from . import _checks, _holdup, _numpy
+from ._errors import (BufferFull, ClaimLockBusy, ClaimRevoked, Closed, RingDeleted, RingFull, ShmbusError, SlotBusy,
+                      Timeout, TopicNotFound)
 from ._types import RecordMetadata
 
 if TYPE_CHECKING:
     from ._bus import Bus
 
 _new_tuple = tuple.__new__
-# The C calls of the straight-line paths, looked up once rather than per record.
-_append_value = _backend.append_value
-_append_keyed = _backend.append_keyed
-_REVOKED = _backend.APPEND_REVOKED
 _EMPTY = b""
 # How long one C call may sleep waiting for ring space before Python looks
 # around (timeout, Ctrl-C, a dead producer holding the ring up).
@@ -63,25 +60,19 @@ def murmur2_partition(key: bytes, num_partitions: int) -> int:
     return (_backend.murmur2(key) & 0x7FFFFFFF) % num_partitions
 
 
-class _Route:
+class _Route(Route):
     """A producer's view of one topic: its rings, a Writer (ring + producer slot) per
     partition, taken on first use, and the sticky partition for keyless records.
-    `ptrs` mirrors `writers` with their C handles, for the straight-line sends."""
+    The C half (Route: fastpath.c) holds what ProducerBase.send reads per record --
+    each writer's address, the sticky partition and its budget, the key cache."""
 
-    __slots__ = ("topic", "table", "rings", "writers", "ptrs", "count", "sticky", "sticky_left", "sticky_ptr",
-                 "key_partitions")
+    __slots__ = ("table", "rings", "writers")
 
     def __init__(self, topic: str, table: RingTable, rings: List[Ring]):
-        self.topic = topic
+        super().__init__(topic, len(rings))
         self.table = table   # each writer holds its ring there
         self.rings = rings
-        self.count = len(rings)
         self.writers: List[Optional[Writer]] = [None] * self.count
-        self.ptrs: List[Optional[CData]] = [None] * self.count
-        self.sticky = random.randrange(self.count)
-        self.sticky_left = 0
-        self.sticky_ptr: CData = None   # the sticky partition's C writer, once chosen
-        self.key_partitions: Dict[bytes, int] = {}  # a cache: murmur2 of a hot key is computed once
 
     def writer(self, partition: int) -> Writer:
         writer = self.writers[partition]
@@ -89,26 +80,23 @@ class _Route:
             ring = self.rings[partition]
             self.table.hold(ring)
             writer = self.writers[partition] = Writer(ring, _WAIT_SLICE_NS)
-            self.ptrs[partition] = writer.ptr
+            self.set_writer(partition, writer.address)
         return writer
 
     def stick_to(self, partition: int, budget: int) -> None:
-        self.sticky_ptr = self.writer(partition).ptr
-        self.sticky = partition
-        self.sticky_left = budget
+        self.writer(partition)
+        self.stick(partition, budget)
 
     def release(self) -> None:
-        for writer in self.writers:
+        for partition, writer in enumerate(self.writers):
             if writer is not None:
+                self.set_writer(partition, None)   # before its sb_writer is freed
                 writer.release()
                 self.table.release(writer.ring)
         self.writers = [None] * self.count
-        self.ptrs = [None] * self.count
-        self.sticky_left = 0
-        self.sticky_ptr = None
 
 
-class Producer:
+class Producer(ProducerBase):
     """Sends records to topics.
 
     Options:
@@ -121,6 +109,8 @@ class Producer:
     Thread-safe. Records one producer sends to one partition keep their order.
     """
 
+    _routes: Dict[str, _Route]   # ProducerBase's: its send looks there first
+
     def __init__(self, bus: "Bus", timeout: float = 30.0,
                  partitioner: Optional[Callable[[bytes, int], int]] = None, sticky_bytes: int = 16384):
         _checks.seconds(timeout, "timeout")
@@ -131,7 +121,6 @@ class Producer:
         self._timeout = timeout
         self._partitioner = partitioner or murmur2_partition
         self._sticky_bytes = sticky_bytes
-        self._routes: Dict[str, _Route] = {}
         # (ring, end position) of records sent through writers since released (their
         # rings were retired or replaced): flush() still waits for them.
         self._unflushed: List[Tuple[Ring, int]] = []
@@ -166,11 +155,11 @@ class Producer:
                     route.key_partitions.clear()
                 partition = route.key_partitions[key] = self._partitioner(key, route.count)
             return partition
-        if route.sticky_left <= 0 or route.sticky_ptr is None:
+        if route.sticky_left <= 0 or not route.has_sticky:
             # Kafka's sticky partitioner: a new partition once a batch' worth was sent.
             with self._lock:
                 choice = route.sticky
-                if route.count > 1 and route.sticky_ptr is not None:
+                if route.count > 1 and route.has_sticky:
                     choice = (choice + random.randrange(1, route.count)) % route.count
                 route.stick_to(choice, self._sticky_bytes)
         route.sticky_left -= nbytes
@@ -178,49 +167,14 @@ class Producer:
 
     # ---- sending ----
 
-    def send(self, topic: str, value: Optional[bytes], key: Optional[bytes] = None,
-             headers: Optional[Headers] = None, partition: Optional[int] = None,
-             timestamp_ns: Optional[int] = None, timeout: Optional[float] = None) -> RecordMetadata:
-        """Append one record; returns RecordMetadata(topic, partition, offset, timestamp_ns)
-        once it is in shared memory and visible to consumers."""
-        route = self._routes.get(topic)
-        # The common cases in straight lines: a bytes value, no headers, the
-        # producer's clock, a partition whose writer exists. Anything else, and
-        # any error, takes the general path below.
-        if route is not None and type(value) is bytes and headers is None and timestamp_ns is None:
-            if key is None:
-                if partition is None and route.sticky_left > 0:
-                    size = len(value)
-                    route.sticky_left -= size
-                    ptr = route.sticky_ptr
-                    offset = _append_value(ptr, value, size)
-                    if offset >= 0:
-                        return _new_tuple(RecordMetadata, (topic, route.sticky, offset, ptr.timestamp_ns))
-                    if offset == _REVOKED:
-                        raise self._revoked(route, route.sticky)
-                    partition = route.sticky
-                elif type(partition) is int and 0 <= partition < route.count:
-                    ptr = route.ptrs[partition]
-                    if ptr is not None:
-                        offset = _append_value(ptr, value, len(value))
-                        if offset >= 0:
-                            return _new_tuple(RecordMetadata, (topic, partition, offset, ptr.timestamp_ns))
-                        if offset == _REVOKED:
-                            raise self._revoked(route, partition)
-            elif type(key) is bytes and partition is None:
-                partition = route.key_partitions.get(key)
-                ptr = route.ptrs[partition] if partition is not None else None
-                if ptr is not None:
-                    offset = _append_keyed(ptr, key, len(key), value, len(value))
-                    if offset >= 0:
-                        return _new_tuple(RecordMetadata, (topic, partition, offset, ptr.timestamp_ns))
-                    if offset == _REVOKED:
-                        raise self._revoked(route, partition)
-                partition = None  # let the general path pick (and validate) it
-        return self._send(route, topic, value, key, headers, partition, timestamp_ns, timeout)
+    # send() is ProducerBase's (C): the common records -- a bytes value, no headers, the
+    # producer's clock, a partition whose writer exists -- in one C call; everything
+    # else, and every error, comes here with the same arguments.
 
-    def _send(self, route: Optional[_Route], topic: str, value: Any, key: Any, headers: Optional[Headers],
-              partition: Optional[int], timestamp_ns: Optional[int], timeout: Optional[float]) -> RecordMetadata:
+    def _send_general(self, topic: str, value: Any, key: Any = None, headers: Optional[Headers] = None,
+                      partition: Optional[int] = None, timestamp_ns: Optional[int] = None,
+                      timeout: Optional[float] = None) -> RecordMetadata:
+        route = self._routes.get(topic)
         if route is None:
             route = self._route(topic)
         if type(value) is bytes:
@@ -254,13 +208,17 @@ class Producer:
                 offset = writer.append(key, key_len, blob, len(blob), value, value_len, timestamp_ns)
                 return _new_tuple(RecordMetadata, (route.topic, partition, offset, writer.timestamp_ns))
             except SlotBusy:  # another thread is mid-append on this partition
-                time.sleep(0)
+                self._slot_busy(route, partition, deadline)
             except RingDeleted:   # or moved on to a new ring
                 route, blocked_since = self._reroute(route, partition), None
             except ClaimRevoked:
                 raise self._revoked(route, partition) from None
             except (RingFull, ClaimLockBusy) as blocked:
                 blocked_since = self._wait_for_space(blocked, route, partition, deadline, blocked_since)
+
+    def _raise_revoked(self, route: _Route, partition: int) -> NoReturn:
+        """ProducerBase.send's append was revoked: say so (it is not sent again)."""
+        raise self._revoked(route, partition)
 
     @staticmethod
     def _revoked(route: _Route, partition: Optional[int]) -> ClaimRevoked:
@@ -332,16 +290,55 @@ class Producer:
         # Byte lengths: len() of a memoryview or array counts items, not bytes.
         value_lens = [len(v) if type(v) is bytes else memoryview(v).nbytes for v in values]
         lens = _backend.int64_array(value_lens)
-        data = _backend.c_buffer(blob)
+        starts = [0]   # where each value starts in blob, and the end
+        for length in value_lens:
+            starts.append(starts[-1] + length)
+        return self._send_batch(route, _backend.c_buffer(blob), lens, starts.__getitem__, len(values), key,
+                                partition, headers, timestamp_ns, timeout, len(blob))
+
+    def send_array(self, topic: str, array: Any, key: Optional[bytes] = None,
+                   partition: Optional[int] = None) -> int:
+        """Send a numpy array, one record per element of its first axis (a row, or a
+        structured element): the record's value is that element's bytes. With as few C
+        calls as the ring allows (one per half-ring of data); no copy of the array.
+        The array must be C-contiguous and hold values, not objects. Returns how many
+        records were sent."""
+        np = _numpy.require("send_array")
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"send_array takes a numpy array, not {type(array).__name__} "
+                            f"(np.asarray(x) makes one)")
+        if array.dtype.hasobject:
+            raise TypeError(f"send_array: the array holds Python objects (dtype {array.dtype}), whose bytes "
+                            f"are pointers, not values: convert it to a fixed-size dtype")
+        if array.ndim == 0:
+            raise ValueError("send_array takes an array with at least one axis (one record per element "
+                             "of the first): use send() for one value")
+        if not array.flags.c_contiguous:
+            raise ValueError("send_array: the array is not C-contiguous (a slice, a transpose): pass "
+                             "np.ascontiguousarray(array), which copies it")
+        count = len(array)
+        if count == 0:
+            return 0
+        record_bytes = array.nbytes // count
+        route = self._routes.get(topic) or self._route(topic)
+        lens = _backend.c_buffer(np.full(count, record_bytes, dtype=np.int64))
+        return self._send_batch(route, _backend.c_buffer(array), lens, lambda i: i * record_bytes, count, key,
+                                partition, None, None, None, array.nbytes)
+
+    def _send_batch(self, route: _Route, data: CData, lens: CData, start_of: Callable[[int], int], total: int,
+                    key: Any, partition: Optional[int], headers: Optional[Headers], timestamp_ns: Optional[int],
+                    timeout: Optional[float], total_bytes: int) -> int:
+        """Append total values (value i starts at start_of(i) in data, its length in lens) to
+        one partition, in as few C calls as the ring allows."""
         if key is not None and type(key) is not bytes:
             key = as_bytes(key, "key")
-        partition = self._pick(route, key, partition, len(blob))
+        partition = self._pick(route, key, partition, total_bytes)
         key, key_len = (_NULL, -1) if key is None else (key, len(key))
         header_blob = encode_headers(headers) if headers else _EMPTY
         timestamp_ns = _checks.timestamp_ns(timestamp_ns)
         _checks.seconds(timeout, "timeout", allow_none=True)
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
-        sent, total, position = 0, len(values), 0
+        sent = 0
         blocked_since = None
         while sent < total:
             if self._closed:
@@ -349,10 +346,10 @@ class Producer:
             with self._lock:
                 writer = route.writer(partition)
             try:
-                _, n = writer.append_batch(key, key_len, header_blob, len(header_blob), data + position,
+                _, n = writer.append_batch(key, key_len, header_blob, len(header_blob), data + start_of(sent),
                                            lens + sent, total - sent, timestamp_ns)
             except SlotBusy:
-                time.sleep(0)
+                self._slot_busy(route, partition, deadline)
                 continue
             except RingDeleted:   # or moved on to a new ring
                 route, blocked_since = self._reroute(route, partition), None
@@ -366,10 +363,76 @@ class Producer:
                 except BufferFull as e:
                     raise BufferFull(f"{e}; {sent} of {total} records sent") from None
                 continue
-            position += sum(value_lens[sent:sent + n])
             sent += n
             blocked_since = None
         return sent
+
+    # ---- zero-copy writes ----
+
+    @contextlib.contextmanager
+    def reserve(self, topic: str, nbytes: int, key: Optional[bytes] = None, partition: Optional[int] = None,
+                headers: Optional[Headers] = None, timestamp_ns: Optional[int] = None,
+                timeout: Optional[float] = None) -> Iterator[ReservedView]:
+        """Write one record's value in place, in the ring: a context manager whose value is a
+        writable buffer of nbytes (index it, slice-assign it, np.frombuffer it). The record
+        is published when the block ends -- then buf.metadata is its RecordMetadata -- and
+        aborted if the block raises (consumers skip it; so they do if this process dies in
+        the block). The buffer must not be used after the block. Hold it for less than the
+        supervisor's unblock timeout (1 s by default): past it, the partition moves on
+        without the record, and the block's end raises ClaimRevoked."""
+        if type(nbytes) is not int or nbytes < 0:
+            raise TypeError(f"nbytes must be an int >= 0, got {nbytes!r}")
+        route = self._routes.get(topic) or self._route(topic)
+        if key is not None and type(key) is not bytes:
+            key = as_bytes(key, "key")
+        partition = self._pick(route, key, partition, nbytes)
+        key, key_len = (_NULL, -1) if key is None else (key, len(key))
+        header_blob = encode_headers(headers) if headers else _EMPTY
+        timestamp_ns = _checks.timestamp_ns(timestamp_ns)
+        _checks.seconds(timeout, "timeout", allow_none=True)
+        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
+        blocked_since = None
+        while True:
+            if self._closed:
+                raise Closed("this producer is closed")
+            with self._lock:
+                writer = route.writer(partition)
+            try:
+                offset, address = writer.reserve(key, key_len, header_blob, len(header_blob), nbytes, timestamp_ns,
+                                                 threading.get_ident())
+                break
+            except SlotBusy:
+                self._slot_busy(route, partition, deadline)
+            except RingDeleted:   # or moved on to a new ring
+                route, blocked_since = self._reroute(route, partition), None
+            except (RingFull, ClaimLockBusy) as blocked:
+                blocked_since = self._wait_for_space(blocked, route, partition, deadline, blocked_since)
+        view = ReservedView(writer.ring.view_keeper(), address, nbytes)
+        try:
+            yield view
+        except BaseException:
+            view._finish(None)
+            writer.abort()
+            raise
+        view._finish(None)
+        try:
+            writer.commit()
+        except ClaimRevoked:
+            raise self._revoked(route, partition) from None
+        view._finish(_new_tuple(RecordMetadata, (route.topic, partition, offset, writer.timestamp_ns)))
+
+    def _slot_busy(self, route: _Route, partition: int, deadline: float) -> None:
+        """Another append holds the partition's producer slot: this producer's, in another
+        thread (wait for it), or a reserve() open in this thread (which would never end)."""
+        writer = route.writers[partition]
+        reserving = writer.reserving_thread if writer is not None else None
+        if reserving == threading.get_ident():
+            raise ShmbusError(f"topic {route.topic!r} partition {partition}: this thread holds a reserve() open "
+                              f"on it: end its with-block before sending to that partition again")
+        if time.monotonic() >= deadline:
+            raise BufferFull(f"topic {route.topic!r} partition {partition}: another thread of this producer kept "
+                             f"appending to it (or held a reserve() open) until the timeout")
+        time.sleep(0.0005 if reserving is not None else 0)
 
     def flush(self, timeout: Optional[float] = None) -> None:
         """Return once every record this producer sent to a durable topic is fsynced

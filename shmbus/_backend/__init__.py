@@ -7,30 +7,31 @@ return codes: `core.raise_for` turns every negative code into its exception, in 
 place (pyzmq's _check_rc). Sizes and word indexes come from cffi (what shmbus.h
 declares), never from a copy.
 
-Hot paths bind what they need once: `append_value` and `append_keyed` are the C
-functions themselves, called with `Writer.ptr` (a Python wrapper would add ~30 ns
-to every send, a sixth of it). They return the offset, or a negative code; the
-caller then makes the same append through `Writer.append`, which raises.
+The per-record paths are C too (fastpath.py): a send, a Message, a step of
+iteration each cost less than one cffi call would. They hand every case they do
+not handle -- and every error -- to the Python code, which goes through the
+classes here.
 """
 from .control import ControlPage
-from .core import (APPEND_REVOKED, CONTROL_GROUPS, CONTROL_MEMBERS, DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_ABORTED,
+from .core import (CONTROL_GROUPS, CONTROL_MEMBERS, DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_ABORTED,
                    FRAME_DATA, FRAME_HEADER_BYTES, FRAME_PADDING, INDEX_STRIDE, MAX_SLOTS, NULL,
                    PLAIN_DESC_WORDS, RING_ARCHIVE_ERROR, RING_DELETED, RING_DURABLE, RING_RETIRED, RING_RETIRING,
                    CData, c_buffer, crc32c,
                    int64_array, keep_freed_heap, max_record_bytes, murmur2)
+from .fastpath import ConsumerBase, ProducerBase, ReservedView, Route, decode, decode_plain
 from .frames import FrameHeader, FrameParser, find_frame, frame_length, walk_frames
 from .reader import Cursor, ReadBuffer, WaitSet
 from .ring import (SLOT_CANCELLED, SLOT_CLAIMED, SLOT_IDLE, SLOT_PUBLISHING, SLOT_REVOKED, ArchiveState, Ring,
                    RingStats, SlotInfo)
-from .writer import Writer, append_keyed, append_value
+from .writer import Writer
 
 __all__ = [
-    "APPEND_REVOKED", "ControlPage", "CONTROL_GROUPS", "CONTROL_MEMBERS", "DESC_OFFSET", "DESC_TIMESTAMP", "DESC_WORDS",
+    "ControlPage", "CONTROL_GROUPS", "CONTROL_MEMBERS", "DESC_OFFSET", "DESC_TIMESTAMP", "DESC_WORDS",
     "FRAME_ABORTED", "FRAME_DATA", "FRAME_HEADER_BYTES", "FRAME_PADDING", "INDEX_STRIDE", "MAX_SLOTS", "NULL",
     "PLAIN_DESC_WORDS", "RING_ARCHIVE_ERROR", "RING_DELETED", "RING_DURABLE", "RING_RETIRED", "RING_RETIRING",
     "SLOT_CANCELLED", "SLOT_CLAIMED", "SLOT_IDLE", "SLOT_PUBLISHING", "SLOT_REVOKED", "CData", "c_buffer", "crc32c",
     "int64_array", "keep_freed_heap", "max_record_bytes", "murmur2", "FrameHeader", "FrameParser",
     "find_frame", "frame_length", "walk_frames", "Cursor", "ReadBuffer", "WaitSet", "ArchiveState", "Ring",
     "RingStats", "SlotInfo",
-    "Writer", "append_keyed", "append_value",
+    "Writer", "ConsumerBase", "ProducerBase", "ReservedView", "Route", "decode", "decode_plain",
 ]

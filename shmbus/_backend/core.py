@@ -36,8 +36,6 @@ assert [lib.SB_DESC_OFFSET, lib.SB_DESC_TIMESTAMP, lib.SB_DESC_KEY_AT, lib.SB_DE
 assert [lib.SB_PLAIN_TIMESTAMP, lib.SB_PLAIN_VALUE_LEN] == list(range(PLAIN_DESC_WORDS))
 
 NULL = ffi.NULL
-# What the straight-line appends return for a revoked claim (see writer.py).
-APPEND_REVOKED: int = lib.SB_REVOKED
 
 
 def raise_for(code: int, what: str) -> NoReturn:

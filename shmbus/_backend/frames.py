@@ -44,11 +44,12 @@ class FrameParser:
     """Describes the records of a chunk of a segment file in place (sb_parse): every frame
     CRC-checked, records before skip_below skipped, descriptors like a ring read's."""
 
-    __slots__ = ("desc", "max_records", "_result")
+    __slots__ = ("desc", "desc_buffer", "max_records", "_result")
 
     def __init__(self, max_records: int = 256):
         self.max_records = max_records
         self.desc = ffi.new("int64_t[]", max_records * DESC_WORDS)
+        self.desc_buffer = ffi.buffer(self.desc)   # for decode() (fastpath.py)
         self._result = ffi.new("sb_parse_result *")
 
     def parse(self, chunk: bytes, start: int, expected_offset: int, skip_below: int, max_records: int,

@@ -1,9 +1,9 @@
 """Reading (read.c, wait.c): a consumer's place in one ring, the buffer records are
 copied into, and sleeping until any of several rings has something."""
-from typing import List, Sequence, Union
+from typing import Sequence
 
 from .._native._core import ffi, lib
-from .core import DESC_WORDS, PLAIN_DESC_WORDS, CData, raise_for
+from .core import DESC_WORDS, raise_for
 from .ring import Ring
 
 
@@ -11,13 +11,16 @@ class ReadBuffer:
     """Where sb_read copies records and describes them: shared by every cursor of one
     consumer. It grows when a record does not fit."""
 
-    __slots__ = ("out", "capacity", "max_records", "desc", "_used", "_plain")
+    __slots__ = ("out", "capacity", "max_records", "desc", "out_buffer", "desc_buffer", "_used", "_plain")
 
     def __init__(self, capacity: int = 1 << 20, max_records: int = 256):
         self.capacity = capacity
         self.out = ffi.new("char[]", capacity)
         self.max_records = max_records
         self.desc = ffi.new("int64_t[]", max_records * DESC_WORDS)
+        # Buffer views of both, for decode() (fastpath.py), made once.
+        self.out_buffer = ffi.buffer(self.out)
+        self.desc_buffer = ffi.buffer(self.desc)
         self._used = ffi.new("uint64_t *")
         self._plain = ffi.new("int *")
 
@@ -34,18 +37,7 @@ class ReadBuffer:
     def grow(self, at_least: int) -> None:
         self.capacity = max(self.capacity * 2, at_least)
         self.out = ffi.new("char[]", self.capacity)
-
-    def data(self, n: int) -> Union[bytes, CData]:
-        """What the last read copied, to slice values from. Small records: one copy out
-        of the C buffer, then cheap slices of it. Large ones: the C buffer itself, so
-        each value is copied once."""
-        used = self._used[0]
-        data = ffi.buffer(self.out, used)
-        return data[:] if used < n * 4096 else data
-
-    def words(self, n: int) -> List[int]:
-        """The last read's descriptor words for n records."""
-        return ffi.unpack(self.desc, n * (PLAIN_DESC_WORDS if self._plain[0] else DESC_WORDS))
+        self.out_buffer = ffi.buffer(self.out)
 
 
 class Cursor:

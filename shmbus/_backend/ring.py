@@ -44,7 +44,13 @@ class RingStats(NamedTuple):
 
 
 # A slot's claim states (layout.h).
-SLOT_IDLE, SLOT_CLAIMED, SLOT_PUBLISHING, SLOT_REVOKED, SLOT_CANCELLED = range(5)
+SLOT_IDLE: int = lib.SB_CLAIM_IDLE
+SLOT_CLAIMED: int = lib.SB_CLAIM_CLAIMED
+SLOT_PUBLISHING: int = lib.SB_CLAIM_PUBLISHING
+SLOT_REVOKED: int = lib.SB_CLAIM_REVOKED
+SLOT_CANCELLED: int = lib.SB_CLAIM_CANCELLED
+LEASE_HELD: int = lib.SB_LEASE_HELD
+LEASE_REVOKED: int = lib.SB_LEASE_REVOKED
 
 
 class SlotInfo(NamedTuple):
@@ -64,9 +70,12 @@ class SlotInfo(NamedTuple):
 
 
 class Ring:
-    """One mapped partition ring. Close it explicitly; the mapping is never left to GC."""
+    """One mapped partition ring. Close it explicitly; the mapping is never left to GC --
+    except that views into it (zero-copy reads, a reserved record's buffer) keep it
+    mapped while they live: close() then unmaps it when the last one goes, since a
+    view that outlived its unmapped ring would crash the process when touched."""
 
-    __slots__ = ("name", "ptr", "owner", "data_bytes", "durable", "max_record", "_closed")
+    __slots__ = ("name", "ptr", "owner", "data_bytes", "durable", "max_record", "_closed", "_views")
 
     def __init__(self, name: str, ptr: CData, owner: int):
         self.name = name
@@ -77,6 +86,7 @@ class Ring:
         self.durable = bool(stats.flags & RING_DURABLE)
         self.max_record = max_record_bytes(self.data_bytes)
         self._closed = False
+        self._views = 0   # view keepers alive (see view_keeper)
 
     # ---- lifetime ----
 
@@ -122,8 +132,68 @@ class Ring:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            lib.sb_ring_close(self.ptr)
-            self.ptr = NULL
+            if not self._views:
+                self._unmap()
+
+    def _unmap(self) -> None:
+        lib.sb_ring_close(self.ptr)
+        self.ptr = NULL
+
+    def view_keeper(self) -> CData:
+        """The ring's data area as a C pointer that keeps the ring mapped while it lives:
+        make views with ffi.buffer(keeper, data_bytes), which holds it."""
+        if self._closed:
+            raise BadRing(f"{self.name} is closed")
+        self._views += 1
+        return ffi.gc(ffi.cast("char *", lib.sb_ring_data(self.ptr)), self._view_gone, size=0)
+
+    def _view_gone(self, keeper: CData) -> None:
+        self._views -= 1
+        if self._closed and not self._views and self.ptr != NULL:
+            self._unmap()
+
+    def data_view(self) -> "tuple[memoryview, CData]":
+        """A writable memoryview of the data area (positions mod data_bytes index it), and
+        its keeper (what a buffer of it must hold on to)."""
+        keeper = self.view_keeper()
+        return memoryview(ffi.buffer(keeper, self.data_bytes)), keeper
+
+    # ---- zero-copy readers' leases (lease.c) ----
+
+    def lease(self, position: int, hold_ns: int, token: int) -> Optional[int]:
+        """Hold producers back from overwriting the ring from position on, for at most
+        hold_ns: the lease, or None if the ring cannot (the position is gone or about to
+        be, every lease is taken, the claim lock stayed held): then read with a copy."""
+        lease = lib.sb_lease_acquire(self.ptr, position, hold_ns, token)
+        if lease >= 0:
+            return lease
+        if lease in (lib.SB_LAPPED, lib.SB_FULL, lib.SB_LOCK_BUSY):
+            return None
+        raise_for(lease, self.name)
+
+    def release_lease(self, lease: int) -> bool:
+        """Let go of a lease: False if a producer revoked it (it overstayed its hold, and
+        what it protected may have been overwritten)."""
+        if self.ptr == NULL:
+            return False
+        held = lib.sb_lease_release(self.ptr, lease)
+        if held < 0:
+            raise_for(held, self.name)
+        return bool(held)
+
+    def lease_holders(self) -> List[int]:
+        """The liveness tokens of the leases held or revoked but not let go."""
+        token = ffi.new("uint64_t *")
+        holders = []
+        for lease in range(lib.SB_MAX_LEASES):
+            state = lib.sb_lease_holder(self.ptr, lease, token)
+            if state in (LEASE_HELD, LEASE_REVOKED):
+                holders.append(token[0])
+        return holders
+
+    def drop_leases(self, token: int) -> int:
+        """Free the leases of a holder that died; returns how many."""
+        return lib.sb_lease_drop(self.ptr, token)
 
     @property
     def closed(self) -> bool:

@@ -1,14 +1,10 @@
 """Writing (append.c): a producer's handle on one partition."""
-from typing import Callable, NoReturn, Tuple
+from typing import NoReturn, Optional, Tuple
 
 from .._errors import MessageTooLarge
 from .._native._core import ffi, lib
 from .core import CData, raise_for
 from .ring import Ring
-
-# The straight-line send paths (see the module docstring).
-append_value: Callable[[CData, bytes, int], int] = lib.sb_append_value
-append_keyed: Callable[[CData, bytes, int, bytes, int], int] = lib.sb_append_keyed
 
 
 class Writer:
@@ -16,7 +12,7 @@ class Writer:
     append may sleep for space (then Python looks around), the timestamp the last
     append used and where its record ends. Release it to free the slot."""
 
-    __slots__ = ("ring", "ptr")
+    __slots__ = ("ring", "ptr", "address", "reserving_thread", "_value_at")
 
     def __init__(self, ring: Ring, wait_ns: int):
         self.ring = ring
@@ -24,6 +20,9 @@ class Writer:
         self.ptr.ring = ring.ptr
         self.ptr.wait_ns = wait_ns
         self.ptr.slot = ring.acquire_slot()
+        self.address = int(ffi.cast("uintptr_t", self.ptr))   # for the C fast path (fastpath.py)
+        self.reserving_thread: Optional[int] = None   # the thread whose reserve() is open
+        self._value_at = ffi.new("char **")
 
     @property
     def slot(self) -> int:
@@ -60,6 +59,31 @@ class Writer:
         if code < 0:
             self._raise(code)
         return code, appended[0]
+
+    def reserve(self, key: CData, key_len: int, headers: CData, headers_len: int, value_len: int,
+                timestamp_ns: int, thread: int) -> Tuple[int, int]:
+        """Claim one record's place with its value left to fill in place: (offset, address
+        of the value's bytes in the ring). The slot stays taken until commit() or abort()."""
+        code = lib.sb_reserve(self.ptr, key, key_len, headers, headers_len, value_len, timestamp_ns,
+                              self._value_at)
+        if code < 0:
+            self._raise(code)
+        self.reserving_thread = thread
+        return code, int(ffi.cast("uintptr_t", self._value_at[0]))
+
+    def commit(self) -> None:
+        """Publish the reserved record; ClaimRevoked if it was held past the unblock timeout."""
+        self.reserving_thread = None
+        code = lib.sb_commit(self.ptr)
+        if code < 0:
+            raise_for(code, self.ring.name)
+
+    def abort(self) -> None:
+        """Turn the reserved record into an aborted frame, which consumers skip."""
+        self.reserving_thread = None
+        code = lib.sb_abort(self.ptr)
+        if code < 0 and code != lib.SB_REVOKED:   # revoked: not published either way
+            raise_for(code, self.ring.name)
 
     def _raise(self, code: int) -> NoReturn:
         if code == lib.SB_TOO_LARGE:

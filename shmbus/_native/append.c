@@ -144,16 +144,16 @@ int64_t sb_append(sb_writer *w,
     return offset;
 }
 
-/* The common records, with the fewest arguments (each costs Python time). */
-int64_t sb_append_value(sb_writer *w, const char *value, int64_t value_len)
+int64_t sb_append_now(sb_writer *w, const char *key, int64_t key_len,
+                      const char *value, int64_t value_len)
 {
-    return sb_append(w, NULL, -1, NULL, 0, value, value_len, -1);
-}
-
-int64_t sb_append_keyed(sb_writer *w, const char *key, int64_t key_len,
-                        const char *value, int64_t value_len)
-{
-    return sb_append(w, key, key_len, NULL, 0, value, value_len, -1);
+    int rc = enter_slot(w->ring, w->slot);
+    if (rc < 0)
+        return rc;
+    int64_t offset = append_one(w->ring, w->slot, key, key_len, NULL, 0, value, value_len, -1,
+                                &w->timestamp_ns, 0, &w->end_position);
+    leave_slot(w->ring, w->slot);
+    return offset;
 }
 
 static int64_t append_batch(sb_ring *r, int slot,
@@ -225,4 +225,105 @@ int64_t sb_append_batch(sb_writer *w,
                                   out_count, &w->end_position);
     leave_slot(w->ring, w->slot);
     return offset;
+}
+
+/* ---- zero-copy writes ----
+ *
+ * sb_reserve claims one record's place and writes all of its frame but the value,
+ * which the caller fills in place; sb_commit seals and publishes it, sb_abort turns
+ * it into an aborted frame. In between the writer's slot stays entered (another
+ * thread of this process gets SB_SLOT_BUSY) and the claim stays in the slot, so a
+ * producer killed in between is finished like any dead producer's claim (aborted),
+ * and one that holds it past the unblock timeout is revoked like any stalled one. */
+
+int64_t sb_reserve(sb_writer *w, const char *key, int64_t key_len,
+                   const char *headers, int64_t headers_len, int64_t value_len, int64_t timestamp_ns,
+                   char **out_value)
+{
+    sb_ring *r = w->ring;
+    if (value_len < 0)
+        return SB_BAD_RING;
+    int rc = enter_slot(r, w->slot);
+    if (rc < 0)
+        return rc;
+    uint64_t k = key_len > 0 ? (uint64_t)key_len : 0;
+    uint64_t content = FRAME_HEADER_BYTES + k + (uint64_t)headers_len + (uint64_t)value_len;
+    if (align8(content) > r->max_frame) {
+        leave_slot(r, w->slot);
+        return SB_TOO_LARGE;
+    }
+    timestamp_ns = resolve_timestamp(timestamp_ns, &w->timestamp_ns);
+    struct claim c;
+    if ((rc = claim_or_wait(r, w->slot, align8(content), 1, w->wait_ns, &c)) < 0) {
+        leave_slot(r, w->slot);
+        return rc;
+    }
+    if (c.frame_pos != c.pos)
+        write_filler(r, c.pos, c.frame_pos - c.pos, SB_FRAME_PADDING, c.offset, 0);
+    sb_frame_header *f = frame_at(r, c.frame_pos);
+    char *payload = (char *)(f + 1);
+    f->type = SB_FRAME_DATA;
+    f->flags = 0;
+    f->offset = c.offset;
+    f->timestamp_ns = timestamp_ns;
+    f->record_count = 1;
+    f->key_len = (int32_t)key_len;
+    f->headers_len = (uint32_t)headers_len;
+    f->value_len = (int32_t)value_len;
+    if (k)
+        memcpy(payload, key, k);
+    if (headers_len)
+        memcpy(payload + k, headers, (size_t)headers_len);
+    w->reserved = 1;
+    *out_value = payload + k + headers_len;
+    return (int64_t)c.offset;
+}
+
+/* The reserved claim, as the slot holds it. */
+static void reserved_claim(sb_writer *w, struct claim *c)
+{
+    const struct slot *s = &w->ring->slots[w->slot];
+    c->pos = s->claim_pos;
+    c->frame_pos = s->claim_frame_pos;
+    c->end = s->claim_end;
+    c->offset = s->claim_offset;
+    c->gap = s->claim_gap;
+}
+
+int sb_commit(sb_writer *w)
+{
+    if (!w->reserved)
+        return SB_BAD_RING;
+    sb_ring *r = w->ring;
+    struct claim c;
+    reserved_claim(w, &c);
+    sb_frame_header *f = frame_at(r, c.frame_pos);
+    uint64_t content = FRAME_HEADER_BYTES + payload_bytes(f);
+    seal(f, content);
+    if (c.offset % SB_INDEX_STRIDE == 0)
+        STORE(&r->index[(c.offset / SB_INDEX_STRIDE) & (r->index_slots - 1)], c.frame_pos);
+    int rc = commit_claim(r, w->slot, &c, 1, (uint32_t)(content + c.gap));
+    if (rc == SB_OK)
+        w->end_position = c.end;
+    w->reserved = 0;
+    leave_slot(r, w->slot);
+    return rc;
+}
+
+int sb_abort(sb_writer *w)
+{
+    if (!w->reserved)
+        return SB_BAD_RING;
+    sb_ring *r = w->ring;
+    struct claim c;
+    reserved_claim(w, &c);
+    /* Whether or not the unblocker revoked the claim meanwhile, its bytes become an
+     * aborted frame (as commit_claim makes a revoked one): never PUBLISHING, which
+     * would tell the unblocker there is a finished record to publish. */
+    write_filler(r, c.frame_pos, c.end - c.frame_pos, SB_FRAME_ABORTED, c.offset, 1);
+    uint64_t was = __atomic_exchange_n(&r->slots[w->slot].state, IDLE, __ATOMIC_ACQ_REL);
+    wake_after_publish(r);
+    w->reserved = 0;
+    leave_slot(r, w->slot);
+    return was == CLAIMED ? SB_OK : SB_REVOKED;
 }

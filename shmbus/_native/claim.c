@@ -11,7 +11,7 @@
 
 /* ---- the claim lock ---- */
 
-int lock_acquire(sb_ring *r, int slot)
+int lock_acquire(sb_ring *r, int slot, int64_t patience_ns)
 {
     uint64_t *lock = &r->h->lock;
     uint64_t token = (uint64_t)slot + 1;
@@ -35,7 +35,7 @@ int lock_acquire(sb_ring *r, int slot)
                 return SB_MOVED;
             int64_t now = now_ns(CLOCK_MONOTONIC);
             if (!deadline)
-                deadline = now + LOCK_SPIN_NS;
+                deadline = now + patience_ns;
             else if (now > deadline)
                 return SB_LOCK_BUSY;
         }
@@ -106,6 +106,9 @@ static int make_room(sb_ring *r, uint64_t needed_end)
     uint64_t head_offset = LOAD(&h->head_offset);
     uint64_t published = LOAD(&h->published);
     uint64_t archived = r->durable ? LOAD_ACQ(&h->archived) : UINT64_MAX;
+    uint64_t leased = lease_floor(r);   /* zero-copy readers' views: not to be overwritten */
+    if (leased < archived)
+        archived = leased;
     while (head < target) {
         if (head >= published) {
             advance_published(r);
@@ -178,9 +181,11 @@ static int claim(sb_ring *r, int slot, uint64_t bytes, uint32_t count, struct cl
     return SB_OK;
 }
 
-static int claim_under_lock(sb_ring *r, int slot, uint64_t bytes, uint32_t count, struct claim *c)
+static int claim_under_lock(sb_ring *r, int slot, uint64_t bytes, uint32_t count, int64_t wait_ns,
+                            struct claim *c)
 {
-    int rc = lock_acquire(r, slot);
+    /* A caller that may not wait for space may not wait long for the lock either. */
+    int rc = lock_acquire(r, slot, wait_ns > 0 ? LOCK_SPIN_NS : LOCK_TRY_NS);
     if (rc < 0)
         return rc;
     rc = claim(r, slot, bytes, count, c);
@@ -196,7 +201,7 @@ int claim_or_wait(sb_ring *r, int slot, uint64_t bytes, uint32_t count, int64_t 
     struct header *h = r->h;
     int64_t deadline = 0;
     for (;;) {
-        int rc = claim_under_lock(r, slot, bytes, count, c);
+        int rc = claim_under_lock(r, slot, bytes, count, wait_ns, c);
         if (rc != SB_FULL || wait_ns <= 0)
             return rc;
         int64_t now = now_ns(CLOCK_MONOTONIC);
@@ -210,9 +215,14 @@ int claim_or_wait(sb_ring *r, int slot, uint64_t bytes, uint32_t count, int64_t 
          * nobody woke us, and we slept the whole slice.) */
         register_waiter(h, &h->space_waiters, deadline);
         uint32_t seq = LOAD_ACQ(&h->space_seq);
-        rc = claim_under_lock(r, slot, bytes, count, c);
-        if (rc == SB_FULL)
-            futex_wait_one(&h->space_seq, seq, deadline - now);
+        rc = claim_under_lock(r, slot, bytes, count, wait_ns, c);
+        if (rc == SB_FULL) {
+            /* A lease in the way is revoked at its deadline, which nobody wakes us for. */
+            int64_t sleep_ns = deadline - now;
+            if (LOAD(&h->leases_held) && sleep_ns > LEASE_RECHECK_NS)
+                sleep_ns = LEASE_RECHECK_NS;
+            futex_wait_one(&h->space_seq, seq, sleep_ns);
+        }
         unregister_waiter(&h->space_waiters);
         if (rc != SB_FULL)
             return rc;

@@ -43,7 +43,8 @@
  * step over it), and a stalled lock holder that had not claimed yet from IDLE to
  * CANCELLED (it will not claim in this ring). The owner sees either when its own
  * CAS fails. */
-enum { IDLE = 0, CLAIMED = 1, PUBLISHING = 2, REVOKED = 3, CANCELLED = 4 };
+enum { IDLE = SB_CLAIM_IDLE, CLAIMED = SB_CLAIM_CLAIMED, PUBLISHING = SB_CLAIM_PUBLISHING,
+       REVOKED = SB_CLAIM_REVOKED, CANCELLED = SB_CLAIM_CANCELLED };
 
 struct header {
     /* immutable after creation */
@@ -71,9 +72,21 @@ struct header {
      * the partition's next ring starts at */
     _Alignas(LINE) uint64_t retired_end;
     uint64_t retired_next_offset;
+    /* zero-copy readers' leases (lease.c): how many are held, then one line each */
+    _Alignas(LINE) uint64_t leases_held;
+    _Alignas(LINE) struct lease {
+        uint64_t state;        /* LEASE_FREE, LEASE_TAKING (being filled in), LEASE_HELD, LEASE_REVOKED */
+        uint64_t position;     /* producers do not overwrite from here on while it is held */
+        int64_t deadline_ns;   /* CLOCK_MONOTONIC: past it, a producer may revoke it */
+        uint64_t token;        /* the holder's liveness lock (a dead holder's is dropped) */
+        uint64_t pad[4];
+    } leases[SB_MAX_LEASES];
     /* room for later control words */
     _Alignas(LINE) uint64_t reserved[8];
 };
+
+enum { LEASE_FREE = SB_LEASE_FREE, LEASE_HELD = SB_LEASE_HELD, LEASE_REVOKED = SB_LEASE_REVOKED,
+       LEASE_TAKING = SB_LEASE_TAKING };
 
 struct slot {
     _Alignas(LINE) uint64_t owner_pid;  /* a hint: in another pid namespace it names nobody */

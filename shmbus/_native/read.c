@@ -132,15 +132,13 @@ static int64_t lapped_or_corrupt(sb_ring *r, sb_cursor *cur, uint64_t start_pos,
     return SB_CORRUPT;
 }
 
-/* Copy up to max_records records into out and describe each with SB_DESC_WORDS
- * words: offset, timestamp, key at/len, headers at/len, value at/len. When all of
- * them are plain -- no key, no headers, consecutive offsets from the cursor's,
- * the common case -- *out_plain is set and each is described with just
- * (timestamp, value length), values packed back to back: less for Python to
- * unpack per record. */
-int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
-                char *out, uint64_t out_capacity, int64_t *desc, uint64_t *out_used,
-                int *out_plain)
+/* The one read loop: describe up to max_records available records with
+ * SB_DESC_WORDS words each. With out, their bytes are copied there and the "at"
+ * words are positions in out; without (views), nothing is copied and the "at" words
+ * are positions in the ring's data area (sb_ring_data). */
+static int64_t read_records(sb_ring *r, sb_cursor *cur, uint32_t max_records,
+                            char *out, uint64_t out_capacity, int64_t *desc, uint64_t *out_used,
+                            int *out_plain)
 {
     uint64_t start_pos = cur->position, start_offset = cur->next_offset;
     uint64_t pos = start_pos, offset = start_offset, used = 0;
@@ -203,8 +201,12 @@ int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
             break;
         }
         const char *src = (const char *)(f + 1);
-        memcpy(out + used, src, payload);
-        describe_record(desc + n * SB_DESC_WORDS, f, (int64_t)used);
+        if (out) {
+            memcpy(out + used, src, payload);
+            describe_record(desc + n * SB_DESC_WORDS, f, (int64_t)used);
+        } else {
+            describe_record(desc + n * SB_DESC_WORDS, f, (int64_t)(src - r->data));
+        }
         plain &= f->key_len < 0 && f->headers_len == 0 && skipped_aborted == 0;
         used += payload;
         offset++;
@@ -220,7 +222,7 @@ int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
     *out_used = used;
     if (moved && n == 0)
         return SB_MOVED;
-    if (plain && n > 0) {
+    if (plain && n > 0 && out) {
         for (int64_t i = 0; i < n; i++) {
             const int64_t *d = desc + i * SB_DESC_WORDS;
             desc[i * SB_PLAIN_DESC_WORDS + SB_PLAIN_TIMESTAMP] = d[SB_DESC_TIMESTAMP];
@@ -229,4 +231,28 @@ int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
         *out_plain = 1;
     }
     return n;
+}
+
+/* Copy up to max_records records into out and describe each with SB_DESC_WORDS
+ * words: offset, timestamp, key at/len, headers at/len, value at/len. When all of
+ * them are plain -- no key, no headers, consecutive offsets from the cursor's,
+ * the common case -- *out_plain is set and each is described with just
+ * (timestamp, value length), values packed back to back: less for Python to
+ * unpack per record. */
+int64_t sb_read(sb_ring *r, sb_cursor *cur, uint32_t max_records,
+                char *out, uint64_t out_capacity, int64_t *desc, uint64_t *out_used,
+                int *out_plain)
+{
+    return read_records(r, cur, max_records, out, out_capacity, desc, out_used, out_plain);
+}
+
+int64_t sb_read_views(sb_ring *r, sb_cursor *cur, uint32_t max_records, int64_t *desc, uint64_t *out_bytes)
+{
+    int plain;
+    return read_records(r, cur, max_records, NULL, UINT64_MAX, desc, out_bytes, &plain);
+}
+
+char *sb_ring_data(sb_ring *r)
+{
+    return r->data;
 }

@@ -13,12 +13,13 @@
 #include <stdint.h>
 
 enum {
-    SB_VERSION = 2,
+    SB_VERSION = 3,
     SB_FRAME_ALIGN = 8,            /* every frame starts at a multiple of 8 */
     SB_FRAME_DATA = 1,
     SB_FRAME_PADDING = 2,          /* fills the end of the ring so no frame wraps */
     SB_FRAME_ABORTED = 3,          /* a claim whose producer died; covers record_count offsets */
     SB_MAX_SLOTS = 63,             /* producer (and reaper) slots per ring */
+    SB_MAX_LEASES = 16,            /* zero-copy readers' leases per ring */
     SB_RING_DURABLE = 1,           /* ring flag: producers may not pass the archived position */
     SB_RING_DELETED = 2,           /* ring flag: the topic was deleted; clients must let go */
     SB_RING_ARCHIVE_ERROR = 4,     /* ring flag: the archiver cannot write (disk full?); see the supervisor */
@@ -43,6 +44,12 @@ enum {
     SB_MOVED = -13,                /* the ring is retired: the partition goes on in its new ring */
     SB_REVOKED = -14               /* the claim was revoked (it stalled): its records were not appended */
 };
+
+/* A producer slot's claim state (sb_slot_info.state; layout.h tells the story), and a
+ * zero-copy reader's lease state (sb_lease_holder; lease.c). */
+enum { SB_CLAIM_IDLE = 0, SB_CLAIM_CLAIMED = 1, SB_CLAIM_PUBLISHING = 2, SB_CLAIM_REVOKED = 3,
+       SB_CLAIM_CANCELLED = 4 };
+enum { SB_LEASE_FREE = 0, SB_LEASE_HELD = 1, SB_LEASE_REVOKED = 2, SB_LEASE_TAKING = 3 };
 
 typedef struct sb_ring sb_ring;    /* a mapped ring; opaque */
 
@@ -162,20 +169,50 @@ typedef struct {
     int64_t wait_ns;
     int64_t timestamp_ns;
     uint64_t end_position;         /* where the last appended record ends: flush waits for synced >= it */
+    int32_t reserved;              /* 1 while an sb_reserve waits for its sb_commit or sb_abort */
 } sb_writer;
 
 int64_t sb_append(sb_writer *writer,
                   const char *key, int64_t key_len,
                   const char *headers, int64_t headers_len,
                   const char *value, int64_t value_len, int64_t timestamp_ns);
-int64_t sb_append_value(sb_writer *writer, const char *value, int64_t value_len);
-int64_t sb_append_keyed(sb_writer *writer, const char *key, int64_t key_len,
-                        const char *value, int64_t value_len);
+/* The common record (a key or none, no headers, now) without ever sleeping: SB_FULL
+ * at once when the ring is full, SB_LOCK_BUSY when the claim lock stays held for
+ * more than a moment. For callers that hold Python's GIL (fastpath.c), which fall
+ * back to sb_append without it. */
+int64_t sb_append_now(sb_writer *writer, const char *key, int64_t key_len,
+                      const char *value, int64_t value_len);
 int64_t sb_append_batch(sb_writer *writer,
                         const char *key, int64_t key_len,
                         const char *headers, int64_t headers_len,
                         const char *values, const int64_t *value_lens, uint32_t count,
                         int64_t timestamp_ns, uint32_t *out_count);
+
+/* ---- zero-copy writes: reserve, fill in place, commit or abort (append.c) ---- */
+
+/* Reserve one record's place with its value's bytes left to fill (*out_value points
+ * at them, in the ring); returns its offset. The writer's slot stays entered until
+ * sb_commit publishes it or sb_abort turns it into an aborted frame. */
+int64_t sb_reserve(sb_writer *writer, const char *key, int64_t key_len,
+                   const char *headers, int64_t headers_len, int64_t value_len, int64_t timestamp_ns,
+                   char **out_value);
+int sb_commit(sb_writer *writer);    /* SB_REVOKED if it stalled past the unblock timeout */
+int sb_abort(sb_writer *writer);
+
+/* ---- zero-copy reads: a bounded lease on a ring position (lease.c) ---- */
+
+/* Hold producers back from overwriting the ring from position on, for at most hold_ns:
+ * a lease index, or SB_LAPPED (the position is gone, or about to be), SB_FULL (no
+ * free lease), SB_LOCK_BUSY (the claim lock stayed held): then read with a copy. */
+int sb_lease_acquire(sb_ring *ring, uint64_t position, int64_t hold_ns, uint64_t token);
+/* Let go: 1 if it held to the end, 0 if it was revoked (it overstayed, and a producer
+ * may have written over what it protected). */
+int sb_lease_release(sb_ring *ring, int lease);
+/* Drop the leases of a dead holder (its liveness token); returns how many. */
+int sb_lease_drop(sb_ring *ring, uint64_t token);
+/* A lease's state (SB_LEASE_*) and its holder's liveness token. */
+int sb_lease_holder(sb_ring *ring, int lease, uint64_t *out_token);
+char *sb_ring_data(sb_ring *ring);   /* the data area, which sb_read_views' positions index */
 
 /* ---- read: seek, and every available record up to a limit in one call (read.c) ---- */
 int sb_seek(sb_ring *ring, sb_cursor *cursor, uint64_t offset);
@@ -184,6 +221,9 @@ void sb_seek_head(sb_ring *ring, sb_cursor *cursor);
 int64_t sb_read(sb_ring *ring, sb_cursor *cursor, uint32_t max_records,
                 char *out, uint64_t out_capacity, int64_t *descriptors, uint64_t *out_used,
                 int *out_plain);
+/* Like sb_read without the copy: the descriptors' positions are in the data area. */
+int64_t sb_read_views(sb_ring *ring, sb_cursor *cursor, uint32_t max_records, int64_t *descriptors,
+                      uint64_t *out_bytes);
 
 /* ---- waiting: readers, flush(), and waiters that died asleep (wait.c) ---- */
 int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 import shmbus
-from shmbus._backend import ControlPage, Ring, append_value
+from shmbus._backend import NULL, ControlPage, Ring
 from shmbus._backend.writer import Writer
 from shmbus._group import control_page_name
 
@@ -73,7 +73,7 @@ def test_a_ring_planted_while_the_bus_is_stopped_is_refused_never_read(bus_paths
         # A ring that fits the topic, holding the attacker's record at the next offset.
         ring = Ring.create(name, 64 << 10, 3, True)
         writer = Writer(ring, 0)
-        assert append_value(writer.ptr, b"injected", 8) == 3
+        assert writer.append(NULL, -1, b"", 0, b"injected", 8, -1) == 3
         writer.release()
         return ring
 

@@ -84,9 +84,11 @@ def test_no_subcommand_imports_the_cli_main():
     assert importers == set()
 
 
-def test_only_the_backend_calls_the_c_core():
-    """One owner of the C boundary (pyzmq's backend rule)."""
-    callers = {m for m, imported in IMPORTED.items() if "shmbus._native._core" in imported}
+@pytest.mark.parametrize("native", ["shmbus._native._core", "shmbus._native._fastpath"])
+def test_only_the_backend_calls_the_c_core(native):
+    """One owner of the C boundary (pyzmq's backend rule): the cffi core, and the
+    C-API fast path that is bound to it."""
+    callers = {m for m, imported in IMPORTED.items() if native in imported}
     assert callers and all(m.startswith("shmbus._backend.") for m in callers), callers
 
 
