@@ -1,9 +1,11 @@
 """shmbus: Kafka's model for processes on one Linux host, over shared memory."""
+from ._backend import ReservedView
+from ._batch import RecordBatch
 from ._bus import Bus, connect
 from ._consumer import Consumer
-from ._errors import (BufferFull, ClaimRevoked, Closed, CommitFailed, CorruptSegment, InvalidName, MessageTooLarge,
-                      OffsetOutOfRange, OutOfSpace, ShmbusError, SupervisorUnavailable, Timeout, TopicExists,
-                      TopicNotFound)
+from ._errors import (BufferFull, ClaimRevoked, Closed, CommitFailed, CorruptSegment, InvalidName, LeaseRevoked,
+                      MessageTooLarge, OffsetOutOfRange, OutOfSpace, ShmbusError, SupervisorUnavailable, Timeout,
+                      TopicExists, TopicNotFound)
 from ._producer import Producer
 from ._types import Message, RecordMetadata, TopicInfo, TopicPartition
 
@@ -14,5 +16,5 @@ __all__ = [
     "Message", "RecordMetadata", "TopicInfo", "TopicPartition",
     "ShmbusError", "TopicNotFound", "TopicExists", "InvalidName", "MessageTooLarge", "BufferFull",
     "Timeout", "SupervisorUnavailable", "OffsetOutOfRange", "Closed", "CommitFailed", "OutOfSpace",
-    "CorruptSegment", "ClaimRevoked",
+    "CorruptSegment", "RecordBatch", "ClaimRevoked", "LeaseRevoked", "ReservedView",
 ]

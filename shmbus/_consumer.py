@@ -8,9 +8,10 @@ from types import TracebackType
 from typing import (TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple,
                     Type, Union)
 
-from . import _backend, _checks
-from ._backend import ConsumerBase, ReadBuffer, WaitSet
-from ._errors import Closed, CorruptSegment, RingDeleted, ShmbusError, TopicNotFound
+from . import _backend, _checks, _numpy
+from ._backend import BatchScratch, ConsumerBase, ReadBuffer, WaitSet
+from ._batch import RecordBatch, from_messages
+from ._errors import Closed, CorruptSegment, LeaseRevoked, RingDeleted, ShmbusError, TopicNotFound
 from ._group import GroupMember
 from ._log import time_index_start
 from ._partition_reader import PartitionReader
@@ -48,6 +49,9 @@ class Consumer(ConsumerBase):
       max_poll_bytes     a poll returns once it holds about this many bytes of records
                          (default 8 MiB, like Kafka's fetch.max.bytes): it bounds the memory
                          a batch of large records takes, which the next batch then reuses.
+      view_lease         seconds a zero-copy batch (poll_batch(copy=False)) holds producers back
+                         from overwriting what it views (default 0.1); past it, a producer that
+                         needs the space goes on, and releasing the batch raises LeaseRevoked.
 
     With a group (see README, "Consumer groups"):
       assignment_strategy   "range" (default) or "roundrobin"; every member must use the same.
@@ -63,7 +67,7 @@ class Consumer(ConsumerBase):
 
     def __init__(self, bus: "Bus", topics: List[str], group: Optional[str] = None,
                  auto_offset_reset: str = "latest", wait: str = "spin", spin_us: float = 50,
-                 max_poll_records: int = 500, max_poll_bytes: int = 8 << 20,
+                 max_poll_records: int = 500, max_poll_bytes: int = 8 << 20, view_lease: float = 0.1,
                  assignment_strategy: str = "range", sticky: bool = False,
                  max_poll_interval: float = 300.0, enable_auto_commit: bool = False,
                  auto_commit_interval: float = 5.0, on_assign: Optional[PartitionsCallback] = None,
@@ -75,6 +79,7 @@ class Consumer(ConsumerBase):
         _checks.seconds(spin_us, "spin_us")
         _checks.positive_int(max_poll_records, "max_poll_records")
         _checks.positive_int(max_poll_bytes, "max_poll_bytes")
+        _checks.seconds(view_lease, "view_lease")
         _backend.keep_freed_heap()  # large values would page-fault on every batch
         self._bus = bus
         self._group = group
@@ -86,6 +91,9 @@ class Consumer(ConsumerBase):
         self._readers: List[PartitionReader] = []
         self._by_tp: Dict[TopicPartition, PartitionReader] = {}
         self._read_buffer: Optional[ReadBuffer] = None   # made at the first read
+        self._batch_scratch: Optional[BatchScratch] = None   # made at the first poll_batch
+        self._view_batch: Optional[RecordBatch] = None   # the zero-copy batch valid until the next poll
+        self._view_lease_ns = int(view_lease * 1e9)
         self._wait_set = WaitSet([])
         self._next_reader = 0
         # ConsumerBase's _buffer and _buffer_index: Messages fetched for iteration, not handed out yet.
@@ -252,9 +260,86 @@ class Consumer(ConsumerBase):
         self._buffer = self._next_batch(self._max_poll_records, None, buffered=False)
         self._buffer_index = 0
 
+    def poll_batch(self, max_records: int = 65536, timeout: Optional[float] = 1.0,
+                   copy: bool = True) -> Optional[RecordBatch]:
+        """Up to max_records records of ONE partition as a RecordBatch (columns, no Python
+        object per record), as soon as there is one; None on timeout. Needs numpy.
+
+        copy=True: the batch holds its own copy of the records. copy=False: its values view
+        the ring itself, valid until batch.release(), the next poll or close; the batch
+        holds producers back from overwriting them for up to view_lease seconds, and
+        release() raises LeaseRevoked if one had to go on (see RecordBatch). Records on disk
+        (a consumer behind the ring), or so far behind that producers are about to lap
+        them, come as a copy either way: batch.zero_copy says which."""
+        self._check_open()
+        _checks.positive_int(max_records, "max_records")
+        _checks.seconds(timeout, "timeout", allow_none=True)
+        if type(copy) is not bool:
+            raise TypeError(f"copy must be True or False, not {copy!r}")
+        _numpy.require("Consumer.poll_batch")
+        self._release_views()
+        if self._on_poll is not None:
+            self._on_poll()
+        if self._buffer_index < len(self._buffer):
+            return self._buffered_batch(max_records)
+        if self._batch_scratch is None or self._batch_scratch.max_records < max_records:
+            self._batch_scratch = BatchScratch(max_records)
+        lease_ns = None if copy else self._view_lease_ns
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            batch = self._fetch_batch(self._batch_scratch, max_records, lease_ns) if self._readers else None
+            if batch is not None:
+                if batch.zero_copy:
+                    self._view_batch = batch
+                return batch
+            if not self._wait(deadline):
+                return None
+
+    def _buffered_batch(self, max_records: int) -> RecordBatch:
+        """The Messages fetched for iteration and not handed out go first, as a batch of the
+        first one's partition."""
+        start = self._buffer_index
+        first = self._buffer[start]
+        end = start
+        while (end < len(self._buffer) and end - start < max_records
+               and self._buffer[end].partition == first.partition and self._buffer[end].topic == first.topic):
+            end += 1
+        self._buffer_index = end
+        return from_messages(first.topic, first.partition, self._buffer[start:end])
+
+    def _fetch_batch(self, scratch: BatchScratch, max_records: int,
+                     lease_ns: Optional[int]) -> Optional[RecordBatch]:
+        """The first partition, after the last one read, that has records."""
+        readers = self._readers
+        count = len(readers)
+        for i in range(count):
+            index = (self._next_reader + i) % count
+            reader = readers[index]
+            try:
+                batch = reader.read_batch(scratch, max_records, self._max_poll_bytes, lease_ns)
+            except RingDeleted:
+                self._reattach(reader)
+                continue
+            if batch is not None:
+                self._next_reader = (index + 1) % count
+                return batch
+        return None
+
+    def _release_views(self, quiet: bool = False) -> None:
+        """Release the last zero-copy batch (valid until the next poll); LeaseRevoked unless quiet."""
+        batch, self._view_batch = self._view_batch, None
+        if batch is not None:
+            try:
+                batch.release()
+            except LeaseRevoked:
+                if not quiet:
+                    raise
+
     def _next_batch(self, max_records: int, timeout: Optional[float], buffered: bool = True) -> List[Message]:
         self._check_open()
         _checks.seconds(timeout, "timeout", allow_none=True)
+        if self._view_batch is not None:
+            self._release_views()
         if self._on_poll is not None:
             self._on_poll()
         if buffered and self._buffer_index < len(self._buffer):
@@ -267,19 +352,26 @@ class Consumer(ConsumerBase):
             batch = self._fetch(max_records) if self._readers else []
             if batch:
                 return batch
-            if deadline is None:
-                slice_ns = int(_WAIT_SLICE * 1e9)
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return []
-                slice_ns = int(min(remaining, _WAIT_SLICE) * 1e9)
-            if not self._readers:  # a group member may have none until a rebalance
-                time.sleep(slice_ns / 1e9)
-            else:
-                self._wait_set.wait(slice_ns, slice_ns if self._busy else self._spin_ns, not self._busy)
-            if self._on_poll is not None:
-                self._on_poll()
+            if not self._wait(deadline):
+                return []
+
+    def _wait(self, deadline: Optional[float]) -> bool:
+        """Sleep until a record may be there, for at most one slice; False once the
+        deadline (None: none) has passed."""
+        if deadline is None:
+            slice_ns = int(_WAIT_SLICE * 1e9)
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            slice_ns = int(min(remaining, _WAIT_SLICE) * 1e9)
+        if not self._readers:  # a group member may have none until a rebalance
+            time.sleep(slice_ns / 1e9)
+        else:
+            self._wait_set.wait(slice_ns, slice_ns if self._busy else self._spin_ns, not self._busy)
+        if self._on_poll is not None:
+            self._on_poll()
+        return True
 
     def _buffer_for_reads(self) -> ReadBuffer:
         if self._read_buffer is None:
@@ -359,6 +451,7 @@ class Consumer(ConsumerBase):
             raise Closed("this consumer is closed")
 
     def close(self) -> None:
+        self._release_views(quiet=True)
         if self._member is not None and not self._closed:
             self._member.close()
         self._on_poll = None

@@ -64,6 +64,12 @@ class ClaimRevoked(Timeout):
     place was revoked so its partition could go on: the record was not sent."""
 
 
+class LeaseRevoked(Timeout):
+    """A zero-copy batch (poll_batch(copy=False)) was held past its lease while a producer
+    needed the space it viewed: its views may have been overwritten while they were used.
+    Raised when it is released (explicitly, or by the next poll)."""
+
+
 class InvalidFile(ShmbusError, ValueError):
     """A file of the bus that does not hold what it should (not JSON, not a topic's
     description...); the message names it."""

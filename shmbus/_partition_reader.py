@@ -10,10 +10,13 @@ order, no gap, no duplicate. A durable ring that laps it sends it to disk the sa
 way; a memory-only one skips it to the oldest record and counts what it missed.
 """
 import time
-from typing import List, Optional, Union
+from typing import Any, List, Optional, Union
 
 from ._access import Trust, server_trust
-from ._backend import Cursor, ReadBuffer, Ring, decode, decode_plain
+from . import _numpy
+from ._backend import BatchScratch, Cursor, ReadBuffer, Ring, c_buffer, decode, decode_plain, read_batch, read_views
+from ._batch import RecordBatch, from_words
+from ._liveness import my_token
 from ._codec import decode_headers
 from ._errors import CorruptSegment, Lapped, OffsetOutOfRange, OutOfRing
 from ._log import SegmentReader
@@ -22,6 +25,8 @@ from ._types import Message, TopicPartition
 
 # A pending seek: an offset, or where auto_offset_reset says.
 Target = Union[int, str]
+# What _read_views returns when the ring cannot lease the position.
+_NO_LEASE = object()
 
 
 class PartitionReader:
@@ -168,9 +173,98 @@ class PartitionReader:
             max_records -= n
         return used
 
+    def read_batch(self, scratch: BatchScratch, max_records: int, budget: int,
+                   view_lease_ns: Optional[int]) -> Optional[RecordBatch]:
+        """Up to max_records records as one RecordBatch (about `budget` bytes at most), or
+        None if there are none now. With view_lease_ns, values view the ring under a lease
+        of that long when the ring can give one (else, and from disk, they are copied).
+        RingDeleted if the ring was deleted."""
+        while True:
+            if self.pending is not None and not self.resolve():
+                return None
+            if self.log is not None:
+                log = self.log
+                n, _, chunk = self._read_disk_step(min(max_records, log.parser.max_records))
+                if n is None:
+                    return None
+                if n:
+                    return from_words(self.tp.topic, self.tp.partition, chunk, log.parser.desc_buffer, n, False, 0)
+                continue
+            try:
+                if view_lease_ns is not None:
+                    batch = self._read_views(scratch, max_records, view_lease_ns)
+                    if batch is not _NO_LEASE:
+                        return batch
+                return self._read_copy(scratch, max_records, budget)
+            except Lapped:
+                # Producers overwrote our place in the ring: it is on disk (they never
+                # overwrite what is not archived). Read there, then rejoin the ring.
+                offset = self.cursor.next_offset
+                if not self._enter_disk(offset):
+                    self.pending = offset
+
+    def _read_copy(self, scratch: BatchScratch, max_records: int, budget: int) -> Optional[RecordBatch]:
+        np = _numpy.require("Consumer.poll_batch")
+        first_offset = self.cursor.next_offset
+        # At most what the ring holds unread, or the budget; at least the next record.
+        stats = self.ring.stats()
+        capacity = max(64, min(budget, stats.tail - self.cursor.position))
+        while True:
+            out = np.empty(capacity, np.uint8)
+            n, used, plain = read_batch(self.cursor, scratch, c_buffer(out), capacity, max_records)
+            if n >= 0:
+                break
+            capacity = used   # the first record is larger than the budget: it comes alone
+        if n == 0:
+            return None
+        out.resize(used, refcheck=False)   # give back what the records did not take
+        return from_words(self.tp.topic, self.tp.partition, out, scratch.words(n, plain), n, plain, first_offset)
+
+    def _read_views(self, scratch: BatchScratch, max_records: int, lease_ns: int) -> Any:
+        """A zero-copy batch, or _NO_LEASE if the ring cannot lease the position (read
+        with a copy then), or None if there is nothing to read."""
+        ring, position = self.ring, self.cursor.position
+        lease = ring.lease(position, lease_ns, my_token())
+        if lease is None:
+            return _NO_LEASE
+        try:
+            n = read_views(self.cursor, scratch, max_records)
+        except BaseException:
+            ring.release_lease(lease)
+            raise
+        if n == 0:
+            ring.release_lease(lease)
+            return None
+        view, _ = ring.data_view()
+        self.table.hold(ring)   # the batch holds the ring until it lets go of the lease
+        ended: List[bool] = []
+
+        def end_lease() -> bool:
+            if ended:
+                return True
+            ended.append(True)
+            try:
+                return ring.release_lease(lease)
+            finally:
+                self.table.release(ring)
+
+        return from_words(self.tp.topic, self.tp.partition, view.toreadonly(), scratch.words(n, False), n, False, 0,
+                          end_lease)
+
     def _read_disk(self, max_records: int, messages: List[Message]) -> "tuple[Optional[int], int]":
-        """Records from the segment files; at their end, rejoin the ring. Returns (records
-        read, bytes read), or (None, 0) when there is nothing now."""
+        """Records from the segment files, as Messages; at their end, rejoin the ring.
+        Returns (records read, bytes read), or (None, 0) when there is nothing now."""
+        n, consumed, chunk = self._read_disk_step(max_records)
+        if n:
+            assert self.log is not None
+            decode(messages, self.tp.topic, self.tp.partition, chunk, self.log.parser.desc_buffer, n,
+                   decode_headers)
+        return n, consumed
+
+    def _read_disk_step(self, max_records: int) -> "tuple[Optional[int], int, Optional[bytes]]":
+        """Parse records from the segment files; at their end, rejoin the ring. Returns
+        (records parsed, bytes read, the chunk they are in: log.parser describes them),
+        (0, 0, None) after rejoining the ring, or (None, 0, None) when there is nothing now."""
         log = self.log
         assert log is not None
         try:
@@ -181,7 +275,7 @@ class PartitionReader:
                 raise
             self.leave_disk()
             self.pending = self.reset
-            return None, 0
+            return None, 0, None
         except CorruptSegment as e:
             # What the disk cannot give, the ring may still hold: read it there.
             if e.offset is None:
@@ -192,15 +286,14 @@ class PartitionReader:
                 rejoined = None
             if rejoined:
                 self.leave_disk()
-                return 0, 0
+                return 0, 0, None
             self.cursor.next_offset = e.offset  # (a seek that fails moves the cursor)
             if rejoined is None:
                 raise e from None
-            return None, 0  # a frame before it in the ring is still being written: try again
+            return None, 0, None  # a frame before it in the ring is still being written: try again
         if n:
-            decode(messages, self.tp.topic, self.tp.partition, data, log.parser.desc_buffer, n, decode_headers)
-            self.cursor.next_offset = messages[-1].offset + 1
-            return n, log.last_consumed
+            self.cursor.next_offset = log.parser.last_offset(n) + 1
+            return n, log.last_consumed, data
         offset = log.next_offset
         assert offset is not None
         try:
@@ -209,9 +302,9 @@ class PartitionReader:
             rejoined = False
         if rejoined:
             self.leave_disk()
-            return 0, 0
+            return 0, 0, None
         self.cursor.next_offset = offset
-        return None, 0
+        return None, 0, None
 
     def first_at_or_after(self, timestamp_ns: int, buffer: ReadBuffer) -> Optional[int]:
         """Scan on from the position for the first record with a timestamp >= timestamp_ns."""

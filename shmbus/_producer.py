@@ -321,7 +321,7 @@ class Producer(ProducerBase):
             return 0
         record_bytes = array.nbytes // count
         route = self._routes.get(topic) or self._route(topic)
-        lens = _backend.c_buffer(np.full(count, record_bytes, dtype=np.int64))
+        lens = _backend.int64_buffer(np.full(count, record_bytes, dtype=np.int64))
         return self._send_batch(route, _backend.c_buffer(array), lens, lambda i: i * record_bytes, count, key,
                                 partition, None, None, None, array.nbytes)
 

@@ -13,25 +13,27 @@ not handle -- and every error -- to the Python code, which goes through the
 classes here.
 """
 from .control import ControlPage
-from .core import (CONTROL_GROUPS, CONTROL_MEMBERS, DESC_OFFSET, DESC_TIMESTAMP, DESC_WORDS, FRAME_ABORTED,
-                   FRAME_DATA, FRAME_HEADER_BYTES, FRAME_PADDING, INDEX_STRIDE, MAX_SLOTS, NULL,
-                   PLAIN_DESC_WORDS, RING_ARCHIVE_ERROR, RING_DELETED, RING_DURABLE, RING_RETIRED, RING_RETIRING,
-                   CData, c_buffer, crc32c,
-                   int64_array, keep_freed_heap, max_record_bytes, murmur2)
+from .core import (CONTROL_GROUPS, CONTROL_MEMBERS, DESC_HEADERS_AT, DESC_HEADERS_LEN, DESC_KEY_AT, DESC_KEY_LEN,
+                   DESC_OFFSET, DESC_TIMESTAMP, DESC_VALUE_AT, DESC_VALUE_LEN, DESC_WORDS, FRAME_ABORTED, FRAME_DATA,
+                   FRAME_HEADER_BYTES, FRAME_PADDING, INDEX_STRIDE, MAX_SLOTS, NULL, PLAIN_DESC_WORDS,
+                   PLAIN_TIMESTAMP, PLAIN_VALUE_LEN, RING_ARCHIVE_ERROR, RING_DELETED, RING_DURABLE, RING_RETIRED,
+                   RING_RETIRING, CData, c_buffer, crc32c, int64_array, int64_buffer,
+                   keep_freed_heap, max_record_bytes, murmur2)
 from .fastpath import ConsumerBase, ProducerBase, ReservedView, Route, decode, decode_plain
 from .frames import FrameHeader, FrameParser, find_frame, frame_length, walk_frames
-from .reader import Cursor, ReadBuffer, WaitSet
+from .reader import BatchScratch, Cursor, ReadBuffer, WaitSet, read_batch, read_views
 from .ring import (SLOT_CANCELLED, SLOT_CLAIMED, SLOT_IDLE, SLOT_PUBLISHING, SLOT_REVOKED, ArchiveState, Ring,
                    RingStats, SlotInfo)
 from .writer import Writer
 
 __all__ = [
-    "ControlPage", "CONTROL_GROUPS", "CONTROL_MEMBERS", "DESC_OFFSET", "DESC_TIMESTAMP", "DESC_WORDS",
+    "ControlPage", "CONTROL_GROUPS", "CONTROL_MEMBERS", "DESC_HEADERS_AT", "DESC_HEADERS_LEN", "DESC_KEY_AT",
+    "DESC_KEY_LEN", "DESC_OFFSET", "DESC_TIMESTAMP", "DESC_VALUE_AT", "DESC_VALUE_LEN", "DESC_WORDS",
     "FRAME_ABORTED", "FRAME_DATA", "FRAME_HEADER_BYTES", "FRAME_PADDING", "INDEX_STRIDE", "MAX_SLOTS", "NULL",
-    "PLAIN_DESC_WORDS", "RING_ARCHIVE_ERROR", "RING_DELETED", "RING_DURABLE", "RING_RETIRED", "RING_RETIRING",
-    "SLOT_CANCELLED", "SLOT_CLAIMED", "SLOT_IDLE", "SLOT_PUBLISHING", "SLOT_REVOKED", "CData", "c_buffer", "crc32c",
-    "int64_array", "keep_freed_heap", "max_record_bytes", "murmur2", "FrameHeader", "FrameParser",
-    "find_frame", "frame_length", "walk_frames", "Cursor", "ReadBuffer", "WaitSet", "ArchiveState", "Ring",
-    "RingStats", "SlotInfo",
-    "Writer", "ConsumerBase", "ProducerBase", "ReservedView", "Route", "decode", "decode_plain",
+    "PLAIN_DESC_WORDS", "PLAIN_TIMESTAMP", "PLAIN_VALUE_LEN", "RING_ARCHIVE_ERROR", "RING_DELETED", "RING_DURABLE",
+    "RING_RETIRED", "RING_RETIRING", "SLOT_CANCELLED", "SLOT_CLAIMED", "SLOT_IDLE", "SLOT_PUBLISHING",
+    "SLOT_REVOKED", "CData", "c_buffer", "crc32c", "int64_array", "int64_buffer", "keep_freed_heap", "max_record_bytes", "murmur2",
+    "ConsumerBase", "ProducerBase", "ReservedView", "Route", "decode", "decode_plain", "FrameHeader",
+    "FrameParser", "find_frame", "frame_length", "walk_frames", "BatchScratch", "Cursor", "ReadBuffer", "WaitSet",
+    "read_batch", "read_views", "ArchiveState", "Ring", "RingStats", "SlotInfo", "Writer",
 ]

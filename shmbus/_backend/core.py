@@ -20,7 +20,15 @@ INDEX_STRIDE: int = lib.SB_INDEX_STRIDE
 DESC_WORDS: int = lib.SB_DESC_WORDS
 DESC_OFFSET: int = lib.SB_DESC_OFFSET
 DESC_TIMESTAMP: int = lib.SB_DESC_TIMESTAMP
+DESC_KEY_AT: int = lib.SB_DESC_KEY_AT
+DESC_KEY_LEN: int = lib.SB_DESC_KEY_LEN
+DESC_HEADERS_AT: int = lib.SB_DESC_HEADERS_AT
+DESC_HEADERS_LEN: int = lib.SB_DESC_HEADERS_LEN
+DESC_VALUE_AT: int = lib.SB_DESC_VALUE_AT
+DESC_VALUE_LEN: int = lib.SB_DESC_VALUE_LEN
 PLAIN_DESC_WORDS: int = lib.SB_PLAIN_DESC_WORDS
+PLAIN_TIMESTAMP: int = lib.SB_PLAIN_TIMESTAMP
+PLAIN_VALUE_LEN: int = lib.SB_PLAIN_VALUE_LEN
 RING_DURABLE: int = lib.SB_RING_DURABLE
 RING_DELETED: int = lib.SB_RING_DELETED
 RING_ARCHIVE_ERROR: int = lib.SB_RING_ARCHIVE_ERROR
@@ -78,6 +86,11 @@ def c_buffer(obj: Any) -> CData:
 
 def int64_array(values: Sequence[int]) -> CData:
     return ffi.new("int64_t[]", values)
+
+
+def int64_buffer(obj: Any) -> CData:
+    """A C int64_t[] view of a buffer of int64s (a numpy int64 array), without copying."""
+    return ffi.from_buffer("int64_t[]", obj)
 
 
 def max_record_bytes(ring_bytes: int) -> int:

@@ -5,7 +5,7 @@ from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from .._errors import CorruptFrame
 from .._native._core import ffi, lib
-from .core import DESC_WORDS, FRAME_HEADER_BYTES, raise_for
+from .core import DESC_OFFSET, DESC_WORDS, FRAME_HEADER_BYTES, raise_for
 
 _TYPE_AT = ffi.offsetof("sb_frame_header", "type")
 _LENGTH_MASK = 0xFFFFFFFF
@@ -72,6 +72,10 @@ class FrameParser:
 
     def words(self, n: int) -> List[int]:
         return ffi.unpack(self.desc, n * DESC_WORDS)
+
+    def last_offset(self, n: int) -> int:
+        """The offset of the last of the n records the last parse described."""
+        return self.desc[(n - 1) * DESC_WORDS + DESC_OFFSET]
 
 
 def frame_length(chunk: bytes, position: int = 0) -> int:

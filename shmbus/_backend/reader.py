@@ -1,9 +1,9 @@
 """Reading (read.c, wait.c): a consumer's place in one ring, the buffer records are
 copied into, and sleeping until any of several rings has something."""
-from typing import Sequence
+from typing import Sequence, Tuple
 
 from .._native._core import ffi, lib
-from .core import DESC_WORDS, raise_for
+from .core import DESC_WORDS, PLAIN_DESC_WORDS, CData, raise_for
 from .ring import Ring
 
 
@@ -102,6 +102,51 @@ class Cursor:
                 buffer.grow(buffer._used[0])
                 continue
             raise_for(n, self.ring.name)
+
+
+class BatchScratch:
+    """Descriptor words for up to max_records records, for batch reads (poll_batch): one
+    per consumer, grown to the largest batch asked for."""
+
+    __slots__ = ("max_records", "desc", "_used", "_plain")
+
+    def __init__(self, max_records: int):
+        self.max_records = max_records
+        self.desc = ffi.new("int64_t[]", max_records * DESC_WORDS)
+        self._used = ffi.new("uint64_t *")
+        self._plain = ffi.new("int *")
+
+    def words(self, n: int, plain: bool) -> memoryview:
+        """The descriptor words of the last read's n records, as a buffer of int64."""
+        return memoryview(ffi.buffer(self.desc, n * (PLAIN_DESC_WORDS if plain else DESC_WORDS) * 8))
+
+
+def read_batch(cursor: "Cursor", scratch: BatchScratch, out: CData, capacity: int,
+               max_records: int) -> Tuple[int, int, bool]:
+    """Copy up to max_records available records into out (capacity bytes), describing them
+    in scratch: (records, bytes used, plain). (0, 0, False): none yet; (-1, bytes, False):
+    the first record needs that many bytes. Lapped, RingDeleted, CorruptFrame as read()."""
+    n = lib.sb_read(cursor.ring.ptr, cursor.ptr, min(max_records, scratch.max_records), out, capacity,
+                    scratch.desc, scratch._used, scratch._plain)
+    if n >= 0:
+        return n, scratch._used[0], bool(scratch._plain[0])
+    if n == lib.SB_EMPTY:
+        return 0, 0, False
+    if n == lib.SB_BUFFER_SMALL:
+        return -1, scratch._used[0], False
+    raise_for(n, cursor.ring.name)
+
+
+def read_views(cursor: "Cursor", scratch: BatchScratch, max_records: int) -> int:
+    """Describe up to max_records available records in place (positions in the ring's data
+    area), without copying: how many (0: none yet). Hold a lease on the position first."""
+    n = lib.sb_read_views(cursor.ring.ptr, cursor.ptr, min(max_records, scratch.max_records), scratch.desc,
+                          scratch._used)
+    if n >= 0:
+        return n
+    if n == lib.SB_EMPTY:
+        return 0
+    raise_for(n, cursor.ring.name)
 
 
 class WaitSet:

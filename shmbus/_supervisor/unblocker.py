@@ -23,6 +23,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Dict, List, Set, Tuple
 
+from .. import _liveness
 from .._backend import SLOT_CLAIMED, SLOT_PUBLISHING, Ring, SlotInfo
 
 if TYPE_CHECKING:
@@ -105,6 +106,13 @@ class Unblocker:
         reaped = ring.reap_dead(my_slot)
         if reaped:
             logger.info(f"{name}: freed {reaped} dead producer slot(s)")
+        # Zero-copy readers that died holding a lease: producers would go past it at its
+        # deadline anyway, but the lease itself would stay taken.
+        for token in set(ring.lease_holders()):
+            if not _liveness.is_alive(token, 0, 0):
+                dropped = ring.drop_leases(token)
+                if dropped:
+                    logger.info(f"{name}: dropped {dropped} lease(s) of a zero-copy reader that died")
         stalled = self.watch.stalled(ring, ring.slots(), ring.stats().lock, my_slot, now, self.timeout)
         if stalled:
             self.registry.retire_ring(topic, p, stalled)

@@ -232,6 +232,15 @@ def _record(message, garbage):
     return [message.topic, message.partition, message.offset, key, tag, seq]
 
 
+def role_reserver(args):
+    """Reserve a record, fill half of it, say so, and wait in the block (the test kills us)."""
+    with connect(args) as bus, bus.producer() as producer:
+        with producer.reserve(args["topic"], args["nbytes"], partition=0) as buf:
+            buf[:args["nbytes"] // 2] = b"h" * (args["nbytes"] // 2)
+            touch(args["ready_file"])
+            time.sleep(3600)
+
+
 def role_consume(args):
     """Read from earliest until `expect` records arrived (or, without expect,
     until the done file exists and the topic stays idle for a second);
@@ -269,6 +278,19 @@ def role_reader(args):
             for m in c.poll_many(rng.randint(1, 300), timeout=0.5):
                 buskit.check_value(m.value)
             time.sleep(rng.random() * 0.002)
+
+
+def role_view_holder(args):
+    """Take a zero-copy batch (a lease on the ring), say so, and hold it (the test kills us)."""
+    with connect(args) as bus, bus.consumer(*args["topics"], auto_offset_reset="earliest",
+                                           view_lease=args.get("view_lease", 3600.0)) as c:
+        batch = None
+        while batch is None:
+            batch = c.poll_batch(timeout=1.0, copy=False)
+        assert batch.zero_copy, batch
+        write_json(args["out"], {"offsets": batch.offsets.tolist()})
+        touch(args["ready_file"])
+        time.sleep(3600)
 
 
 def role_waiter(args):
@@ -320,8 +342,10 @@ ROLES = {
     "survivor": role_survivor,
     "victim": role_victim,
     "staller": role_staller,
+    "reserver": role_reserver,
     "consume": role_consume,
     "reader": role_reader,
+    "view_holder": role_view_holder,
     "waiter": role_waiter,
     "autostart": role_autostart,
     "caller": role_caller,

@@ -10,10 +10,11 @@ API_NAMES = {
     "connect", "Bus", "Producer", "Consumer", "Message", "RecordMetadata", "TopicInfo",
     "TopicPartition", "ShmbusError", "TopicNotFound", "TopicExists", "InvalidName",
     "MessageTooLarge", "BufferFull", "Timeout", "SupervisorUnavailable", "OffsetOutOfRange",
-    "Closed", "CommitFailed", "OutOfSpace", "CorruptSegment",
+    "Closed", "CommitFailed", "OutOfSpace", "CorruptSegment", "RecordBatch",
 }
-# Beyond API.md, documented in the README: the error a stalled producer's send raises.
-EXTRAS = {"ClaimRevoked"}
+# Beyond API.md, documented in the README: the error a stalled producer's send raises, the
+# one a zero-copy batch held past its lease raises, the buffer Producer.reserve hands out.
+EXTRAS = {"ClaimRevoked", "LeaseRevoked", "ReservedView"}
 # Public subpackages: reached as shmbus.<name>, never re-exported at the top.
 SUBPACKAGES = {"cli"}
 
