@@ -24,8 +24,12 @@ if TYPE_CHECKING:
 PartitionLike = Union[TopicPartition, Tuple[str, int]]
 PartitionsCallback = Callable[[Set[TopicPartition]], None]
 
-# Longest a single C wait lasts, so Ctrl-C and deadlines are seen promptly.
+# Longest a single C wait lasts while a group may need this member (its generation word
+# is read between waits) or some rings are beyond the futex_waitv limit. A signal (Ctrl-C)
+# ends a wait at once, and a deleted or retired ring wakes its waiters, so otherwise
+# waits are long: each wake-up of an idle consumer costs ~30-60 us of CPU.
 _WAIT_SLICE = 0.1
+_IDLE_WAIT_SLICE = 2.0
 _RESETS = ("earliest", "latest", "none")
 # Records per C read: enough to amortize the call, few enough that the copy
 # and its descriptors stay in L2 while Python turns them into Messages.
@@ -94,6 +98,7 @@ class Consumer(ConsumerBase):
         self._batch_scratch: Optional[BatchScratch] = None   # made at the first poll_batch
         self._view_batch: Optional[RecordBatch] = None   # the zero-copy batch valid until the next poll
         self._view_lease_ns = int(view_lease * 1e9)
+        self._warm = True   # the last wait found something: the next one spins first
         self._wait_set = WaitSet([])
         self._next_reader = 0
         # ConsumerBase's _buffer and _buffer_index: Messages fetched for iteration, not handed out yet.
@@ -358,17 +363,24 @@ class Consumer(ConsumerBase):
     def _wait(self, deadline: Optional[float]) -> bool:
         """Sleep until a record may be there, for at most one slice; False once the
         deadline (None: none) has passed."""
+        longest = _WAIT_SLICE if self._member is not None or self._wait_set.count > WaitSet.MAX_RINGS \
+            else _IDLE_WAIT_SLICE
         if deadline is None:
-            slice_ns = int(_WAIT_SLICE * 1e9)
+            slice_ns = int(longest * 1e9)
         else:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            slice_ns = int(min(remaining, _WAIT_SLICE) * 1e9)
+            slice_ns = int(min(remaining, longest) * 1e9)
         if not self._readers:  # a group member may have none until a rebalance
             time.sleep(slice_ns / 1e9)
+        elif self._busy:
+            self._wait_set.wait(slice_ns, slice_ns, False)
         else:
-            self._wait_set.wait(slice_ns, slice_ns if self._busy else self._spin_ns, not self._busy)
+            # Spin first only while records have been coming: after a wait that found
+            # nothing, the next record is not a spin away, and spinning would be an idle
+            # consumer's main cost.
+            self._warm = self._wait_set.wait(slice_ns, self._spin_ns if self._warm else 0, True)
         if self._on_poll is not None:
             self._on_poll()
         return True

@@ -115,6 +115,9 @@ def is_alive(token: int, pid: int, start_ms: int) -> bool:
     to the pid check."""
     if not token:
         return pid_is_alive(pid, start_ms)
+    mine = _mine
+    if mine is not None and mine.token == token and mine.pid == os.getpid():
+        return True   # ours (the supervisor's own reaper slots, every pass)
     try:
         fd = os.open(file_path(token), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:

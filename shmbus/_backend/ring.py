@@ -32,6 +32,7 @@ class RingStats(NamedTuple):
     lock: int            # the claim lock's word: a sequence, and its holder's slot + 1
     retired_end: int     # a retired ring: where it ends
     retired_next_offset: int  # ... and where the partition's next ring starts
+    leases_held: int     # zero-copy readers' leases not let go
 
     @property
     def lock_holder(self) -> int:
@@ -207,7 +208,7 @@ class Ring:
         return RingStats(out.total_bytes, out.data_bytes, out.flags, out.created_ns, out.tail,
                          out.next_offset, out.head, out.head_offset, out.published, out.archived,
                          out.synced, out.data_waiters, out.space_waiters, out.base_offset, out.lock,
-                         out.retired_end, out.retired_next_offset)
+                         out.retired_end, out.retired_next_offset, out.leases_held)
 
     def set_flag(self, flag: int) -> None:
         """Set a header flag and wake every waiter, so they notice."""
@@ -271,19 +272,20 @@ class Ring:
     def slots(self) -> List[SlotInfo]:
         """Every slot in use."""
         out = ffi.new("sb_slot_info[]", MAX_SLOTS)
-        lib.sb_slots_get(self.ptr, out)
-        return [SlotInfo(i, s.owner_pid, s.owner_start, bool(s.claimed), s.owner_token, s.state,
+        used = lib.sb_slots_get(self.ptr, out)
+        return [SlotInfo(s.slot, s.owner_pid, s.owner_start, bool(s.claimed), s.owner_token, s.state,
                          s.claim_pos, s.claim_offset)
-                for i, s in enumerate(out) if s.owner_pid]
+                for s in out[0:used]]
 
     def lock_owner(self) -> int:
         """The producer slot holding the claim lock, or -1."""
         return lib.sb_lock_owner(self.ptr)
 
-    def reap_dead(self, my_slot: Optional[int] = None) -> int:
-        """Free the slots of dead producers, finishing their claims as aborted frames
-        and breaking the claim lock if one died holding it. Returns how many."""
-        dead = [s.slot for s in self.slots() if not s.owner_alive()]
+    def reap_dead(self, my_slot: Optional[int] = None, slots: Optional[List[SlotInfo]] = None) -> int:
+        """Free the slots of dead producers (of `slots`, if the caller has just read them),
+        finishing their claims as aborted frames and breaking the claim lock if one died
+        holding it. Returns how many."""
+        dead = [s.slot for s in (self.slots() if slots is None else slots) if not s.owner_alive()]
         if not dead:
             return 0
         own_slot = my_slot is None

@@ -267,16 +267,23 @@ void sb_slot_release(sb_ring *r, int slot)
     leave_slot(r, slot);
 }
 
-void sb_slots_get(sb_ring *r, sb_slot_info *out)
+int sb_slots_get(sb_ring *r, sb_slot_info *out)
 {
+    int used = 0;
     for (int i = 0; i < SB_MAX_SLOTS; i++) {
         struct slot *s = &r->slots[i];
-        out[i].owner_pid = LOAD_ACQ(&s->owner_pid);
-        out[i].owner_start = LOAD_ACQ(&s->owner_start);
-        out[i].owner_token = LOAD_ACQ(&s->owner_token);
-        out[i].state = LOAD_ACQ(&s->state);
-        out[i].claimed = out[i].state == CLAIMED || out[i].state == PUBLISHING;
-        out[i].claim_pos = LOAD(&s->claim_pos);
-        out[i].claim_offset = LOAD(&s->claim_offset);
+        sb_slot_info *info = &out[used];
+        info->owner_pid = LOAD_ACQ(&s->owner_pid);
+        if (!info->owner_pid)
+            continue;
+        info->slot = (uint64_t)i;
+        info->owner_start = LOAD_ACQ(&s->owner_start);
+        info->owner_token = LOAD_ACQ(&s->owner_token);
+        info->state = LOAD_ACQ(&s->state);
+        info->claimed = info->state == CLAIMED || info->state == PUBLISHING;
+        info->claim_pos = LOAD(&s->claim_pos);
+        info->claim_offset = LOAD(&s->claim_offset);
+        used++;
     }
+    return used;
 }

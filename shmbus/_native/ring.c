@@ -184,4 +184,5 @@ void sb_ring_stats(sb_ring *r, sb_stats *out)
     out->synced = LOAD_ACQ(&h->synced);
     out->data_waiters = LOAD(&h->data_waiters);
     out->space_waiters = LOAD(&h->space_waiters);
+    out->leases_held = LOAD(&h->leases_held);
 }

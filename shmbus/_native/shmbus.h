@@ -120,15 +120,17 @@ typedef struct {
     uint64_t lock;                 /* the claim lock's word: a sequence, and its owner's slot + 1 */
     uint64_t retired_end;          /* SB_RING_RETIRED: where the ring ends */
     uint64_t retired_next_offset;  /* ... and the offset the partition's next ring starts at */
+    uint64_t leases_held;          /* zero-copy readers' leases not let go (lease.c) */
 } sb_stats;
 
-/* One producer slot, as the supervisor's reaper sees it. */
+/* One producer slot in use, as the supervisor's reaper sees it. */
 typedef struct {
-    uint64_t owner_pid;            /* 0: free */
+    uint64_t slot;                 /* its index */
+    uint64_t owner_pid;
     uint64_t owner_start;          /* the owner's process create time, in ms since the epoch */
     uint64_t owner_token;          /* its liveness lock's token */
     uint64_t claimed;              /* 1 while a claim is between reservation and publication */
-    uint64_t state;                /* 0 idle, 1 claimed, 2 publishing, 3 revoked, 4 cancelled */
+    uint64_t state;                /* SB_CLAIM_* */
     uint64_t claim_pos;            /* where its claim (if any) starts */
     uint64_t claim_offset;         /* and the first offset it covers */
 } sb_slot_info;
@@ -150,7 +152,7 @@ int sb_ring_rebase(sb_ring *ring, uint64_t base_offset);
 /* ---- producer slots (claim.c) and a dead producer's claim (unblock.c) ---- */
 int sb_slot_acquire(sb_ring *ring, uint64_t pid, uint64_t start_ms, uint64_t token);
 void sb_slot_release(sb_ring *ring, int slot);
-void sb_slots_get(sb_ring *ring, sb_slot_info *out);   /* SB_MAX_SLOTS entries */
+int sb_slots_get(sb_ring *ring, sb_slot_info *out);   /* the slots in use (out: SB_MAX_SLOTS entries); how many */
 int sb_lock_owner(sb_ring *ring);
 int sb_reap(sb_ring *ring, int my_slot, int dead_slot);
 /* Retire a ring whose claims stalled: no more claims; the stalled slots (a bitmask)

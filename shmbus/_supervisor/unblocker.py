@@ -103,17 +103,21 @@ class Unblocker:
         name = f"{topic.info.name}/{p}"
         ring = topic.rings[p]
         my_slot = topic.reaper_slots[p]
-        reaped = ring.reap_dead(my_slot)
+        slots = ring.slots()
+        reaped = ring.reap_dead(my_slot, slots)
         if reaped:
             logger.info(f"{name}: freed {reaped} dead producer slot(s)")
-        # Zero-copy readers that died holding a lease: producers would go past it at its
-        # deadline anyway, but the lease itself would stay taken.
-        for token in set(ring.lease_holders()):
-            if not _liveness.is_alive(token, 0, 0):
-                dropped = ring.drop_leases(token)
-                if dropped:
-                    logger.info(f"{name}: dropped {dropped} lease(s) of a zero-copy reader that died")
-        stalled = self.watch.stalled(ring, ring.slots(), ring.stats().lock, my_slot, now, self.timeout)
+            slots = ring.slots()
+        stats = ring.stats()
+        if stats.leases_held:
+            # Zero-copy readers that died holding a lease: producers would go past it at
+            # its deadline anyway, but the lease itself would stay taken.
+            for token in set(ring.lease_holders()):
+                if not _liveness.is_alive(token, 0, 0):
+                    dropped = ring.drop_leases(token)
+                    if dropped:
+                        logger.info(f"{name}: dropped {dropped} lease(s) of a zero-copy reader that died")
+        stalled = self.watch.stalled(ring, slots, stats.lock, my_slot, now, self.timeout)
         if stalled:
             self.registry.retire_ring(topic, p, stalled)
         for old in list(topic.retired[p]):
