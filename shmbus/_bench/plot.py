@@ -52,9 +52,9 @@ def _latency_axis(ax, curves, title):
     for label, points in curves:
         if points:
             ax.plot([_nines(p) for p, _ in points], [max(us, 1e-3) for _, us in points], marker=".",
-                    label=label)
-    ticks = [50, 90, 99, 99.9, 99.99, 99.999]
-    ax.set_xticks([_nines(p) for p in ticks], [f"{p:g}%" for p in ticks])
+                    linestyle="-" if "shmbus" in label else "--", label=label)
+    ticks = [50, 90, 99, 99.9, 99.99, 99.999, 100]
+    ax.set_xticks([_nines(p) for p in ticks], [f"{p:g}%" if p < 100 else "max" for p in ticks])
     ax.set_yscale("log")
     ax.set_xlabel("percentile")
     ax.set_ylabel("microseconds")

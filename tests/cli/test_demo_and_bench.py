@@ -73,3 +73,11 @@ def test_bench_reports_a_failing_run_as_an_error(bus_paths):
                           "--count", "10", "--no-latency", timeout=120)
     assert done.returncode != 0
     assert b"MessageTooLarge" in done.stderr and b"Traceback" not in done.stderr
+
+
+def test_bench_prints_its_tables(bus_paths):
+    done = buskit.run_cli(bus_paths, "bench", "--size", "64", "--count", "500", "--no-latency", timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    out = done.stdout.decode()
+    assert "Throughput, 1 producer process -> 1 consumer process" in out and "shmbus send / poll_many" in out
+    assert b"run 1/1 64 B shmbus send / poll_many: " in done.stderr
