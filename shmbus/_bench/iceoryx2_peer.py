@@ -11,17 +11,20 @@ until delivered, so a full subscriber queue blocks the producer as the other pee
 do); its queue holds QUEUE samples. Latency is a ping-pong on two services,
 busy-polled, and once more with an Event service beside each: the sender notifies
 after send, the receiver blocks in Listener.timed_wait when receive() finds nothing
-(iceoryx2's blocking wake-up).
+(iceoryx2's blocking wake-up). The same blocking pair carries the sleeping-consumer
+measurement (sleeping.py), the producer's time.time_ns() in the first 8 bytes.
 """
 import ctypes
 import time
 
 from . import harness
-from .harness import optional
+from .harness import OneWay, optional
+from .sleeping import pace
 
 ICEORYX2_THROUGHPUT = "iceoryx2 pub/sub (loan+memmove+send; busy-poll receive+copy)"
 ICEORYX2_BUSY = "iceoryx2 pub/sub, busy-poll"
 ICEORYX2_EVENT = "iceoryx2 pub/sub + Event listener (blocking)"
+ICEORYX2_SLEEPING = "iceoryx2 pub/sub + Event listener (blocking), timestamp in the payload"
 # Samples the subscriber's queue holds (and so the publisher may have in flight).
 QUEUE = 1024
 # Empty polls between two looks at the clock in the busy loops.
@@ -247,3 +250,63 @@ def latency(name, events, round_trips, warmup, time_cap):
     args = (name, events)
     return harness.pingpong(ICEORYX2_EVENT if events else ICEORYX2_BUSY, _pinger, args, _ponger, args,
                             record_bytes=64, round_trips=round_trips, warmup=warmup, time_cap=time_cap)
+
+
+# ---- latency to a sleeping consumer ----
+
+def _paced_producer(name, interval, count, *, barrier, time_cap):
+    iox2, node = _node()
+    service = _service(iox2, node, name, 16)
+    publisher = _publisher(iox2, service, 64)
+    notifier = _event(iox2, node, f"{name}-ev").notifier_builder().create()
+    send_sample, notify, now_ns = _sender(publisher), notifier.notify, time.time_ns
+    pad = b"s" * 56
+    deadline = time.monotonic() + harness.SETUP_TIMEOUT
+    while service.dynamic_config.number_of_subscribers < 1:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the iceoryx2 subscriber never connected")
+        time.sleep(0.005)
+    publisher.update_connections()
+
+    def send():
+        send_sample(now_ns().to_bytes(8, "little") + pad)
+        notify()
+    try:
+        return pace(interval, count, barrier, time_cap, send)
+    finally:
+        notifier.delete()
+        publisher.delete()
+
+
+def _paced_consumer(name, count, warmup, *, barrier, time_cap):
+    iox2, node = _node()
+    service = _service(iox2, node, name, 16)
+    subscriber = service.subscriber_builder().buffer_size(16).create()
+    listener = _event(iox2, node, f"{name}-ev").listener_builder().create()
+    try_recv, wait, now_ns = _receiver(subscriber), listener.timed_wait, time.time_ns
+    slice_ = iox2.Duration.from_millis(100)
+    harness.wait_start(barrier)
+    deadline = time.monotonic() + time_cap
+    one_way = []
+    received = 0
+    while received < count and time.monotonic() < deadline:
+        value = try_recv()
+        if value is None:
+            wait(slice_)
+            continue
+        handed_off = now_ns()
+        if received >= warmup:
+            one_way.append(handed_off - int.from_bytes(value[:8], "little"))
+        received += 1
+    listener.delete()
+    subscriber.delete()
+    return one_way
+
+
+def sleeping(name, records, warmup, interval, time_cap):
+    total = warmup + records
+    values = harness.run_workers(
+        [("consumer", _paced_consumer, (name, total, warmup)),
+         ("producer", _paced_producer, (name, interval, total))],
+        min(time_cap, total * interval * 2 + 5), required=["consumer"])
+    return OneWay(ICEORYX2_SLEEPING, 64, interval * 1000, warmup, values["consumer"])

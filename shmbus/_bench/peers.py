@@ -285,6 +285,8 @@ class Endpoints:
 ThroughputRun = Callable[[Endpoints, int, int, float], harness.Throughput]
 # A ping-pong run: (endpoints, round_trips, warmup, time_cap) -> harness.Latency
 LatencyRun = Callable[[Endpoints, int, int, float], harness.Latency]
+# A sleeping-consumer run: (endpoints, records, warmup, interval_s, time_cap) -> harness.OneWay
+SleepingRun = Callable[[Endpoints, int, int, float, float], harness.OneWay]
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,7 @@ class Peer:
     throughput_row: Optional[str] = None
     throughput: Optional[ThroughputRun] = None
     latency_rows: Tuple[Tuple[str, LatencyRun], ...] = ()
+    sleeping_rows: Tuple[Tuple[str, SleepingRun], ...] = ()
 
     def installed(self):
         if self.module is None:
@@ -380,6 +383,10 @@ def _iceoryx2_event_latency(ep, round_trips, warmup, cap):
     return iceoryx2_peer.latency(ep.unique("iox2"), True, round_trips, warmup, cap)
 
 
+def _iceoryx2_sleeping(ep, records, warmup, interval, cap):
+    return iceoryx2_peer.sleeping(ep.unique("iox2"), records, warmup, interval, cap)
+
+
 QUEUE_LISTS = "multiprocessing.Queue, list of B distinct records per put"
 
 PEERS: Tuple[Peer, ...] = (
@@ -393,7 +400,8 @@ PEERS: Tuple[Peer, ...] = (
     Peer("faster-fifo", "faster_fifo", "faster-fifo", "faster-fifo put/get", _ff_throughput,
          (("faster-fifo", _ff_latency),)),
     Peer("iceoryx2", "iceoryx2", "iceoryx2", ICEORYX2_THROUGHPUT, _iceoryx2_throughput,
-         ((ICEORYX2_BUSY, _iceoryx2_busy_latency), (ICEORYX2_EVENT, _iceoryx2_event_latency))),
+         ((ICEORYX2_BUSY, _iceoryx2_busy_latency), (ICEORYX2_EVENT, _iceoryx2_event_latency)),
+         ((iceoryx2_peer.ICEORYX2_SLEEPING, _iceoryx2_sleeping),)),
 )
 
 

@@ -14,6 +14,8 @@ program) minus the timestamp the producer gave it, both CLOCK_REALTIME
               producer's time.time_ns() written to shared memory just before the post;
               the consumer blocks in sem_wait (one futex wake-up), then reads the
               timestamp. Nothing a bus could do with one wake-up is cheaper.
+  peers       with --peers, those whose table entry has a sleeping row (iceoryx2's
+              pub/sub with an Event listener: iceoryx2_peer.py)
 
 Both sides of both transports are the same Python process pair on the same harness;
 the first WARMUP records are not counted.
@@ -31,7 +33,7 @@ WARMUP = 20
 _STAMP = struct.Struct("q")
 
 
-def _pace(interval, count, barrier, time_cap, send):
+def pace(interval, count, barrier, time_cap, send):
     """Call send() count times, one every interval seconds (a sleep between, so the
     producer does not compete for a core), within time_cap. Returns how many."""
     wait_start(barrier)
@@ -59,7 +61,7 @@ def _shmbus_producer(bus_name, data_dir, topic, interval, count, *, barrier, tim
         producer = bus.producer(timeout=5.0)
         producer.partitions_for(topic)
         send = producer.send
-        sent = _pace(interval, count, barrier, time_cap, lambda: send(topic, payload))
+        sent = pace(interval, count, barrier, time_cap, lambda: send(topic, payload))
         producer.close()
     return sent
 
@@ -121,7 +123,7 @@ def _semaphore_producer(name, interval, count, *, barrier, time_cap):
         pack_into(stamp, 0, now_ns())
         post()
     try:
-        return _pace(interval, count, barrier, time_cap, send)
+        return pace(interval, count, barrier, time_cap, send)
     finally:
         stamp.close()
         semaphore.close()

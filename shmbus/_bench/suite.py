@@ -122,6 +122,10 @@ def jobs(plan, bus, endpoints):
         out.append(Job(SLEEPING, sleeping.SEMAPHORE_ROW, None, f"sleeping consumer {sleeping.SEMAPHORE_ROW}",
                        lambda: sleeping.semaphore_sleeping(endpoints.unique("sem"), records=records,
                                                            time_cap=cap_s)))
+        for peer in plan.peers:
+            for row, run in peer.sleeping_rows:
+                out.append(Job(SLEEPING, row, None, f"sleeping consumer {row}",
+                               _bind(run, endpoints, records, sleeping.WARMUP, sleeping.INTERVAL, cap_s)))
     for rate in plan.rates:
         out.append(Job(RATE, fixed_rate.ROW, rate, f"fixed rate {rate:,}/s {fixed_rate.ROW}",
                        _bind(fixed_rate.shmbus_fixed_rate, bus, rate, seconds=plan.rate_seconds,

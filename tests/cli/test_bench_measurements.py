@@ -42,7 +42,7 @@ def test_queue_of_lists_sends_distinct_records():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("iceoryx2") is None, reason="iceoryx2 not installed (bench extra)")
-def test_iceoryx2_peer_throughput_and_both_latencies():
+def test_iceoryx2_peer_throughput_and_every_latency():
     ep = peers.Endpoints()
     try:
         run = peers._iceoryx2_throughput(ep, 1024, 2000, 30.0)
@@ -50,6 +50,8 @@ def test_iceoryx2_peer_throughput_and_both_latencies():
         for measure in (peers._iceoryx2_busy_latency, peers._iceoryx2_event_latency):
             latency = measure(ep, 100, 10, 30.0)
             assert len(latency.rtt_ns) == 100 and latency.percentile_us(50) > 0
+        paced = peers._iceoryx2_sleeping(ep, 10, 2, 0.002, 30.0)
+        assert len(paced.one_way_ns) == 10 and paced.percentile_us(50) > 0
     finally:
         ep.close()
 
