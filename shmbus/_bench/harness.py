@@ -65,6 +65,14 @@ class Throughput:
                              # rest never arrived
 
     @property
+    def unaccounted(self):
+        """Records the producers sent that the consumer neither received nor was told
+        it missed (0 when the producers did not report)."""
+        if self.sent is None or self.stalled:
+            return 0
+        return max(0, self.sent - self.received - self.missed)
+
+    @property
     def msg_per_s(self):
         return self.received / self.seconds if self.seconds > 0 else 0.0
 
@@ -76,6 +84,7 @@ class Throughput:
         d = asdict(self)
         d["msg_per_s"] = self.msg_per_s
         d["mb_per_s"] = self.mb_per_s
+        d["unaccounted"] = self.unaccounted
         return d
 
 
@@ -268,10 +277,13 @@ def throughput(transport, producer, producer_args, consumer, consumer_args, reco
     values = run_workers(workers, time_cap, required=["consumer"], parent_closes=parent_closes)
     got = values["consumer"]
     sent = [values.get(f"producer{i}") for i in range(producers)]
+    sent_total = None if None in sent else sum(sent)
     return Throughput(
         transport=transport, record_bytes=record_bytes, producers=producers, target=total,
-        sent=None if None in sent else sum(sent), received=got["received"], missed=got["missed"],
-        seconds=got["seconds"], capped=got["capped"], batch=batch, stalled=got.get("stalled", False),
+        sent=sent_total, received=got["received"], missed=got["missed"], seconds=got["seconds"],
+        # The producers sending fewer than asked is a cap too, whatever the consumer saw.
+        capped=got["capped"] or (sent_total is not None and sent_total < total), batch=batch,
+        stalled=got.get("stalled", False),
     )
 
 

@@ -127,6 +127,10 @@ def throughput_table(results):
             if stalled:
                 notes.append(f"{size_label(size)} {span(min(stalled), max(stalled))} of {runs[0].target} "
                              f"records never arrived in {len(stalled)}/{len(runs)} run(s)")
+            gone = [r.unaccounted for r in runs if r.unaccounted]
+            if gone:
+                notes.append(f"{size_label(size)} {span(min(gone), max(gone))} records neither received nor "
+                             f"reported missed in {len(gone)}/{len(runs)} run(s)")
             lost = [r.missed / r.target for r in runs if r.missed and not r.stalled]
             if lost:
                 notes.append(f"{size_label(size)} overwritten before read "

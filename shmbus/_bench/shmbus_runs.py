@@ -57,10 +57,11 @@ def ring_bytes_for(record_bytes, records, cap=1 << 30, floor=64 << 20):
 
 # ---- shmbus workers: how records go in ----
 #
-# A producer worker: (bus_name, data_dir, topic, batch, index, record_bytes, count, *,
-# barrier, time_cap) -> records sent. A producer cut short by the time cap sends an
-# empty value after its last record (the bench never sends an empty one), so a
-# consumer that blocks without a timeout (iteration) still ends.
+# A producer worker: (bus_name, data_dir, topic, batch, end_marker, index, record_bytes,
+# count, *, barrier, time_cap) -> records sent. It sends an empty value (the bench never
+# sends one otherwise) to every partition after its last record when it was cut short by
+# the time cap, and always when `end_marker` is set: a consumer that blocks without a
+# timeout (iteration) then ends however many records were overwritten before it read them.
 
 def _connect_producer(bus_name, data_dir, topic, time_cap):
     import shmbus
@@ -70,7 +71,14 @@ def _connect_producer(bus_name, data_dir, topic, time_cap):
     return bus, producer
 
 
-def _send_producer(bus_name, data_dir, topic, batch, index, record_bytes, count, *, barrier, time_cap):
+def _send_end(producer, topic):
+    """The end marker, in every partition: behind this producer's last record in each."""
+    for partition in producer.partitions_for(topic):
+        producer.send(topic, END, partition=partition)
+
+
+def _send_producer(bus_name, data_dir, topic, batch, end_marker, index, record_bytes, count, *, barrier,
+                   time_cap):
     """Producer.send, one call per record."""
     payload = b"x" * record_bytes
     bus, producer = _connect_producer(bus_name, data_dir, topic, time_cap)
@@ -84,14 +92,14 @@ def _send_producer(bus_name, data_dir, topic, batch, index, record_bytes, count,
             for _ in range(n):
                 send(topic, payload)
             sent += n
-        if sent < count:
-            send(topic, END)
+        if sent < count or end_marker:
+            _send_end(producer, topic)
         producer.close()
     return sent
 
 
-def _send_many_producer(bus_name, data_dir, topic, batch, index, record_bytes, count, *, barrier,
-                        time_cap):
+def _send_many_producer(bus_name, data_dir, topic, batch, end_marker, index, record_bytes, count, *,
+                        barrier, time_cap):
     """Producer.send_many, `batch` records per call."""
     payload = b"x" * record_bytes
     bus, producer = _connect_producer(bus_name, data_dir, topic, time_cap)
@@ -103,19 +111,20 @@ def _send_many_producer(bus_name, data_dir, topic, batch, index, record_bytes, c
         sent = 0
         while sent < count and time.monotonic() < deadline:
             sent += send_many(topic, values[:count - sent])
-        if sent < count:
-            producer.send(topic, END)
+        if sent < count or end_marker:
+            _send_end(producer, topic)
         producer.close()
     return sent
 
 
 # ---- shmbus workers: how records come out ----
 #
-# A consumer worker: (bus_name, data_dir, topic, wait, total, record_bytes, *, barrier,
-# time_cap) -> {"received", "missed", "seconds", "capped", "stalled"}; the clock runs
-# from the barrier to the last record received.
+# A consumer worker: (bus_name, data_dir, topic, wait, producers, total, record_bytes, *,
+# barrier, time_cap) -> {"received", "missed", "seconds", "capped", "stalled"}; the clock
+# runs from the barrier to the last record received.
 
-def _poll_many_consumer(bus_name, data_dir, topic, wait, total, record_bytes, *, barrier, time_cap):
+def _poll_many_consumer(bus_name, data_dir, topic, wait, producers, total, record_bytes, *, barrier,
+                        time_cap):
     """Consumer.poll_many(CONSUMER_BATCH, timeout=0.1), its normal read path."""
     import shmbus
     with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
@@ -146,33 +155,35 @@ def _poll_many_consumer(bus_name, data_dir, topic, wait, total, record_bytes, *,
             "capped": received + lost < total and not stalled, "stalled": stalled}
 
 
-def _iterate_consumer(bus_name, data_dir, topic, wait, total, record_bytes, *, barrier, time_cap):
-    """`for msg in consumer`, the way the simplest program is written (it blocks without
-    a timeout: a capped producer's end marker, or the parent's kill, ends it)."""
+def _iterate_consumer(bus_name, data_dir, topic, wait, producers, total, record_bytes, *, barrier,
+                      time_cap):
+    """`for msg in consumer`, the way the simplest program is written. It blocks without
+    a timeout, so its producers always send the end marker to every partition
+    (Mode.end_marker), and the parent's kill bounds it if one dies."""
     import shmbus
     with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
         consumer = bus.consumer(topic, auto_offset_reset="earliest", wait=wait)
-        missed = consumer.missed
+        markers = producers * len(consumer.assignment())
         wait_start(barrier)
         start = time.perf_counter()
         deadline = time.monotonic() + time_cap
-        received = 0
+        received = ended = 0
+        last = start
         capped = False
         for message in consumer:
             if not message.value:
+                ended += 1
+                if ended == markers:
+                    break
+                continue
+            received += 1
+            if received == total:
+                break
+            if received % CHECK_EVERY == 0 and time.monotonic() > deadline:
                 capped = True
                 break
-            received += 1
-            if received % CHECK_EVERY == 0:
-                if received + missed() >= total:
-                    break
-                if time.monotonic() > deadline:
-                    capped = True
-                    break
-            elif received == total:
-                break
         last = time.perf_counter()
-        lost = missed()
+        lost = consumer.missed()
         consumer.close()
     return {"received": received, "missed": lost, "seconds": last - start, "capped": capped,
             "stalled": False}
@@ -188,6 +199,7 @@ class Mode:
     producer: Callable[..., int]
     consumer: Callable[..., Dict[str, Any]]
     batched: bool = False    # the producer sends `batch` records per call
+    end_marker: bool = False  # the consumer blocks without a timeout: always end with a marker
 
 
 # shmbus's rows, in table order. A new way in or out (send_array -> poll_batch,
@@ -197,7 +209,7 @@ MODES: Tuple[Mode, ...] = (
     Mode("send/poll_many", "shmbus send / poll_many", _send_producer, _poll_many_consumer),
     Mode("send_many/poll_many", "shmbus send_many(B) / poll_many", _send_many_producer,
          _poll_many_consumer, batched=True),
-    Mode("send/iterate", "shmbus send / for msg in c", _send_producer, _iterate_consumer),
+    Mode("send/iterate", "shmbus send / for msg in c", _send_producer, _iterate_consumer, end_marker=True),
 )
 MODES_BY_KEY = {mode.key: mode for mode in MODES}
 # The row the ratios to the peers are taken from when no other is named.
@@ -274,8 +286,9 @@ def shmbus_throughput(bus, record_bytes, count, producers=1, batch=None, partiti
     bus.create_topic(topic, partitions=partitions, ring_bytes=ring_bytes, durable=durable)
     try:
         label = mode.row.replace("(B)", f"({batch})") if mode.batched else mode.row
-        return throughput(label, mode.producer, (bus.name, bus.data_dir, topic, batch if mode.batched else None),
-                          mode.consumer, (bus.name, bus.data_dir, topic, wait),
+        return throughput(label, mode.producer,
+                          (bus.name, bus.data_dir, topic, batch if mode.batched else None, mode.end_marker),
+                          mode.consumer, (bus.name, bus.data_dir, topic, wait, producers),
                           record_bytes, count, producers=producers, time_cap=time_cap,
                           batch=batch if mode.batched else None)
     finally:

@@ -7,7 +7,7 @@ from array import array
 
 import pytest
 
-from shmbus._bench import durable, fixed_rate, harness, idle, peers, plot, report, suite
+from shmbus._bench import durable, fixed_rate, harness, idle, peers, plot, report, shmbus_runs, suite
 
 
 def test_idle_cost_reads_the_supervisor_and_every_consumer(bus):
@@ -130,3 +130,16 @@ def test_plot_draws_every_section(tmp_path):
     path = tmp_path / "run.png"
     plot.write(_synthetic_results(), str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_iteration_row_ends_when_lapped_and_with_several_producers(bus):
+    """`for msg in c` blocks without a timeout: its producers' end markers (one per
+    partition) end it even when the memory-only ring overwrote records before it read
+    them, and with two producers on two partitions it ends only after every record."""
+    iterate = shmbus_runs.MODES_BY_KEY["send/iterate"]
+    lapped = shmbus_runs.shmbus_throughput(bus, 65536, 1000, ring_bytes=1 << 20, mode=iterate)
+    assert lapped.sent == 1000 and not lapped.capped and not lapped.stalled
+    assert lapped.received + lapped.missed + lapped.unaccounted == 1000
+    two = shmbus_runs.shmbus_throughput(bus, 64, 5000, producers=2, partitions=2, mode=iterate)
+    assert two.received == two.sent == 10000 and two.missed == 0 and not two.capped
+    assert bus.topics() == {}
