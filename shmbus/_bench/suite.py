@@ -166,10 +166,11 @@ def run(plan, bus, progress=None, describe=None):
                 label = f"run {run_index + 1}/{plan.runs} {job.label}"
                 try:
                     result = job.run()
-                except BenchmarkError as e:
-                    results.failures.append(f"{label}: {e}")
+                except Exception as e:  # one failed job (a worker's error, a peer's setup) ends only itself
+                    why = str(e) if isinstance(e, BenchmarkError) else f"{type(e).__name__}: {e}"
+                    results.failures.append(f"{label}: {why}")
                     if progress is not None:
-                        progress(f"{label}: FAILED: {str(e).splitlines()[0]}")
+                        progress(f"{label}: FAILED: {why.splitlines()[0]}")
                     continue
                 results.add(job, result)
                 if progress is not None:

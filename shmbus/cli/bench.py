@@ -116,15 +116,24 @@ def bench(bus, data_dir, sizes, count, producers, partitions, modes, batch, ring
         else:
             b.close()
     results.notes += notes
-    if results.failures:
-        first = results.failures[0].split(": ", 1)[-1].splitlines()[0]
-        raise CliError(f"benchmark failed: {first}")
-
     if plot_path:
-        plot.write(results, plot_path)
+        try:
+            plot.write(results, plot_path)
+        except BenchmarkError as e:
+            results.failures.append(f"plot: {e}")
+            plot_path = None
     if as_json:
         click.echo(json.dumps(report.document(results), indent=1))
-        return
+    else:
+        _print_tables(results)
+    if results.failures:
+        first = results.failures[0].split(": ", 1)[-1].splitlines()[0]
+        raise CliError(f"benchmark failed ({len(results.failures)} run(s)): {first}")
+    if plot_path:
+        Console(stderr=True).print(f"plot written to {plot_path}", highlight=False)
+
+
+def _print_tables(results):
     console = wide_console()
     console.print(report.headline(results), highlight=False)
     for table in report.tables(results):
@@ -134,5 +143,3 @@ def bench(bus, data_dir, sizes, count, producers, partitions, modes, batch, ring
         console.print(shown)
     for note in results.notes:
         console.print(f"note: {note}", highlight=False)
-    if plot_path:
-        Console(stderr=True).print(f"plot written to {plot_path}", highlight=False)
