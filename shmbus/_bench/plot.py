@@ -48,7 +48,8 @@ def _nines(p):
     return math.log10(1 / max(1e-6, 1 - p / 100))
 
 
-def _latency_axis(ax, curves, title):
+def _latency_axis(ax, curves, title, colors):
+    ax.set_prop_cycle(color=colors)   # 20 colours: one per curve, shmbus solid, peers dashed
     for label, points in curves:
         if points:
             ax.plot([_nines(p) for p, _ in points], [max(us, 1e-3) for _, us in points], marker=".",
@@ -86,9 +87,11 @@ def write(results, path):
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 5 * len(panels)), squeeze=False)
     for ax, panel in zip(axes[:, 0], panels):
         if panel == "one_way":
-            _latency_axis(ax, one_way, "One-way latency (ping-pong: RTT/2; sleeping consumer: timestamp to hand-off)")
+            _latency_axis(ax, one_way, "One-way latency (ping-pong: RTT/2; sleeping consumer: timestamp to hand-off)",
+                          plt.cm.tab20.colors)
         elif panel == "corrected":
-            _latency_axis(ax, corrected, "Latency at a fixed rate, from the intended send time (CO-corrected)")
+            _latency_axis(ax, corrected, "Latency at a fixed rate, from the intended send time (CO-corrected)",
+                          plt.cm.tab20.colors)
         else:
             sizes = list(results.plan.sizes)
             rows = list(tput)
