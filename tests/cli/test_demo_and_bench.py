@@ -1,5 +1,5 @@
 """shmbus demo and shmbus bench, run as a user runs them, on a private bus."""
-import importlib.util
+import importlib
 import json
 import os
 
@@ -7,6 +7,14 @@ import buskit
 
 from shmbus._bench.plot import MISSING as PLOT_NEEDS_MATPLOTLIB
 
+
+
+def _installed(module):
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        return False
 
 def test_demo_runs_the_main_job_and_checks_it(bus_paths):
     done = buskit.run_cli(bus_paths, "demo", timeout=120)
@@ -24,7 +32,7 @@ def test_bench_measures_every_shmbus_path(bus_paths, tmp_path):
     the semaphore floor and a fixed-rate run, with tiny counts: each reports numbers,
     and the bus is left clean. Correctness of the harness only, never speed."""
     plot = tmp_path / "bench.png"
-    with_plot = importlib.util.find_spec("matplotlib") is not None
+    with_plot = _installed("matplotlib")
     done = buskit.run_cli(bus_paths, "bench", "--size", "64", "--count", "3000",
                           "--mode", "send/poll_many", "--mode", "send_many/poll_many", "--mode", "send/iterate",
                           "--batch", "16", "--round-trips", "200", "--warmup", "20", "--paced", "10",
@@ -57,7 +65,7 @@ def test_bench_measures_every_shmbus_path(bus_paths, tmp_path):
 
 
 def test_bench_plot_names_the_extra_when_matplotlib_is_missing(bus_paths, tmp_path):
-    if importlib.util.find_spec("matplotlib") is not None:
+    if _installed("matplotlib"):
         # Hide it: a module of that name that fails to import.
         (tmp_path / "matplotlib.py").write_text("raise ImportError('hidden by the test')\n")
         env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
