@@ -13,6 +13,7 @@ Nothing here can hang: every wait has a timeout, each run has a time cap after
 which the workers stop and report what they did, and the parent kills whatever
 has not reported by the cap plus a grace period.
 """
+import importlib
 import multiprocessing
 import queue
 import time
@@ -37,6 +38,13 @@ IDLE_TIMEOUT = 5.0
 SPAWN = multiprocessing.get_context("spawn")
 
 
+def optional(module):
+    """Import a package the benchmarks may use but shmbus does not need (the `bench`
+    extra: peers, hdrhistogram, matplotlib). Through importlib, so type checking does
+    not need it installed; ImportError when it is not."""
+    return importlib.import_module(module)
+
+
 # ---- results ----
 
 @dataclass
@@ -57,6 +65,14 @@ class Throughput:
                              # rest never arrived
 
     @property
+    def unaccounted(self):
+        """Records the producers sent that the consumer neither received nor was told
+        it missed (0 when the producers did not report)."""
+        if self.sent is None or self.stalled:
+            return 0
+        return max(0, self.sent - self.received - self.missed)
+
+    @property
     def msg_per_s(self):
         return self.received / self.seconds if self.seconds > 0 else 0.0
 
@@ -68,7 +84,16 @@ class Throughput:
         d = asdict(self)
         d["msg_per_s"] = self.msg_per_s
         d["mb_per_s"] = self.mb_per_s
+        d["unaccounted"] = self.unaccounted
         return d
+
+
+def nearest_rank(ordered, p):
+    """The nearest-rank p-th percentile of an ascending list (nan if it is empty)."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, -(-len(ordered) * p // 100))  # ceil(n * p / 100)
+    return ordered[min(len(ordered), int(rank)) - 1]
 
 
 @dataclass
@@ -82,11 +107,11 @@ class Latency:
 
     def percentile_us(self, p):
         """Nearest-rank percentile of the RTT, in microseconds."""
-        ordered = sorted(self.rtt_ns)
-        if not ordered:
-            return float("nan")
-        rank = max(1, -(-len(ordered) * p // 100))  # ceil(n * p / 100)
-        return ordered[min(len(ordered), int(rank)) - 1] / 1000
+        return nearest_rank(sorted(self.rtt_ns), p) / 1000
+
+    def one_way_us(self):
+        """The samples as one-way times (RTT / 2), microseconds, ascending: for plots."""
+        return [rtt / 2000 for rtt in sorted(self.rtt_ns)]
 
     def summary(self):
         """RTT p50/p99/p99.9/max and one-way (RTT/2) p50/p99, in microseconds."""
@@ -97,6 +122,34 @@ class Latency:
             "rtt_p50_us": p50, "rtt_p99_us": p99, "rtt_p999_us": p999,
             "rtt_max_us": max(self.rtt_ns) / 1000 if self.rtt_ns else float("nan"),
             "one_way_p50_us": p50 / 2, "one_way_p99_us": p99 / 2,
+        }
+
+
+@dataclass
+class OneWay:
+    """One run of one-way latencies in nanoseconds: each record's hand-off to the consumer
+    minus the timestamp its producer gave it (both CLOCK_REALTIME, one host)."""
+
+    transport: str
+    record_bytes: int
+    interval_ms: float          # the pace the records were sent at
+    warmup: int                 # records sent before these, not counted
+    one_way_ns: List[int] = field(repr=False)
+
+    def percentile_us(self, p):
+        return nearest_rank(sorted(self.one_way_ns), p) / 1000
+
+    def one_way_us(self):
+        return [ns / 1000 for ns in sorted(self.one_way_ns)]
+
+    def summary(self):
+        ordered = sorted(self.one_way_ns)
+        return {
+            "transport": self.transport, "record_bytes": self.record_bytes, "interval_ms": self.interval_ms,
+            "records": len(ordered), "warmup": self.warmup,
+            "p50_us": nearest_rank(ordered, 50) / 1000, "p99_us": nearest_rank(ordered, 99) / 1000,
+            "p999_us": nearest_rank(ordered, 99.9) / 1000,
+            "max_us": ordered[-1] / 1000 if ordered else float("nan"),
         }
 
 
@@ -224,10 +277,13 @@ def throughput(transport, producer, producer_args, consumer, consumer_args, reco
     values = run_workers(workers, time_cap, required=["consumer"], parent_closes=parent_closes)
     got = values["consumer"]
     sent = [values.get(f"producer{i}") for i in range(producers)]
+    sent_total = None if None in sent else sum(sent)
     return Throughput(
         transport=transport, record_bytes=record_bytes, producers=producers, target=total,
-        sent=None if None in sent else sum(sent), received=got["received"], missed=got["missed"],
-        seconds=got["seconds"], capped=got["capped"], batch=batch, stalled=got.get("stalled", False),
+        sent=sent_total, received=got["received"], missed=got["missed"], seconds=got["seconds"],
+        # The producers sending fewer than asked is a cap too, whatever the consumer saw.
+        capped=got["capped"] or (sent_total is not None and sent_total < total), batch=batch,
+        stalled=got.get("stalled", False),
     )
 
 

@@ -2,9 +2,15 @@
 producer processes -> 1 consumer process, and ping-pong latency between two
 processes, each on topics made for the run and deleted after it; and the bus they
 run on. `shmbus bench`, `shmbus demo` and bench/run.py all measure shmbus with these.
+
+Throughput rows are a table (MODES): a Mode pairs a producer worker (how records go
+in) with a consumer worker (how they come out), so a new way of using shmbus is a
+worker and a line, and every front end shows it as a row of its own.
 """
 import os
 import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Tuple
 
 from .._backend import FRAME_HEADER_BYTES
 from .._errors import BenchmarkError, Timeout
@@ -15,6 +21,8 @@ from .harness import CHECK_EVERY, IDLE_TIMEOUT, pingpong, throughput, wait_start
 DURABLE = False
 # Most records one consumer read returns (poll_many): shmbus's normal read path.
 CONSUMER_BATCH = 1000
+# A capped producer sends this after its last record: the bench never sends an empty value.
+END = b""
 
 
 # ---- the bus a measurement runs on ----
@@ -47,34 +55,77 @@ def ring_bytes_for(record_bytes, records, cap=1 << 30, floor=64 << 20):
     return max(floor, min(cap, frame * records * 9 // 8))
 
 
-# ---- shmbus workers ----
+# ---- shmbus workers: how records go in ----
+#
+# A producer worker: (bus_name, data_dir, topic, batch, end_marker, index, record_bytes,
+# count, *, barrier, time_cap) -> records sent. It sends an empty value (the bench never
+# sends one otherwise) to every partition after its last record when it was cut short by
+# the time cap, and always when `end_marker` is set: a consumer that blocks without a
+# timeout (iteration) then ends however many records were overwritten before it read them.
 
-def _shmbus_producer(bus_name, data_dir, topic, batch, index, record_bytes, count, *, barrier,
-                     time_cap):
+def _connect_producer(bus_name, data_dir, topic, time_cap):
     import shmbus
+    bus = shmbus.connect(bus_name, data_dir, autostart=False)
+    producer = bus.producer(timeout=time_cap)
+    producer.partitions_for(topic)  # map the rings now, not inside the timed loop
+    return bus, producer
+
+
+def _send_end(producer, topic):
+    """The end marker, in every partition: behind this producer's last record in each."""
+    for partition in producer.partitions_for(topic):
+        producer.send(topic, END, partition=partition)
+
+
+def _send_producer(bus_name, data_dir, topic, batch, end_marker, index, record_bytes, count, *, barrier,
+                   time_cap):
+    """Producer.send, one call per record."""
     payload = b"x" * record_bytes
-    with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
-        producer = bus.producer(timeout=time_cap)
-        producer.partitions_for(topic)  # map the rings now, not inside the timed loop
-        send, send_many = producer.send, producer.send_many
+    bus, producer = _connect_producer(bus_name, data_dir, topic, time_cap)
+    with bus:
+        send = producer.send
         wait_start(barrier)
         deadline = time.monotonic() + time_cap
         sent = 0
-        if batch:
-            values = [payload] * batch
-            while sent < count and time.monotonic() < deadline:
-                sent += send_many(topic, values[:count - sent])
-        else:
-            while sent < count and time.monotonic() < deadline:
-                n = min(CHECK_EVERY, count - sent)
-                for _ in range(n):
-                    send(topic, payload)
-                sent += n
+        while sent < count and time.monotonic() < deadline:
+            n = min(CHECK_EVERY, count - sent)
+            for _ in range(n):
+                send(topic, payload)
+            sent += n
+        if sent < count or end_marker:
+            _send_end(producer, topic)
         producer.close()
     return sent
 
 
-def _shmbus_consumer(bus_name, data_dir, topic, wait, total, record_bytes, *, barrier, time_cap):
+def _send_many_producer(bus_name, data_dir, topic, batch, end_marker, index, record_bytes, count, *,
+                        barrier, time_cap):
+    """Producer.send_many, `batch` records per call."""
+    payload = b"x" * record_bytes
+    bus, producer = _connect_producer(bus_name, data_dir, topic, time_cap)
+    with bus:
+        send_many = producer.send_many
+        values = [payload] * batch
+        wait_start(barrier)
+        deadline = time.monotonic() + time_cap
+        sent = 0
+        while sent < count and time.monotonic() < deadline:
+            sent += send_many(topic, values[:count - sent])
+        if sent < count or end_marker:
+            _send_end(producer, topic)
+        producer.close()
+    return sent
+
+
+# ---- shmbus workers: how records come out ----
+#
+# A consumer worker: (bus_name, data_dir, topic, wait, producers, total, record_bytes, *,
+# barrier, time_cap) -> {"received", "missed", "seconds", "capped", "stalled"}; the clock
+# runs from the barrier to the last record received.
+
+def _poll_many_consumer(bus_name, data_dir, topic, wait, producers, total, record_bytes, *, barrier,
+                        time_cap):
+    """Consumer.poll_many(CONSUMER_BATCH, timeout=0.1), its normal read path."""
     import shmbus
     with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
         consumer = bus.consumer(topic, auto_offset_reset="earliest", wait=wait)
@@ -90,15 +141,79 @@ def _shmbus_consumer(bus_name, data_dir, topic, wait, total, record_bytes, *, ba
                 break
             batch = poll_many(CONSUMER_BATCH, timeout=0.1)
             if batch:
-                received += len(batch)
                 last = time.perf_counter()
+                if not batch[-1].value:  # a capped producer's end marker
+                    received += len(batch) - 1
+                    break
+                received += len(batch)
             elif time.perf_counter() - last > IDLE_TIMEOUT:
                 stalled = True
                 break
         lost = missed()
         consumer.close()
     return {"received": received, "missed": lost, "seconds": last - start,
-            "capped": received + lost < total, "stalled": stalled}
+            "capped": received + lost < total and not stalled, "stalled": stalled}
+
+
+def _iterate_consumer(bus_name, data_dir, topic, wait, producers, total, record_bytes, *, barrier,
+                      time_cap):
+    """`for msg in consumer`, the way the simplest program is written. It blocks without
+    a timeout, so its producers always send the end marker to every partition
+    (Mode.end_marker), and the parent's kill bounds it if one dies."""
+    import shmbus
+    with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
+        consumer = bus.consumer(topic, auto_offset_reset="earliest", wait=wait)
+        markers = producers * len(consumer.assignment())
+        wait_start(barrier)
+        start = time.perf_counter()
+        deadline = time.monotonic() + time_cap
+        received = ended = 0
+        last = start
+        capped = False
+        for message in consumer:
+            if not message.value:
+                ended += 1
+                if ended == markers:
+                    break
+                continue
+            received += 1
+            if received == total:
+                break
+            if received % CHECK_EVERY == 0 and time.monotonic() > deadline:
+                capped = True
+                break
+        last = time.perf_counter()
+        lost = consumer.missed()
+        consumer.close()
+    return {"received": received, "missed": lost, "seconds": last - start, "capped": capped,
+            "stalled": False}
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One way of using shmbus: a row of the throughput tables, a producer worker and a
+    consumer worker with the signatures above."""
+
+    key: str                 # its name on the command line (shmbus bench --mode)
+    row: str                 # its row in the tables
+    producer: Callable[..., int]
+    consumer: Callable[..., Dict[str, Any]]
+    batched: bool = False    # the producer sends `batch` records per call
+    end_marker: bool = False  # the consumer blocks without a timeout: always end with a marker
+
+
+# shmbus's rows, in table order. A new way in or out (send_array -> poll_batch,
+# reserve -> poll_batch(copy=False)) is a producer or consumer worker above and one
+# Mode here; bench/run.py and `shmbus bench` pick it up.
+MODES: Tuple[Mode, ...] = (
+    Mode("send/poll_many", "shmbus send / poll_many", _send_producer, _poll_many_consumer),
+    Mode("send_many/poll_many", "shmbus send_many(B) / poll_many", _send_many_producer,
+         _poll_many_consumer, batched=True),
+    Mode("send/iterate", "shmbus send / for msg in c", _send_producer, _iterate_consumer, end_marker=True),
+)
+MODES_BY_KEY = {mode.key: mode for mode in MODES}
+# The row the ratios to the peers are taken from when no other is named.
+BASELINE = MODES[0]
 
 
 def _shmbus_pinger(bus_name, data_dir, ping, pong, wait, record_bytes, round_trips, warmup, *,
@@ -151,24 +266,31 @@ def _shmbus_ponger(bus_name, data_dir, ping, pong, wait, record_bytes, total, *,
 
 # ---- shmbus measurements ----
 
-def _topic_name(kind):
+def topic_name(kind):
     return f"bench-{kind}-{os.getpid()}-{time.monotonic_ns() % 1_000_000}"
 
 
 def shmbus_throughput(bus, record_bytes, count, producers=1, batch=None, partitions=1,
-                      ring_bytes=None, wait="spin", time_cap=60.0):
-    """Throughput of `producers` processes sending `count` records each (one send
-    per record, or send_many of `batch`) to one consumer process, on a topic made
-    for the run and deleted after it."""
-    topic = _topic_name("tput")
+                      ring_bytes=None, wait="spin", time_cap=60.0, mode=None, durable=DURABLE):
+    """Throughput of `producers` processes sending `count` records each to one consumer
+    process, the way `mode` (a Mode; default: send / poll_many, or send_many / poll_many
+    if `batch` is given) sends and reads them, on a topic made for the run and deleted
+    after it."""
+    if mode is None:
+        mode = MODES_BY_KEY["send_many/poll_many"] if batch else BASELINE
+    if mode.batched and not batch:
+        raise ValueError(f"mode {mode.key} needs a batch size")
+    topic = topic_name("tput")
     if ring_bytes is None:
         ring_bytes = ring_bytes_for(record_bytes, count * producers // partitions)
-    bus.create_topic(topic, partitions=partitions, ring_bytes=ring_bytes, durable=DURABLE)
+    bus.create_topic(topic, partitions=partitions, ring_bytes=ring_bytes, durable=durable)
     try:
-        label = "shmbus send" if not batch else f"shmbus send_many({batch})"
-        return throughput(label, _shmbus_producer, (bus.name, bus.data_dir, topic, batch),
-                          _shmbus_consumer, (bus.name, bus.data_dir, topic, wait),
-                          record_bytes, count, producers=producers, time_cap=time_cap, batch=batch)
+        label = mode.row.replace("(B)", f"({batch})") if mode.batched else mode.row
+        return throughput(label, mode.producer,
+                          (bus.name, bus.data_dir, topic, batch if mode.batched else None, mode.end_marker),
+                          mode.consumer, (bus.name, bus.data_dir, topic, wait, producers),
+                          record_bytes, count, producers=producers, time_cap=time_cap,
+                          batch=batch if mode.batched else None)
     finally:
         bus.delete_topic(topic)
 
@@ -176,7 +298,7 @@ def shmbus_throughput(bus, record_bytes, count, producers=1, batch=None, partiti
 def shmbus_latency(bus, wait="spin", record_bytes=64, round_trips=20_000, warmup=2_000,
                    time_cap=60.0):
     """Ping-pong between two processes over two one-partition topics made for the run."""
-    ping, pong = _topic_name("ping"), _topic_name("pong")
+    ping, pong = topic_name("ping"), topic_name("pong")
     bus.create_topic(ping, partitions=1, ring_bytes=16 << 20, durable=DURABLE)
     try:
         bus.create_topic(pong, partitions=1, ring_bytes=16 << 20, durable=DURABLE)
