@@ -308,19 +308,18 @@ def _durable_ratio(ours, theirs, value_of):
     return value
 
 
-_SEND, _BATCH, _ITER = (shmbus_runs.MODES_BY_KEY[k].row for k in ("send/poll_many", "send_many/poll_many",
-                                                                  "send/iterate"))
+_SEND, _MANY, _ITER, _ARRAY, _VIEW = (shmbus_runs.MODES_BY_KEY[k].row for k in (
+    "send/poll_many", "send_many/poll_many", "send/iterate", "send_array/poll_batch", "reserve/poll_batch-view"))
 _ZMQ, _QLIST, _IOX = "pyzmq PUSH/PULL ipc://", peers.QUEUE_LISTS, peers.ICEORYX2_THROUGHPUT
 
-# Rows still to come (send_array -> poll_batch, reserve -> poll_batch(copy=False)) add their
-# targets here once their Mode exists; until then the batched targets use send_many.
 TARGETS: Tuple[Target, ...] = (
     Target(f"64 B {_ITER} / pyzmq", _tput_ratio(_ITER, _ZMQ, 64), ">= 3"),
     Target(f"64 B {_SEND} / pyzmq", _tput_ratio(_SEND, _ZMQ, 64), ">= 3"),
-    Target(f"64 B {_BATCH} / Queue, lists of 64 distinct", _tput_ratio(_BATCH, _QLIST, 64), ">= 4"),
-    Target(f"64 B {_BATCH} / pyzmq", _tput_ratio(_BATCH, _ZMQ, 64), ">= 20"),
+    Target(f"64 B {_ARRAY} / Queue, lists of 64 distinct", _tput_ratio(_ARRAY, _QLIST, 64), ">= 4"),
+    Target(f"64 B {_ARRAY} / pyzmq", _tput_ratio(_ARRAY, _ZMQ, 64), ">= 20"),
     Target(f"1 KiB {_SEND} / pyzmq", _tput_ratio(_SEND, _ZMQ, 1024), ">= 3"),
     Target(f"64 KiB {_SEND} / iceoryx2", _tput_ratio(_SEND, _IOX, 65536), ">= 1.2"),
+    Target(f"64 KiB {_VIEW} / iceoryx2", _tput_ratio(_VIEW, _IOX, 65536), ">= 2"),
     Target("ping-pong one-way p50, shmbus wait=busy / iceoryx2 busy-poll",
            _p50_ratio(suite.LATENCY, suite.SHMBUS_BUSY, peers.ICEORYX2_BUSY), "<= 0.5"),
     Target("sleeping consumer one-way p50, shmbus / posix semaphore",

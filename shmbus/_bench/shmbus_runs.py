@@ -117,6 +117,47 @@ def _send_many_producer(bus_name, data_dir, topic, batch, end_marker, index, rec
     return sent
 
 
+def _send_array_producer(bus_name, data_dir, topic, batch, end_marker, index, record_bytes, count, *,
+                         barrier, time_cap):
+    """Producer.send_array, `batch` rows of record_bytes (distinct bytes) per call."""
+    import numpy as np
+    rows = np.random.default_rng(index).integers(0, 256, size=(batch, record_bytes), dtype=np.uint8)
+    bus, producer = _connect_producer(bus_name, data_dir, topic, time_cap)
+    with bus:
+        send_array = producer.send_array
+        wait_start(barrier)
+        deadline = time.monotonic() + time_cap
+        sent = 0
+        while sent < count and time.monotonic() < deadline:
+            sent += send_array(topic, rows[:count - sent])
+        if sent < count or end_marker:
+            _send_end(producer, topic)
+        producer.close()
+    return sent
+
+
+def _reserve_producer(bus_name, data_dir, topic, batch, end_marker, index, record_bytes, count, *, barrier,
+                      time_cap):
+    """Producer.reserve, one record per block, its value written in place."""
+    payload = b"x" * record_bytes
+    bus, producer = _connect_producer(bus_name, data_dir, topic, time_cap)
+    with bus:
+        reserve = producer.reserve
+        wait_start(barrier)
+        deadline = time.monotonic() + time_cap
+        sent = 0
+        while sent < count and time.monotonic() < deadline:
+            n = min(CHECK_EVERY, count - sent)
+            for _ in range(n):
+                with reserve(topic, record_bytes) as buf:
+                    buf[:] = payload
+            sent += n
+        if sent < count or end_marker:
+            _send_end(producer, topic)
+        producer.close()
+    return sent
+
+
 # ---- shmbus workers: how records come out ----
 #
 # A consumer worker: (bus_name, data_dir, topic, wait, producers, total, record_bytes, *,
@@ -129,6 +170,10 @@ def _poll_many_consumer(bus_name, data_dir, topic, wait, producers, total, recor
     import shmbus
     with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
         consumer = bus.consumer(topic, auto_offset_reset="earliest", wait=wait)
+        # Fix the start now: "earliest" is resolved at the first read, and a ring lapped
+        # before it would start later, not count what it skipped as missed.
+        for tp in consumer.assignment():
+            consumer.position(tp)
         poll_many, missed = consumer.poll_many, consumer.missed
         wait_start(barrier)
         start = time.perf_counter()
@@ -163,6 +208,10 @@ def _iterate_consumer(bus_name, data_dir, topic, wait, producers, total, record_
     import shmbus
     with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
         consumer = bus.consumer(topic, auto_offset_reset="earliest", wait=wait)
+        # Fix the start now: "earliest" is resolved at the first read, and a ring lapped
+        # before it would start later, not count what it skipped as missed.
+        for tp in consumer.assignment():
+            consumer.position(tp)
         markers = producers * len(consumer.assignment())
         wait_start(barrier)
         start = time.perf_counter()
@@ -189,6 +238,57 @@ def _iterate_consumer(bus_name, data_dir, topic, wait, producers, total, record_
             "stalled": False}
 
 
+def _poll_batch_consumer(bus_name, data_dir, topic, wait, producers, total, record_bytes, *, barrier,
+                         time_cap, copy=True):
+    """Consumer.poll_batch, each batch's values taken as one numpy array (as_numpy): no
+    Python object per record. copy=False: the array views the ring, released after."""
+    import numpy as np
+    import shmbus
+    dtype = np.dtype((np.uint8, record_bytes))
+    with shmbus.connect(bus_name, data_dir, autostart=False) as bus:
+        consumer = bus.consumer(topic, auto_offset_reset="earliest", wait=wait)
+        # Fix the start now (see _poll_many_consumer).
+        for tp in consumer.assignment():
+            consumer.position(tp)
+        poll_batch, missed = consumer.poll_batch, consumer.missed
+        wait_start(barrier)
+        start = time.perf_counter()
+        deadline = time.monotonic() + time_cap
+        received = 0
+        last = start
+        stalled = False
+        while received + missed() < total:
+            if time.monotonic() >= deadline:
+                break
+            batch = poll_batch(65536, timeout=0.1, copy=copy)
+            if batch is None:
+                if time.perf_counter() - last > IDLE_TIMEOUT:
+                    stalled = True
+                    break
+                continue
+            last = time.perf_counter()
+            final = batch.values[-1]
+            ended = final is not None and len(final) == 0   # a capped producer's end marker
+            n = len(batch) - ended
+            if n:
+                values = batch.as_numpy(dtype) if not ended else None
+                if values is not None:
+                    values[-1]   # handed off: the records are an array now
+            batch.release()
+            received += n
+            if ended:
+                break
+        lost = missed()
+        consumer.close()
+    return {"received": received, "missed": lost, "seconds": last - start, "capped": False,
+            "stalled": stalled}
+
+
+def _poll_batch_view_consumer(*args, **kwargs):
+    """poll_batch(copy=False): the values view the ring."""
+    return _poll_batch_consumer(*args, copy=False, **kwargs)
+
+
 @dataclass(frozen=True)
 class Mode:
     """One way of using shmbus: a row of the throughput tables, a producer worker and a
@@ -202,14 +302,17 @@ class Mode:
     end_marker: bool = False  # the consumer blocks without a timeout: always end with a marker
 
 
-# shmbus's rows, in table order. A new way in or out (send_array -> poll_batch,
-# reserve -> poll_batch(copy=False)) is a producer or consumer worker above and one
-# Mode here; bench/run.py and `shmbus bench` pick it up.
+# shmbus's rows, in table order. A new way in or out is a producer or consumer worker
+# above and one Mode here; bench/run.py and `shmbus bench` pick it up.
 MODES: Tuple[Mode, ...] = (
     Mode("send/poll_many", "shmbus send / poll_many", _send_producer, _poll_many_consumer),
     Mode("send_many/poll_many", "shmbus send_many(B) / poll_many", _send_many_producer,
          _poll_many_consumer, batched=True),
     Mode("send/iterate", "shmbus send / for msg in c", _send_producer, _iterate_consumer, end_marker=True),
+    Mode("send_array/poll_batch", "shmbus send_array(B) / poll_batch", _send_array_producer,
+         _poll_batch_consumer, batched=True),
+    Mode("reserve/poll_batch-view", "shmbus reserve / poll_batch(copy=False)", _reserve_producer,
+         _poll_batch_view_consumer),
 )
 MODES_BY_KEY = {mode.key: mode for mode in MODES}
 # The row the ratios to the peers are taken from when no other is named.

@@ -35,6 +35,98 @@ static uint32_t crc32c_table(uint32_t crc, const unsigned char *p, uint64_t n)
 #if defined(__x86_64__)
 #include <nmmintrin.h>
 
+/* The crc32 instruction takes 3 cycles but can start one per cycle: three streams over
+ * three blocks run at three times one stream's speed (8.4 GB/s for one, measured on the
+ * 2-core test machine), and are combined by shifting a block's CRC over the zeros of
+ * the next block's length, by table (Mark Adler's crc32c.c). A 64 KiB record's CRC was
+ * as long as its copy. */
+#define CRC_LONG 8192
+#define CRC_SHORT 256
+static uint32_t crc_zeros_long[4][256], crc_zeros_short[4][256];
+
+static uint32_t gf2_times(const uint32_t *matrix, uint32_t vector)
+{
+    uint32_t sum = 0;
+    for (; vector; vector >>= 1, matrix++)
+        if (vector & 1)
+            sum ^= *matrix;
+    return sum;
+}
+
+static void gf2_square(uint32_t *square, const uint32_t *matrix)
+{
+    for (int n = 0; n < 32; n++)
+        square[n] = gf2_times(matrix, matrix[n]);
+}
+
+/* The operator that runs a CRC over `length` zero bytes (a power of two). */
+static void crc_zeros_operator(uint32_t *even, uint64_t length)
+{
+    uint32_t odd[32];
+    odd[0] = 0x82F63B78u;   /* one zero bit */
+    for (int n = 1; n < 32; n++)
+        odd[n] = 1u << (n - 1);
+    gf2_square(even, odd);  /* two */
+    gf2_square(odd, even);  /* four */
+    for (;;) {
+        gf2_square(even, odd);   /* 8, 32, ... zero bits */
+        if ((length >>= 1) == 0)
+            return;
+        gf2_square(odd, even);   /* 16, 64, ... */
+        if ((length >>= 1) == 0)
+            break;
+    }
+    memcpy(even, odd, sizeof(odd));
+}
+
+static void crc_zeros_table(uint32_t zeros[4][256], uint64_t length)
+{
+    uint32_t op[32];
+    crc_zeros_operator(op, length);
+    for (uint32_t n = 0; n < 256; n++)
+        for (int byte = 0; byte < 4; byte++)
+            zeros[byte][n] = gf2_times(op, n << (8 * byte));
+}
+
+static inline uint32_t crc_shift(uint32_t zeros[4][256], uint32_t crc)
+{
+    return zeros[0][crc & 0xFF] ^ zeros[1][(crc >> 8) & 0xFF] ^ zeros[2][(crc >> 16) & 0xFF] ^ zeros[3][crc >> 24];
+}
+
+/* At load, before any thread can ask. */
+__attribute__((constructor)) static void crc_tables_init(void)
+{
+    crc_zeros_table(crc_zeros_long, CRC_LONG);
+    crc_zeros_table(crc_zeros_short, CRC_SHORT);
+}
+
+__attribute__((target("sse4.2")))
+static uint64_t crc32c_hw_blocks(uint64_t c, const unsigned char **next, uint64_t *n, uint64_t block,
+                                 uint32_t zeros[4][256])
+{
+    const unsigned char *p = *next;
+    while (*n >= 3 * block) {
+        uint64_t c1 = 0, c2 = 0;
+        const unsigned char *end = p + block;
+        do {
+            uint64_t w0, w1, w2;
+            memcpy(&w0, p, 8);
+            memcpy(&w1, p + block, 8);
+            memcpy(&w2, p + 2 * block, 8);
+            c = _mm_crc32_u64(c, w0);
+            c1 = _mm_crc32_u64(c1, w1);
+            c2 = _mm_crc32_u64(c2, w2);
+            p += 8;
+        } while (p < end);
+        c = crc_shift(zeros, (uint32_t)c) ^ c1;
+        c = crc_shift(zeros, (uint32_t)c) ^ c2;
+        p += 2 * block;
+        *n -= 3 * block;
+    }
+    *next = p;
+    return c;
+}
+
 __attribute__((target("sse4.2")))
 static uint32_t crc32c_hw(uint32_t crc, const unsigned char *p, uint64_t n)
 {
@@ -43,6 +135,8 @@ static uint32_t crc32c_hw(uint32_t crc, const unsigned char *p, uint64_t n)
         c = _mm_crc32_u8((uint32_t)c, *p++);
         n--;
     }
+    c = crc32c_hw_blocks(c, &p, &n, CRC_LONG, crc_zeros_long);
+    c = crc32c_hw_blocks(c, &p, &n, CRC_SHORT, crc_zeros_short);
     while (n >= 8) {
         uint64_t word;
         memcpy(&word, p, 8);

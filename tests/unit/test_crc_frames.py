@@ -59,6 +59,26 @@ def test_crc32c_matches_reference_at_every_length_and_alignment():
             assert lib.sb_crc32c(0, base + start, len(piece)) == reference_crc32c(piece), (start, length)
 
 
+def test_crc32c_three_streams_match_one_at_every_block_boundary():
+    # Long inputs run three interleaved streams over blocks of 8 KiB, then 256 B, and
+    # combine them: check lengths around each block boundary, at odd alignments.
+    # Against the same CRC run over pieces too short for the three streams (each below
+    # 3 x 256 B), which the bit-wise reference checks above.
+    rng = random.Random(2)
+    blob = bytes(rng.randrange(256) for _ in range(3 * 8192 * 2 + 3 * 256 + 100))
+    base = ffi.from_buffer(blob)
+    lengths = [767, 768, 769, 3 * 256 + 7, 6 * 256, 24575, 24576, 24577, 3 * 8192 + 3 * 256 + 13,
+               2 * 3 * 8192, len(blob) - 5]
+    for start in (0, 3, 5):
+        for length in lengths:
+            piece = blob[start:start + length]
+            expected = 0
+            for at in range(0, length, 500):
+                expected = crc32c(piece[at:at + 500], expected)
+            assert lib.sb_crc32c(0, base + start, length) == expected, (start, length)
+    assert crc32c(blob[:3000]) == reference_crc32c(blob[:3000])
+
+
 def test_crc32c_can_be_computed_incrementally():
     data = os.urandom(1000)
     for cut in (0, 1, 7, 8, 500, 999, 1000):
