@@ -123,6 +123,11 @@ class BenchmarkError(ShmbusError, RuntimeError):
     """A benchmark worker failed, or did not report within its time."""
 
 
+class BridgeConfigError(ShmbusError, ValueError):
+    """A Kafka bridge's configuration that cannot work: a topic map, an address, a Kafka
+    property librdkafka refuses, a TOML file. Public as shmbus.bridge.BridgeConfigError."""
+
+
 # ---- private: what the C core's return codes mean (raised by _backend.core.raise_for) ----
 # Most are signals that the module calling the C boundary handles (wait, reap, go to
 # disk, re-resolve); they derive from ShmbusError so that one that escapes by mistake

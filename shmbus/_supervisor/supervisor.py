@@ -14,6 +14,7 @@ from .. import _liveness as liveness
 from .._errors import ShmbusError, SupervisorRunning, SupervisorUnavailable
 from .._protocol import error_reply
 from .archiver import Archiver
+from .bridges import BridgeBoard
 from .groups import GroupCoordinator
 from .server import ControlServer
 from .topics import TopicRegistry
@@ -41,6 +42,7 @@ class Supervisor:
         # Consumer groups: each control connection gets an id, so its members
         # leave when it closes (the kernel closes it when their process dies).
         self.groups = GroupCoordinator(paths, self.registry, self.lock)
+        self.bridges = BridgeBoard(self.lock)   # what the Kafka bridges report
         self._lock_fd = None
         self._server = None
         self.started_ns = time.time_ns()
@@ -88,10 +90,14 @@ class Supervisor:
         logger.info(f"serving on {self.paths.socket_path}")
 
     def _start_server(self):
-        self._server = ControlServer(self.paths.socket_path, self._handle, self.groups.connection_closed,
+        self._server = ControlServer(self.paths.socket_path, self._handle, self._connection_closed,
                                      self._allow_peer, umask=_access.socket_umask())
         self._server.start()
         _access.own_socket(self.paths.socket_path)
+
+    def _connection_closed(self, connection):
+        self.groups.connection_closed(connection)
+        self.bridges.connection_closed(connection)
 
     def _allow_peer(self, pid, uid, gid):
         """Who may talk to the supervisor: its own user, root, and when shared, the group's members."""
@@ -165,7 +171,8 @@ class Supervisor:
             if not isinstance(request, dict) or not isinstance(request.get("op"), str):
                 raise ValueError("a request is a JSON object with an \"op\" string")
             op = request.pop("op")
-            handler = getattr(self, f"op_{op}", None) or self.groups.handler(op, connection)
+            handler = (getattr(self, f"op_{op}", None) or self.groups.handler(op, connection)
+                       or self.bridges.handler(op, connection))
             if handler is None:
                 raise ShmbusError(f"unknown operation {op!r}")
             reply = {"ok": True, "result": handler(**request)}

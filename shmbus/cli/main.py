@@ -7,6 +7,7 @@ import click
 
 from ._plumbing import Group
 from .bench import bench
+from .bridge import bridge
 from .demo import demo
 from .groups import groups
 from .records import consume, produce
@@ -21,7 +22,7 @@ def cli():
     """shmbus: Kafka's model over shared memory, for processes on one host."""
 
 
-for command in (serve, stop, demo, topics, produce, consume, groups, stats, top, bench):
+for command in (serve, stop, demo, topics, produce, consume, groups, stats, top, bench, bridge):
     cli.add_command(command)
 
 

@@ -1,0 +1,294 @@
+"""Kafka -> shmbus: a member of the Kafka consumer group shmbus-bridge-<name> (auto-commit
+off) that appends every record to shmbus with its key, headers, timestamp and partition
+number, and commits a Kafka offset only once the shmbus records before it are flushed
+(fsynced on disk, Producer.flush): a bridge killed at any point appends again from the
+last commit, never skipping one.
+
+A shmbus topic that is missing is created with the Kafka topic's partition count; one
+that exists with another count gets records by key (shmbus's murmur2, as Kafka's),
+with one warning. A record shmbus cannot take (larger than half the ring) stops its
+partition (it is paused in Kafka), with the reason in the log and in `shmbus stats`."""
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException
+from confluent_kafka import Message as KafkaMessage
+from confluent_kafka import TopicPartition as KafkaPartition
+
+from .._errors import BufferFull, MessageTooLarge, TopicExists, Timeout
+from ._config import BridgeConfig
+from ._kafka import UNREACHABLE, BrokerState, KafkaTopics, names, retry_until
+
+if TYPE_CHECKING:
+    from .._bus import Bus
+    from .._producer import Producer
+
+logger = logging.getLogger("shmbus.bridge")
+
+# Each commit waits for the archiver's fsync of what was appended since the last one.
+COMMIT_INTERVAL = 0.2
+READ_BATCH = 2000
+FLUSH_TIMEOUT = 30.0
+
+Key = Tuple[str, int]
+
+
+class _Route:
+    __slots__ = ("kafka_topic", "topic", "kafka_partitions", "partitions")
+
+    def __init__(self, kafka_topic: str, topic: str, kafka_partitions: int, partitions: int):
+        self.kafka_topic = kafka_topic
+        self.topic = topic
+        self.kafka_partitions = kafka_partitions
+        self.partitions = partitions
+
+    @property
+    def same_partitions(self) -> bool:
+        return self.partitions == self.kafka_partitions
+
+
+class FromKafka:
+    """One direction of a Bridge, run on a thread of its own."""
+
+    def __init__(self, bus: "Bus", config: BridgeConfig, consumer: Consumer, topics: KafkaTopics,
+                 state: BrokerState, stopping: threading.Event, marker: Tuple[str, bytes]):
+        self._bus = bus
+        self._config = config
+        self._consumer = consumer
+        self._topics = topics
+        self._state = state
+        self._stopping = stopping
+        self._marker = marker
+        self._routes: Dict[str, _Route] = {}
+        self._producer: Optional["Producer"] = None
+        self._next: Dict[Key, int] = {}        # per Kafka partition: the offset after the last record appended
+        self._committed: Dict[Key, int] = {}
+        self._stopped: Dict[Key, Tuple[int, str]] = {}   # partitions stopped: (offset, why)
+        self._commit_lock = threading.Lock()
+        self._commit_failing = False
+        self.appended = self.looped = 0
+
+    # ---- start ----
+
+    def prepare(self) -> bool:
+        wanted = set(self._config.from_kafka)
+        waiting_logged = False
+
+        def existing() -> Dict[str, int]:
+            return self._topics.partition_counts()
+
+        while True:
+            counts = retry_until("reading Kafka's topics", existing, self._state, self._stopping)
+            if counts is None:
+                return False
+            if wanted <= set(counts):
+                break
+            if not waiting_logged:
+                logger.warning(f"from Kafka: Kafka topic(s) {names(sorted(wanted - set(counts)))} do not exist "
+                               f"yet: waiting for them")
+                waiting_logged = True
+            if self._stopping.wait(1.0):
+                return False
+        for kafka_topic, topic in self._config.from_kafka.items():
+            count = counts[kafka_topic]
+            try:
+                info = self._bus.create_topic(topic, partitions=count)
+                logger.info(f"created shmbus topic {topic!r} with {count} partitions")
+            except TopicExists:
+                info = self._bus.topic(topic)
+            route = _Route(kafka_topic, topic, count, info.partitions)
+            if not route.same_partitions:
+                logger.warning(f"Kafka topic {kafka_topic!r} has {count} partitions, shmbus topic {topic!r} "
+                               f"{info.partitions}: records go to shmbus partitions by key (murmur2), keyless "
+                               f"ones sticky; partition numbers are not kept")
+            self._routes[kafka_topic] = route
+        self._producer = self._bus.producer()
+        self._consumer.subscribe(list(self._config.from_kafka), on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+        logger.info("from Kafka: " + ", ".join(f"{r.kafka_topic} -> {r.topic}" for r in self._routes.values())
+                    + f" (Kafka group {self._config.group})")
+        return True
+
+    # ---- the loop ----
+
+    def run(self) -> None:
+        consumer = self._consumer
+        next_commit = time.monotonic() + COMMIT_INTERVAL
+        while not self._stopping.is_set():
+            for message in consumer.consume(READ_BATCH, 0.05):
+                error = message.error()
+                if error is None:
+                    self._append(message)
+                else:
+                    self._on_error(error)
+            now = time.monotonic()
+            if now >= next_commit:
+                self.commit()
+                next_commit = now + COMMIT_INTERVAL
+
+    def _append(self, message: KafkaMessage) -> None:
+        kafka_topic = message.topic()
+        partition = message.partition()
+        assert kafka_topic is not None and partition is not None
+        key = (kafka_topic, partition)
+        if key in self._stopped:
+            return
+        offset = message.offset()
+        assert offset is not None
+        raw = message.headers()
+        headers: List[Tuple[str, bytes]] = []
+        if raw:
+            headers = [(name, value if value is not None else b"") for name, value in raw]
+            if self._marker in headers:
+                self.looped += 1   # it came from shmbus through this bridge: not back
+                self._next[key] = offset + 1
+                return
+        headers.append(self._marker)
+        route = self._routes[kafka_topic]
+        kind, stamp = message.timestamp()
+        timestamp_ns = stamp * 1_000_000 if kind != TIMESTAMP_NOT_AVAILABLE and stamp > 0 else None
+        producer = self._producer
+        assert producer is not None
+        warned = False
+        while True:
+            try:
+                producer.send(route.topic, message.value(), key=message.key(), headers=headers,
+                              partition=partition if route.same_partitions else None, timestamp_ns=timestamp_ns)
+                break
+            except MessageTooLarge as e:
+                self._stop_partition(key, offset, str(e))
+                return
+            except BufferFull as e:
+                # The shmbus ring stays full (its archiver or readers hold it): wait, keep the record.
+                if not warned:
+                    logger.warning(f"from Kafka: shmbus topic {route.topic!r} takes nothing ({e}); waiting")
+                    warned = True
+                if self._stopping.is_set():
+                    return   # not appended, not committed: it comes again at the next start
+        self._next[key] = offset + 1
+        self.appended += 1
+
+    def _stop_partition(self, key: Key, offset: int, why: str) -> None:
+        text = (f"shmbus refuses the record at offset {offset}: {why}; Kafka partition {key[1]} of {key[0]!r} "
+                f"stopped there (nothing skipped: give the shmbus topic a larger ring, then restart the bridge)")
+        self._stopped[key] = (offset, text)
+        self._consumer.pause([KafkaPartition(key[0], key[1])])
+        logger.error(f"from Kafka: {key[0]}[{key[1]}]: {text}")
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() in UNREACHABLE:
+            self._state.down(error.str())
+        elif error.code() != KafkaError._PARTITION_EOF:
+            logger.warning(f"from Kafka: {error.str()}")
+
+    # ---- commits ----
+
+    def commit(self, only: Optional[List[Key]] = None) -> None:
+        """Flush the shmbus producer (what was appended is on disk), then commit the Kafka
+        offsets after it. A commit that fails is tried again at the next one."""
+        with self._commit_lock:
+            offsets = {k: o for k, o in list(self._next.items())
+                       if (only is None or k in only) and self._committed.get(k) != o}
+            if not offsets:
+                return
+            producer = self._producer
+            assert producer is not None
+            try:
+                producer.flush(FLUSH_TIMEOUT)
+            except Timeout as e:
+                logger.warning(f"from Kafka: shmbus did not fsync the appended records in time ({e}); "
+                               f"not committing to Kafka yet")
+                return
+            try:
+                self._consumer.commit(offsets=[KafkaPartition(t, p, o) for (t, p), o in offsets.items()],
+                                      asynchronous=False)
+            except KafkaException as e:
+                error = e.args[0]
+                if isinstance(error, KafkaError) and error.code() in UNREACHABLE:
+                    self._state.down(error.str())
+                elif not self._commit_failing:
+                    logger.warning(f"from Kafka: commit to Kafka failed ({e}); trying again")
+                self._commit_failing = True
+                return
+            if self._commit_failing:
+                logger.info("from Kafka: committing to Kafka again")
+                self._commit_failing = False
+            self._state.up()
+            self._committed.update(offsets)
+
+    def _on_assign(self, consumer: Consumer, partitions: List[KafkaPartition]) -> None:
+        self._state.up()
+        try:   # where the group stands, for the lag before anything is read
+            for tp in consumer.committed(partitions, timeout=5.0):
+                if tp.offset is not None and tp.offset >= 0:
+                    self._committed.setdefault((tp.topic, tp.partition), tp.offset)
+        except KafkaException:
+            pass
+        logger.info(f"from Kafka: assigned {len(partitions)} partition(s) of {names(sorted({p.topic for p in partitions}))}")
+
+    def _on_revoke(self, consumer: Consumer, partitions: List[KafkaPartition]) -> None:
+        """Before Kafka moves partitions to another member: what was appended is committed."""
+        keys = [(p.topic, p.partition) for p in partitions]
+        self.commit(only=keys)
+        self._forget(keys)
+
+    def _on_lost(self, consumer: Consumer, partitions: List[KafkaPartition]) -> None:
+        """Already someone else's (this member's session expired): no commit; the new owner
+        appends again from the last commit."""
+        self._forget([(p.topic, p.partition) for p in partitions])
+
+    def _forget(self, keys: List[Key]) -> None:
+        for key in keys:
+            self._next.pop(key, None)
+            self._committed.pop(key, None)
+            self._stopped.pop(key, None)
+
+    # ---- stop ----
+
+    def finish(self, timeout: float) -> None:
+        """Commit what was appended, leave the Kafka group."""
+        try:
+            self.commit()
+        finally:
+            self._consumer.close()
+
+    # ---- what it reports ----
+
+    def _lag_rows(self) -> List[Dict[str, Any]]:
+        """Per assigned partition: Kafka's high watermark minus the bridge's commit. Called
+        by the bridge's status thread (librdkafka's calls are thread-safe), never blocking
+        the loop; a partition not fetched from lately is asked for its watermark."""
+        rows = []
+        try:
+            assignment = self._consumer.assignment()
+        except (KafkaException, RuntimeError):   # RuntimeError: closed (the final report)
+            return []
+        for tp in sorted(assignment, key=lambda tp: (tp.topic, tp.partition)):
+            key = (tp.topic, tp.partition)
+            low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0 and self._state.connected:
+                try:
+                    low, high = self._consumer.get_watermark_offsets(tp, timeout=0.5, cached=False)
+                except KafkaException:
+                    high = -1
+            committed = self._committed.get(key)
+            at = committed if committed is not None else self._next.get(key)
+            if at is None:   # nothing read yet this session: where reading starts
+                position = self._consumer.position([tp])[0].offset
+                at = position if position >= 0 else None
+            stopped = self._stopped.get(key)
+            route = self._routes.get(tp.topic)
+            rows.append({"kafka_topic": tp.topic, "partition": tp.partition,
+                         "topic": route.topic if route else None,
+                         "committed": committed, "high_watermark": high if high >= 0 else None,
+                         "lag": max(0, high - at) if high >= 0 and at is not None else None,
+                         "error": stopped[1] if stopped else None,
+                         "error_offset": stopped[0] if stopped else None})
+        return rows
+
+    def status(self) -> Dict[str, Any]:
+        return {"routes": [{"kafka_topic": r.kafka_topic, "topic": r.topic, "kafka_partitions": r.kafka_partitions,
+                            "partitions": r.partitions} for r in self._routes.values()],
+                "partitions": self._lag_rows(), "appended": self.appended, "looped": self.looped}
