@@ -25,9 +25,13 @@ logger = logging.getLogger("shmbus.bridge")
 # bridged both ways). Under shmbus.: header names of shmbus's own.
 MARKER_HEADER = "shmbus.bridge"
 REPORT_INTERVAL = 1.0
-# While Kafka is unreachable, how often the status thread asks whether it is back (the
-# directions' own clients retry with librdkafka's backoff meanwhile).
+# How often the status thread asks the cluster for its metadata, to tell (and log once)
+# that Kafka went away or came back: librdkafka says it lost a broker only now and then
+# (it does not repeat an error it reported), and says nothing when it is back. While
+# Kafka is away, the directions' own clients retry with librdkafka's backoff.
 PROBE_INTERVAL = 2.0
+PROBE_INTERVAL_DOWN = 1.0
+PROBE_TIMEOUT = 1.0
 
 TopicMap = Union[Mapping[str, str], Iterable[str], None]
 
@@ -112,7 +116,9 @@ class Bridge:
                 if now >= next_report:
                     self._report()
                     next_report = now + REPORT_INTERVAL
-                if self.state.connected is False and now - self._last_probe >= PROBE_INTERVAL:
+                interval = PROBE_INTERVAL_DOWN if self.state.connected is False else PROBE_INTERVAL
+                if self.state.connected is not None and (self.state.suspect is not None
+                                                         or now - self._last_probe >= interval):
                     self._probe()
                 for thread in threads:
                     thread.join(0.1)
@@ -143,10 +149,12 @@ class Bridge:
     def _probe(self) -> None:
         """Is Kafka back? (A quiet direction would not notice until it has records.)"""
         self._last_probe = time.monotonic()
+        suspect = self.state.suspect
         try:
-            self._topics.partition_counts(timeout=1.0)
-        except Exception:
-            pass
+            self._topics.partition_counts(timeout=PROBE_TIMEOUT)   # up() when it answers
+        except Exception as e:
+            self.state.suspect = None
+            self.state.down(suspect or str(e))
 
     def stop(self) -> None:
         """Ask run() to return: stop reading, deliver and commit what is in flight."""

@@ -11,7 +11,7 @@ partition (it is paused in Kafka), with the reason in the log and in `shmbus sta
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException
 from confluent_kafka import Message as KafkaMessage
@@ -31,6 +31,8 @@ logger = logging.getLogger("shmbus.bridge")
 COMMIT_INTERVAL = 0.2
 READ_BATCH = 2000
 FLUSH_TIMEOUT = 30.0
+# How often the lag (Kafka's high watermark minus the commit) is worked out.
+LAG_INTERVAL = 1.0
 
 Key = Tuple[str, int]
 
@@ -67,6 +69,9 @@ class FromKafka:
         self._committed: Dict[Key, int] = {}
         self._stopped: Dict[Key, Tuple[int, str]] = {}   # partitions stopped: (offset, why)
         self._commit_lock = threading.Lock()
+        self._assigned: Set[Key] = set()
+        self._lag: List[Dict[str, Any]] = []   # per partition, worked out by the loop
+        self._next_watermark_query = 0.0
         self._commit_failing = False
         self.appended = self.looped = 0
 
@@ -116,6 +121,7 @@ class FromKafka:
     def run(self) -> None:
         consumer = self._consumer
         next_commit = time.monotonic() + COMMIT_INTERVAL
+        next_lag = time.monotonic()
         while not self._stopping.is_set():
             for message in consumer.consume(READ_BATCH, 0.05):
                 error = message.error()
@@ -127,6 +133,9 @@ class FromKafka:
             if now >= next_commit:
                 self.commit()
                 next_commit = now + COMMIT_INTERVAL
+            if now >= next_lag:
+                self._lag = self._lag_rows()
+                next_lag = now + LAG_INTERVAL
 
     def _append(self, message: KafkaMessage) -> None:
         kafka_topic = message.topic()
@@ -179,7 +188,7 @@ class FromKafka:
 
     def _on_error(self, error: KafkaError) -> None:
         if error.code() in UNREACHABLE:
-            self._state.down(error.str())
+            self._state.on_error(error)
         elif error.code() != KafkaError._PARTITION_EOF:
             logger.warning(f"from Kafka: {error.str()}")
 
@@ -207,7 +216,7 @@ class FromKafka:
             except KafkaException as e:
                 error = e.args[0]
                 if isinstance(error, KafkaError) and error.code() in UNREACHABLE:
-                    self._state.down(error.str())
+                    self._state.on_error(error)
                 elif not self._commit_failing:
                     logger.warning(f"from Kafka: commit to Kafka failed ({e}); trying again")
                 self._commit_failing = True
@@ -215,11 +224,10 @@ class FromKafka:
             if self._commit_failing:
                 logger.info("from Kafka: committing to Kafka again")
                 self._commit_failing = False
-            self._state.up()
             self._committed.update(offsets)
 
     def _on_assign(self, consumer: Consumer, partitions: List[KafkaPartition]) -> None:
-        self._state.up()
+        self._assigned.update((p.topic, p.partition) for p in partitions)
         try:   # where the group stands, for the lag before anything is read
             for tp in consumer.committed(partitions, timeout=5.0):
                 if tp.offset is not None and tp.offset >= 0:
@@ -241,6 +249,7 @@ class FromKafka:
 
     def _forget(self, keys: List[Key]) -> None:
         for key in keys:
+            self._assigned.discard(key)
             self._next.pop(key, None)
             self._committed.pop(key, None)
             self._stopped.pop(key, None)
@@ -257,38 +266,35 @@ class FromKafka:
     # ---- what it reports ----
 
     def _lag_rows(self) -> List[Dict[str, Any]]:
-        """Per assigned partition: Kafka's high watermark minus the bridge's commit. Called
-        by the bridge's status thread (librdkafka's calls are thread-safe), never blocking
-        the loop; a partition not fetched from lately is asked for its watermark."""
+        """Per assigned partition: Kafka's high watermark minus the bridge's commit. Worked out
+        on the loop's thread (a librdkafka consumer call from another thread can wait for the
+        loop's consume), from the watermark of the last fetch; a partition not fetched from yet
+        is asked for it, now and then, briefly."""
         rows = []
-        try:
-            assignment = self._consumer.assignment()
-        except (KafkaException, RuntimeError):   # RuntimeError: closed (the final report)
-            return []
-        for tp in sorted(assignment, key=lambda tp: (tp.topic, tp.partition)):
-            key = (tp.topic, tp.partition)
+        now = time.monotonic()
+        for key in sorted(self._assigned):
+            tp = KafkaPartition(*key)
             low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0 and self._state.connected:
+            if high < 0 and now >= self._next_watermark_query and self._state.connected:
                 try:
-                    low, high = self._consumer.get_watermark_offsets(tp, timeout=0.5, cached=False)
+                    low, high = self._consumer.get_watermark_offsets(tp, timeout=0.2, cached=False)
                 except KafkaException:
                     high = -1
             committed = self._committed.get(key)
             at = committed if committed is not None else self._next.get(key)
-            if at is None:   # nothing read yet this session: where reading starts
-                position = self._consumer.position([tp])[0].offset
-                at = position if position >= 0 else None
             stopped = self._stopped.get(key)
-            route = self._routes.get(tp.topic)
-            rows.append({"kafka_topic": tp.topic, "partition": tp.partition,
+            route = self._routes.get(key[0])
+            rows.append({"kafka_topic": key[0], "partition": key[1],
                          "topic": route.topic if route else None,
                          "committed": committed, "high_watermark": high if high >= 0 else None,
                          "lag": max(0, high - at) if high >= 0 and at is not None else None,
                          "error": stopped[1] if stopped else None,
                          "error_offset": stopped[0] if stopped else None})
+        if now >= self._next_watermark_query:
+            self._next_watermark_query = now + 5.0
         return rows
 
     def status(self) -> Dict[str, Any]:
         return {"routes": [{"kafka_topic": r.kafka_topic, "topic": r.topic, "kafka_partitions": r.kafka_partitions,
                             "partitions": r.partitions} for r in self._routes.values()],
-                "partitions": self._lag_rows(), "appended": self.appended, "looped": self.looped}
+                "partitions": list(self._lag), "appended": self.appended, "looped": self.looped}

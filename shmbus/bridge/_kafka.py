@@ -72,10 +72,17 @@ class BrokerState:
         self.servers = servers
         self.connected: Optional[bool] = None   # None: not known yet
         self.reason = ""
+        # A client said it lost the broker: librdkafka hands its errors over only at the next
+        # poll, maybe long after (and after the broker came back), so the bridge asks the
+        # cluster itself before it says so (Bridge._probe).
+        self.suspect: Optional[str] = None
         self.since = time.time()
         self._lock = threading.Lock()
 
     def up(self) -> None:
+        """The cluster answered a metadata request just now. Only that says so: a delivery
+        report or a commit may be served long after it happened."""
+        self.suspect = None
         if self.connected is True:
             return
         with self._lock:
@@ -99,7 +106,8 @@ class BrokerState:
     def on_error(self, error: KafkaError) -> None:
         """librdkafka's error_cb: errors of the client as a whole, not of one record."""
         if error.code() in UNREACHABLE:
-            self.down(error.str())
+            if self.connected is not False:
+                self.suspect = error.str()
         elif error.fatal():
             logger.error(f"Kafka client error (fatal): {error.str()}")
         else:
@@ -193,7 +201,7 @@ class KafkaTopics:
         self.admin = admin
         self.state = state
 
-    def partition_counts(self, timeout: float = 5.0) -> Dict[str, int]:
+    def partition_counts(self, timeout: float = 2.0) -> Dict[str, int]:
         """{topic: partitions} of the cluster; KafkaException if it does not answer."""
         metadata = self.admin.list_topics(timeout=timeout)
         self.state.up()
@@ -220,7 +228,7 @@ class KafkaTopics:
 
 
 def retry_until(what: str, attempt: Callable[[], Any], state: BrokerState, stopping: threading.Event,
-                first_delay: float = 0.5, max_delay: float = 15.0) -> Any:
+                first_delay: float = 0.5, max_delay: float = 5.0) -> Any:
     """attempt() until it succeeds or the bridge stops (None then), backing off while the
     broker does not answer; BrokerState logs the outage once."""
     delay = first_delay

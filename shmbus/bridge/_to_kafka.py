@@ -196,8 +196,6 @@ class ToKafka:
         if error is None:
             acks.delivered(offset)
             self.delivered += 1
-            if self._state.connected is not True:
-                self._state.up()
             return
         tp = next((tp for tp, a in self._acks.items() if a is acks), None)
         if tp is None:
