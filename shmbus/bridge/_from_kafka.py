@@ -37,6 +37,14 @@ LAG_INTERVAL = 1.0
 Key = Tuple[str, int]
 
 
+def _header(item: Any) -> Tuple[str, bytes]:
+    """A Kafka header as shmbus keeps it: a value is bytes (a null value is empty)."""
+    name, value = item
+    if value is None:
+        return str(name), b""
+    return str(name), value.encode() if isinstance(value, str) else bytes(value)
+
+
 class _Route:
     __slots__ = ("kafka_topic", "topic", "kafka_partitions", "partitions")
 
@@ -149,7 +157,7 @@ class FromKafka:
         raw = message.headers()
         headers: List[Tuple[str, bytes]] = []
         if raw:
-            headers = [(name, value if value is not None else b"") for name, value in raw]
+            headers = [_header(item) for item in raw]
             if self._marker in headers:
                 self.looped += 1   # it came from shmbus through this bridge: not back
                 self._next[key] = offset + 1

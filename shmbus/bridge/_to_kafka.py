@@ -12,11 +12,11 @@ import functools
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple, Union
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from .._errors import CommitFailed, SupervisorUnavailable
+from .._errors import CommitFailed, SupervisorUnavailable, TopicNotFound
 from .._producer import murmur2_partition
 from .._types import Message, TopicPartition
 from ._acks import PartitionAcks
@@ -25,7 +25,7 @@ from ._kafka import BrokerState, KafkaTopics, error_text, retry_until
 
 if TYPE_CHECKING:
     from .._bus import Bus
-    from .._consumer import Consumer
+    from .._consumer import Consumer, PartitionLike
 
 logger = logging.getLogger("shmbus.bridge")
 
@@ -80,7 +80,13 @@ class ToKafka:
     def prepare(self) -> bool:
         """Resolve both sides' topics, creating missing Kafka topics with the shmbus
         partition count, and join the shmbus group. False if the bridge stopped first."""
-        infos = {topic: self._bus.topic(topic) for topic in self._config.to_kafka}   # TopicNotFound: said
+        infos = {}
+        for topic in self._config.to_kafka:
+            try:
+                infos[topic] = self._bus.topic(topic)
+            except TopicNotFound:
+                raise TopicNotFound(f"--to-kafka {topic}: no such topic on bus {self._bus.name!r} (create it "
+                                    f"first: shmbus topics create {topic} --partitions N)") from None
         counts = retry_until("reading Kafka's topics", self._topics.partition_counts, self._state, self._stopping)
         if counts is None:
             return False
@@ -164,7 +170,7 @@ class ToKafka:
             partition = murmur2_partition(message.key, route.kafka_partitions)
         else:
             partition = -1   # the producer's partitioner: random for keyless records
-        kafka_headers = list(headers)
+        kafka_headers: List[Tuple[str, Union[str, bytes, None]]] = list(headers)
         kafka_headers.append(self._marker)
         report = functools.partial(self._delivered, acks, acks.epoch, offset)
         producer = self._producer
@@ -240,8 +246,9 @@ class ToKafka:
                    if (only is None or tp in only) and acks.commit_point != acks.committed}
         if not offsets:
             return
+        request: Dict[PartitionLike, int] = {tp: offset for tp, offset in offsets.items()}
         try:
-            consumer.commit(offsets)
+            consumer.commit(request)
         except CommitFailed as e:
             # A rebalance moved partitions (this member's next poll syncs): their new owner
             # starts from the last commit, so the records since are sent twice, never lost.
