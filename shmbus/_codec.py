@@ -2,6 +2,7 @@
 UTF-8 name, i32 value length (-1: None), value bytes. Only records that carry
 headers pay for this."""
 import struct
+from collections import abc
 from typing import Any, Iterable, Mapping, Optional, Tuple, Union
 
 _NAME = struct.Struct("<H")
@@ -14,7 +15,8 @@ DecodedHeaders = Tuple[Tuple[str, Optional[bytes]], ...]
 
 
 def encode_headers(headers: Headers) -> bytes:
-    pairs: Iterable[Any] = headers.items() if isinstance(headers, Mapping) else headers
+    # collections.abc's Mapping: an isinstance against typing's alias costs ~0.5 us a record.
+    pairs: Iterable[Any] = headers.items() if isinstance(headers, abc.Mapping) else headers
     parts = []
     for item in pairs:
         try:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, 
 from .._errors import ShmbusError, SupervisorUnavailable
 from ._config import BridgeConfig
 from ._from_kafka import FromKafka
-from ._kafka import BrokerState, KafkaTopics, new_admin, new_consumer, new_producer
+from ._kafka import BrokerState, KafkaTopics, new_admin, new_consumer
 from ._to_kafka import ToKafka
 
 if TYPE_CHECKING:
@@ -79,8 +79,7 @@ class Bridge:
         self._to: Optional[ToKafka] = None
         self._from: Optional[FromKafka] = None
         if self.config.to_kafka:
-            self._to = ToKafka(bus, self.config, new_producer(props, self.state), self._topics, self.state,
-                               self._stopping, marker)
+            self._to = ToKafka(bus, self.config, self._topics, self.state, self._stopping, marker)
         if self.config.from_kafka:
             self._from = FromKafka(bus, self.config, new_consumer(props, self.config.group, self.state),
                                    self._topics, self.state, self._stopping, marker)

@@ -17,6 +17,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Kafka
 from confluent_kafka import Message as KafkaMessage
 from confluent_kafka import TopicPartition as KafkaPartition
 
+from .._codec import encode_headers
 from .._errors import BufferFull, MessageTooLarge, TopicExists, Timeout
 from ._config import BridgeConfig
 from ._kafka import UNREACHABLE, BrokerState, KafkaTopics, names, retry_until
@@ -80,6 +81,7 @@ class FromKafka:
         self._assigned: Set[Key] = set()
         self._lag: List[Dict[str, Any]] = []   # per partition, worked out by the loop
         self._next_watermark_query = 0.0
+        self._marker_blob = encode_headers([marker])
         self._commit_failing = False
         self.appended = self.looped = 0
 
@@ -131,12 +133,15 @@ class FromKafka:
         next_commit = time.monotonic() + COMMIT_INTERVAL
         next_lag = time.monotonic()
         while not self._stopping.is_set():
-            for message in consumer.consume(READ_BATCH, 0.05):
-                error = message.error()
-                if error is None:
-                    self._append(message)
-                else:
-                    self._on_error(error)
+            # consume(n, timeout) waits for n records or the timeout: what is there now, or
+            # else the next one to come, then what came with it.
+            messages = consumer.consume(READ_BATCH, 0)
+            if not messages:
+                messages = consumer.consume(1, 0.05)
+                if messages:
+                    messages += consumer.consume(READ_BATCH - 1, 0)
+            if messages:
+                self._append_all(messages)
             now = time.monotonic()
             if now >= next_commit:
                 self.commit()
@@ -145,47 +150,85 @@ class FromKafka:
                 self._lag = self._lag_rows()
                 next_lag = now + LAG_INTERVAL
 
-    def _append(self, message: KafkaMessage) -> None:
-        kafka_topic = message.topic()
-        partition = message.partition()
-        assert kafka_topic is not None and partition is not None
-        key = (kafka_topic, partition)
-        if key in self._stopped:
-            return
-        offset = message.offset()
-        assert offset is not None
-        raw = message.headers()
-        headers: List[Tuple[str, bytes]] = []
-        if raw:
-            headers = [_header(item) for item in raw]
-            if self._marker in headers:
-                self.looped += 1   # it came from shmbus through this bridge: not back
-                self._next[key] = offset + 1
-                return
-        headers.append(self._marker)
-        route = self._routes[kafka_topic]
-        kind, stamp = message.timestamp()
-        timestamp_ns = stamp * 1_000_000 if kind != TIMESTAMP_NOT_AVAILABLE and stamp > 0 else None
+    def _append_all(self, messages: List[KafkaMessage]) -> None:
+        """Append a batch from Kafka to shmbus, in order. The per-partition bookkeeping is
+        done once per run of records of one partition (a batch holds a few such runs), and
+        the headers of a record that has none of its own are encoded once for all."""
         producer = self._producer
         assert producer is not None
-        warned = False
-        while True:
+        send = producer._send_encoded
+        marker = self._marker
+        marker_only = self._marker_blob
+        current: Optional[Key] = None
+        stopped = False
+        shm_topic = ""
+        target: Optional[int] = None
+        last: Optional[int] = None   # the offset of the last record of `current` done with
+        appended = looped = 0
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._on_error(error)
+                continue
+            kafka_topic, partition = message.topic(), message.partition()
+            if current is None or kafka_topic != current[0] or partition != current[1]:
+                if current is not None and last is not None:
+                    self._next[current] = last + 1
+                assert kafka_topic is not None and partition is not None
+                current = (kafka_topic, partition)
+                stopped = current in self._stopped
+                route = self._routes[kafka_topic]
+                shm_topic = route.topic
+                target = partition if route.same_partitions else None
+                last = None
+            if stopped:
+                continue
+            offset: int = message.offset()   # type: ignore[assignment]
+            raw = message.headers()
+            if raw:
+                headers = [_header(item) for item in raw]
+                if marker in headers:
+                    looped += 1   # it came from shmbus through this bridge: not back
+                    last = offset
+                    continue
+                headers.append(marker)
+                blob = encode_headers(headers)
+            else:
+                blob = marker_only
+            kind, stamp = message.timestamp()
+            timestamp_ns = stamp * 1_000_000 if kind != TIMESTAMP_NOT_AVAILABLE and stamp > 0 else -1
+            value, key = message.value(), message.key()
             try:
-                producer.send(route.topic, message.value(), key=message.key(), headers=headers,
-                              partition=partition if route.same_partitions else None, timestamp_ns=timestamp_ns)
-                break
+                send(shm_topic, value, key, blob, target, timestamp_ns)
             except MessageTooLarge as e:
-                self._stop_partition(key, offset, str(e))
-                return
+                self._stop_partition(current, offset, str(e))
+                stopped = True
+                continue
             except BufferFull as e:
-                # The shmbus ring stays full (its archiver or readers hold it): wait, keep the record.
-                if not warned:
-                    logger.warning(f"from Kafka: shmbus topic {route.topic!r} takes nothing ({e}); waiting")
-                    warned = True
-                if self._stopping.is_set():
-                    return   # not appended, not committed: it comes again at the next start
-        self._next[key] = offset + 1
-        self.appended += 1
+                if not self._send_when_room(shm_topic, value, key, blob, target, timestamp_ns, e):
+                    break   # stopping: this record and those after it come again at the next start
+            last = offset
+            appended += 1
+        if current is not None and last is not None:
+            self._next[current] = last + 1
+        self.appended += appended
+        self.looped += looped
+
+    def _send_when_room(self, topic: str, value: Any, key: Any, blob: bytes, partition: Optional[int],
+                        timestamp_ns: int, error: BufferFull) -> bool:
+        """The shmbus ring stays full (its archiver or readers hold it): wait, keep the record.
+        False if the bridge stops first."""
+        logger.warning(f"from Kafka: shmbus topic {topic!r} takes nothing ({error}); waiting")
+        producer = self._producer
+        assert producer is not None
+        while not self._stopping.is_set():
+            try:
+                producer._send_encoded(topic, value, key, blob, partition, timestamp_ns)
+                logger.info(f"from Kafka: shmbus topic {topic!r} takes records again")
+                return True
+            except BufferFull:
+                pass
+        return False
 
     def _stop_partition(self, key: Key, offset: int, why: str) -> None:
         text = (f"shmbus refuses the record at offset {offset}: {why}; Kafka partition {key[1]} of {key[0]!r} "

@@ -123,7 +123,8 @@ def _conflicts(props: Mapping[str, str], required: Mapping[str, str], why: str) 
             raise BridgeConfigError(f"-X {key}={given} is refused: the bridge needs {key}={value} ({why})")
 
 
-def producer_config(props: Mapping[str, str], state: BrokerState) -> Dict[str, Any]:
+def producer_config(props: Mapping[str, str], state: BrokerState,
+                    on_delivery: Optional[Callable[..., None]] = None) -> Dict[str, Any]:
     _conflicts(props, PRODUCER_REQUIRED, "an idempotent producer, acknowledged by every in-sync "
                                          "replica, is what lets it commit shmbus offsets")
     config: Dict[str, Any] = dict(PRODUCER_DEFAULTS)
@@ -131,6 +132,9 @@ def producer_config(props: Mapping[str, str], state: BrokerState) -> Dict[str, A
     config.update(PRODUCER_REQUIRED)
     config.pop("request.required.acks", None)
     config.update({"error_cb": state.on_error, "logger": _librdkafka_logger})
+    if on_delivery is not None:
+        # One callback for every record, set once: a callback per produce() costs a third more.
+        config["on_delivery"] = on_delivery
     return config
 
 
@@ -174,8 +178,9 @@ def make_client(kind: Callable[[Dict[str, Any]], Any], config: Dict[str, Any]) -
         raise BridgeConfigError(f"Kafka configuration: {e}") from None
 
 
-def new_producer(props: Mapping[str, str], state: BrokerState) -> Producer:
-    producer: Producer = make_client(Producer, producer_config(props, state))
+def new_producer(props: Mapping[str, str], state: BrokerState,
+                 on_delivery: Optional[Callable[..., None]] = None) -> Producer:
+    producer: Producer = make_client(Producer, producer_config(props, state, on_delivery))
     return producer
 
 

@@ -8,11 +8,12 @@ to the same partition number; otherwise keyed records go where Kafka's murmur2 p
 (shmbus's own partitioner, bit for bit Java's), keyless ones at random. A record Kafka can
 never take (larger than message.max.bytes) stops its partition, with the reason in the log
 and in `shmbus stats`: the bridge neither skips it nor sends what follows it."""
-import functools
 import logging
+import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple, Union
+from collections import deque
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Set, Tuple, Union
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -21,7 +22,7 @@ from .._producer import murmur2_partition
 from .._types import Message, TopicPartition
 from ._acks import PartitionAcks
 from ._config import BridgeConfig
-from ._kafka import BrokerState, KafkaTopics, error_text, retry_until
+from ._kafka import BrokerState, KafkaTopics, error_text, new_producer, retry_until
 
 if TYPE_CHECKING:
     from .._bus import Bus
@@ -57,20 +58,43 @@ class _Route:
         return self.partitions == self.kafka_partitions
 
 
+class _Partition(PartitionAcks):
+    """One shmbus partition's acknowledgements, and which partition it is."""
+
+    __slots__ = ("tp",)
+
+    def __init__(self, tp: TopicPartition, start: int):
+        super().__init__(start)
+        self.tp = tp
+
+
+class _KafkaQueue:
+    """One Kafka partition's records in flight, in the order they were produced:
+    (the shmbus partition's acks, its epoch then, the shmbus offset)."""
+
+    __slots__ = ("entries", "last_offset")
+
+    def __init__(self) -> None:
+        self.entries: Deque[Tuple[_Partition, int, int]] = deque()
+        self.last_offset = -1
+
+
 class ToKafka:
     """One direction of a Bridge, run on a thread of its own."""
 
-    def __init__(self, bus: "Bus", config: BridgeConfig, producer: Producer, topics: KafkaTopics,
-                 state: BrokerState, stopping: threading.Event, marker: Tuple[str, bytes]):
+    def __init__(self, bus: "Bus", config: BridgeConfig, topics: KafkaTopics, state: BrokerState,
+                 stopping: threading.Event, marker: Tuple[str, bytes]):
         self._bus = bus
         self._config = config
-        self._producer = producer
+        self._producer: Producer = new_producer(config.kafka, state, on_delivery=self._delivered)
         self._topics = topics
         self._state = state
         self._stopping = stopping
         self._marker = marker
         self._routes: Dict[str, _Route] = {}
-        self._acks: Dict[TopicPartition, PartitionAcks] = {}
+        self._acks: Dict[TopicPartition, _Partition] = {}
+        self._queues: Dict[Tuple[str, int], _KafkaQueue] = {}
+        self._realign = False
         self._rewinds: Set[TopicPartition] = set()
         self._consumer: Optional["Consumer"] = None
         self.sent = self.delivered = self.looped = self.resent = 0
@@ -140,9 +164,12 @@ class ToKafka:
         producer = self._producer
         next_commit = time.monotonic() + COMMIT_INTERVAL
         while not self._stopping.is_set():
-            for message in consumer.poll_many(READ_BATCH, timeout=0.05):
-                self._send(message)
+            messages = consumer.poll_many(READ_BATCH, timeout=0.05)
+            if messages:
+                self._send_all(messages)
             producer.poll(0)
+            if self._realign:
+                self._start_again()
             if self._rewinds:
                 self._rewind()
             now = time.monotonic()
@@ -150,69 +177,152 @@ class ToKafka:
                 self.commit()
                 next_commit = now + COMMIT_INTERVAL
 
-    def _send(self, message: Message) -> None:
-        tp = TopicPartition(message.topic, message.partition)
-        acks = self._acks.get(tp)
-        if acks is None:
-            acks = self._acks[tp] = PartitionAcks(message.offset)
-        elif acks.error is not None:
-            return   # stopped at a record Kafka cannot take: nothing after it goes
-        offset = message.offset
-        headers = message.headers
-        if headers and self._marker in headers:
-            acks.passed(offset)   # it came from Kafka through this bridge: not back
-            self.looped += 1
-            return
-        route = self._routes[message.topic]
-        if route.same_partitions:
-            partition = message.partition
-        elif message.key is not None:
-            partition = murmur2_partition(message.key, route.kafka_partitions)
-        else:
-            partition = -1   # the producer's partitioner: random for keyless records
-        kafka_headers: List[Tuple[str, Union[str, bytes, None]]] = list(headers)
-        kafka_headers.append(self._marker)
-        report = functools.partial(self._delivered, acks, acks.epoch, offset)
+    def _send_all(self, messages: List[Message]) -> None:
+        """Hand a batch from shmbus to the Kafka producer, in order. The per-partition
+        bookkeeping is done once per run of records of one partition (poll_many returns a
+        few such runs), and a record without headers of its own shares one header list."""
         producer = self._producer
-        while True:
+        produce = producer.produce
+        marker = self._marker
+        marker_only = [marker]
+        topic = ""
+        partition = -1
+        acks: Optional[_Partition] = None
+        stopped = True
+        sent = looped = 0
+        route: Optional[_Route] = None
+        kafka_topic = ""
+        same = True
+        target = -1
+        in_flight_append: Any = None
+        queue_append: Any = None
+        epoch = 0
+        for message in messages:
+            if message.partition != partition or message.topic != topic:
+                topic, partition = message.topic, message.partition
+                tp = TopicPartition(topic, partition)
+                acks = self._acks.get(tp)
+                if acks is None:
+                    acks = self._acks[tp] = _Partition(tp, message.offset)
+                stopped = acks.error is not None
+                route = self._routes[topic]
+                kafka_topic = route.kafka_topic
+                same = route.same_partitions
+                target = partition if same else self._keyless_partition(route)
+                in_flight_append = acks.in_flight.append
+                queue_append = self._queue(kafka_topic, target).entries.append if same else None
+                epoch = acks.epoch
+            if stopped:
+                continue   # stopped at a record Kafka cannot take: nothing after it goes
+            assert acks is not None and route is not None
+            offset = message.offset
+            headers = message.headers
+            if headers:
+                if marker in headers:
+                    acks.passed(offset)   # it came from Kafka through this bridge: not back
+                    looped += 1
+                    continue
+                kafka_headers: List[Tuple[str, Union[str, bytes, None]]] = list(headers)
+                kafka_headers.append(marker)
+            else:
+                kafka_headers = marker_only   # type: ignore[assignment]
+            if same:
+                kafka_partition = target
+            else:
+                key = message.key
+                kafka_partition = murmur2_partition(key, route.kafka_partitions) if key is not None else target
+                queue_append = self._queue(kafka_topic, kafka_partition).entries.append
             try:
-                producer.produce(route.kafka_topic, message.value, message.key, partition=partition,
-                                 on_delivery=report, timestamp=message.timestamp_ns // 1_000_000,
-                                 headers=kafka_headers)
-                break
+                produce(kafka_topic, message.value, message.key, kafka_partition,
+                        timestamp=message.timestamp_ns // 1_000_000, headers=kafka_headers)
             except BufferError:
-                # Kafka takes records slower than shmbus hands them over, or not at all now:
-                # wait for room (the shmbus side keeps everything meanwhile).
-                producer.poll(0.05)
+                if not self._produce_when_room(kafka_topic, message, kafka_partition, kafka_headers):
+                    break   # stopping: this record and those after it go at the next start
             except KafkaException as e:
                 error = e.args[0]
                 if isinstance(error, KafkaError) and error.code() in _TOO_LARGE:
-                    acks.sent(offset)
-                    self._stop_partition(tp, acks, offset, error_text(error), len(message.value or b""))
-                    return
+                    in_flight_append(offset)
+                    self._stop_partition(acks.tp, acks, offset, error_text(error), len(message.value or b""))
+                    stopped = True
+                    continue
                 raise
-        acks.sent(offset)
-        self.sent += 1
+            in_flight_append(offset)
+            queue_append((acks, epoch, offset))
+            sent += 1
+        self.sent += sent
+        self.looped += looped
 
-    def _delivered(self, acks: PartitionAcks, epoch: int, offset: int, error: Optional[KafkaError],
-                   _message: Any) -> None:
-        """librdkafka's delivery report (served by poll/flush, on this thread)."""
-        if epoch != acks.epoch:
-            return   # sent before a rewind: it is being sent again
+    def _produce_when_room(self, kafka_topic: str, message: Message, partition: int,
+                           headers: List[Tuple[str, Union[str, bytes, None]]]) -> bool:
+        """Kafka takes records slower than shmbus hands them over, or not at all now: wait for
+        room in the producer's queue (the shmbus side keeps everything meanwhile). False if
+        the bridge stops first."""
+        producer = self._producer
+        while not self._stopping.is_set():
+            producer.poll(0.05)
+            try:
+                producer.produce(kafka_topic, message.value, message.key, partition,
+                                 timestamp=message.timestamp_ns // 1_000_000, headers=headers)
+                return True
+            except BufferError:
+                pass
+        return False
+
+    def _keyless_partition(self, route: _Route) -> int:
+        """Where keyless records of one batch run go when the partition counts differ: a
+        random partition per run (Kafka's sticky partitioner, roughly)."""
+        return random.randrange(route.kafka_partitions)
+
+    def _queue(self, kafka_topic: str, partition: int) -> "_KafkaQueue":
+        key = (kafka_topic, partition)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _KafkaQueue()
+        return queue
+
+    def _delivered(self, error: Optional[KafkaError], message: Any) -> None:
+        """librdkafka's delivery report, one per record (served by poll/flush, on this thread).
+        Reports come in the order of production per Kafka partition (librdkafka's guarantee,
+        which the idempotent producer keeps across retries), so each Kafka partition's queue
+        says which shmbus record a report is for. That the offsets Kafka gave grow is checked:
+        should they not, everything in flight is sent again rather than trusted."""
+        queue = self._queues.get((message.topic(), message.partition()))
+        if queue is None or not queue.entries:
+            return   # from before a restart of the queues
+        acks, epoch, offset = queue.entries.popleft()
         if error is None:
-            acks.delivered(offset)
+            kafka_offset = message.offset()
+            if kafka_offset is not None and kafka_offset <= queue.last_offset:
+                if not self._realign:
+                    logger.error(f"to Kafka: delivery reports of {message.topic()}[{message.partition()}] out of "
+                                 f"order (offset {kafka_offset} after {queue.last_offset}): sending everything in "
+                                 f"flight again")
+                    self._realign = True
+            elif kafka_offset is not None:
+                queue.last_offset = kafka_offset
+            if epoch == acks.epoch:
+                acks.delivered(offset)
             self.delivered += 1
             return
-        tp = next((tp for tp, a in self._acks.items() if a is acks), None)
-        if tp is None:
-            return   # the partition was revoked meanwhile
+        if epoch != acks.epoch or self._acks.get(acks.tp) is not acks:
+            return   # sent before a rewind, or the partition was revoked meanwhile
         if error.code() in _TOO_LARGE:
-            self._stop_partition(tp, acks, offset, error.str(), None)
+            self._stop_partition(acks.tp, acks, offset, error.str(), None)
             return
-        if not acks.stopped and tp not in self._rewinds:
-            logger.warning(f"Kafka did not take {tp.topic}[{tp.partition}] offset {offset} ({error.str()}): "
-                           f"sending that partition again from offset {acks.commit_point}")
-            self._rewinds.add(tp)
+        if not acks.stopped and acks.tp not in self._rewinds:
+            logger.warning(f"Kafka did not take {acks.tp.topic}[{acks.tp.partition}] offset {offset} "
+                           f"({error.str()}): sending that partition again from offset {acks.commit_point}")
+            self._rewinds.add(acks.tp)
+
+    def _start_again(self) -> None:
+        """Delivery reports could not be matched to records: wait for what is in flight (its
+        reports are ignored), then send every partition again from its commit point."""
+        for acks in self._acks.values():
+            acks.epoch += 1
+        self._producer.flush(30.0)
+        self._queues.clear()
+        self._rewinds.update(self._acks)
+        self._realign = False
 
     def _stop_partition(self, tp: TopicPartition, acks: PartitionAcks, offset: int, why: str,
                         size: Optional[int]) -> None:
