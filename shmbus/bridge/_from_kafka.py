@@ -104,7 +104,7 @@ class FromKafka:
                 logger.warning(f"from Kafka: Kafka topic(s) {names(sorted(wanted - set(counts)))} do not exist "
                                f"yet: waiting for them")
                 waiting_logged = True
-            if self._stopping.wait(1.0):
+            if self._stopping.wait(0.5):
                 return False
         for kafka_topic, topic in self._config.from_kafka.items():
             count = counts[kafka_topic]

@@ -86,7 +86,7 @@ def test_a_refused_record_stops_its_partition(bus, bus_paths, broker, bridges):
     top = subprocess.Popen([sys.executable, "-m", "shmbus", "top", "--bus", bus_paths.bus, "--data-dir",
                             bus_paths.data_dir, "--interval", "0.2"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, env=dict(os.environ, COLUMNS="250"))
-    time.sleep(1.5)
+    time.sleep(1.0)
     top.send_signal(signal.SIGINT)   # Ctrl-C: the live view prints its last frame
     out, _ = top.communicate(10)
     assert b"BRIDGE" in out and b"from-kafka" in out, out[-2000:]
