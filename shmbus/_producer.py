@@ -489,6 +489,27 @@ class Producer(ProducerBase):
             with self._lock:
                 self._unflushed[:0] = owed   # still owed: the next flush waits for them
 
+    def _flush_mark(self) -> List[Tuple[Ring, int]]:
+        """flush() in two halves, for a caller that must not block while the disk syncs (the
+        Kafka bridge, which keeps appending meanwhile): ask for the sync of every record sent
+        so far and return what to check; _flushed(mark) then says, without waiting, whether
+        they are on disk. A plain flush() covers what this cannot (a ring deleted meanwhile,
+        a supervisor to restart)."""
+        with self._lock:
+            earlier = list(self._unflushed)
+        mark = earlier + [(writer.ring, writer.end_position) for route in list(self._routes.values())
+                          for writer in route.writers
+                          if writer is not None and writer.ring.durable and writer.end_position]
+        for ring, end in mark:
+            ring.request_sync(end)
+        return mark
+
+    @staticmethod
+    def _flushed(mark: List[Tuple[Ring, int]]) -> bool:
+        """Whether everything _flush_mark() returned is fsynced (no wait). RingDeleted: the
+        ring went (use flush() to know what that means)."""
+        return all(ring.stats().synced >= end for ring, end in mark)
+
     def _forget_owed(self, owed: List[Tuple[Ring, int]], entry: Tuple[Ring, int]) -> None:
         if entry in owed:
             owed.remove(entry)

@@ -6,7 +6,7 @@ kept with its last report, marked not running, so a dead bridge is seen, not for
 import functools
 import json
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from .._names import validate_name
 
@@ -18,7 +18,7 @@ MAX_BRIDGES = 1024
 class BridgeBoard:
     def __init__(self, lock):
         self.lock = lock
-        self._bridges: Dict[str, Dict[str, Any]] = {}
+        self._bridges: Dict[Tuple[str, int], Dict[str, Any]] = {}
 
     def handler(self, op, connection):
         method = getattr(self, f"op_{op}", None)
@@ -32,13 +32,17 @@ class BridgeBoard:
             raise TypeError("a bridge report is a JSON object")
         if len(json.dumps(report)) > MAX_REPORT_BYTES:
             raise ValueError(f"a bridge report is at most {MAX_REPORT_BYTES} bytes")
+        key = (name, connection)   # two bridges of one name (sharing the work) are two entries
         with self.lock:
-            if name not in self._bridges and len(self._bridges) >= MAX_BRIDGES:
+            # A bridge of this name that stopped is replaced by the one reporting now.
+            for old in [k for k, b in self._bridges.items() if k[0] == name and k != key and not b["running"]]:
+                del self._bridges[old]
+            if key not in self._bridges and len(self._bridges) >= MAX_BRIDGES:
                 self._forget_stopped()
                 if len(self._bridges) >= MAX_BRIDGES:
                     raise ValueError(f"at most {MAX_BRIDGES} bridges are tracked")
-            self._bridges[name] = {"name": name, "report": report, "connection": connection,
-                                   "running": not final, "updated_ns": time.time_ns()}
+            self._bridges[key] = {"name": name, "report": report, "connection": connection,
+                                  "running": not final, "updated_ns": time.time_ns()}
         return None
 
     def op_bridges(self, connection) -> List[Dict[str, Any]]:
@@ -46,7 +50,7 @@ class BridgeBoard:
             now = time.time_ns()
             return [{"name": b["name"], "running": b["running"], "report": b["report"],
                      "age_s": round((now - b["updated_ns"]) / 1e9, 3)}
-                    for b in sorted(self._bridges.values(), key=lambda b: b["name"])]
+                    for b in sorted(self._bridges.values(), key=lambda b: (b["name"], b["connection"]))]
 
     def connection_closed(self, connection: int) -> None:
         with self.lock:
@@ -55,5 +59,5 @@ class BridgeBoard:
                     b["running"] = False
 
     def _forget_stopped(self) -> None:
-        for name in [n for n, b in self._bridges.items() if not b["running"]]:
-            del self._bridges[name]
+        for key in [k for k, b in self._bridges.items() if not b["running"]]:
+            del self._bridges[key]

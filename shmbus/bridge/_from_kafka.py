@@ -18,7 +18,7 @@ from confluent_kafka import Message as KafkaMessage
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from .._codec import encode_headers
-from .._errors import BufferFull, MessageTooLarge, TopicExists, Timeout
+from .._errors import BufferFull, MessageTooLarge, RingDeleted, TopicExists, Timeout
 from ._config import BridgeConfig
 from ._kafka import UNREACHABLE, BrokerState, KafkaTopics, names, retry_until
 
@@ -32,6 +32,8 @@ logger = logging.getLogger("shmbus.bridge")
 COMMIT_INTERVAL = 0.2
 READ_BATCH = 2000
 FLUSH_TIMEOUT = 30.0
+# How long the loop's commit lets the disk take before it waits for it (commit()).
+FLUSH_WAIT = 2.0
 # How often the lag (Kafka's high watermark minus the commit) is worked out.
 LAG_INTERVAL = 1.0
 
@@ -82,6 +84,8 @@ class FromKafka:
         self._lag: List[Dict[str, Any]] = []   # per partition, worked out by the loop
         self._next_watermark_query = 0.0
         self._marker_blob = encode_headers([marker])
+        # A commit waiting for the disk: (the flush mark, the offsets, since when).
+        self._pending: Optional[Tuple[Any, Dict[Key, int], float]] = None
         self._commit_failing = False
         self.appended = self.looped = 0
 
@@ -143,8 +147,8 @@ class FromKafka:
             if messages:
                 self._append_all(messages)
             now = time.monotonic()
-            if now >= next_commit:
-                self.commit()
+            if now >= next_commit or self._pending is not None:
+                self._commit_soon()
                 next_commit = now + COMMIT_INTERVAL
             if now >= next_lag:
                 self._lag = self._lag_rows()
@@ -247,10 +251,9 @@ class FromKafka:
 
     def commit(self, only: Optional[List[Key]] = None) -> None:
         """Flush the shmbus producer (what was appended is on disk), then commit the Kafka
-        offsets after it. A commit that fails is tried again at the next one."""
+        offsets after it; waits for the disk. A commit that fails is tried again at the next."""
         with self._commit_lock:
-            offsets = {k: o for k, o in list(self._next.items())
-                       if (only is None or k in only) and self._committed.get(k) != o}
+            offsets = self._uncommitted(only)
             if not offsets:
                 return
             producer = self._producer
@@ -261,21 +264,56 @@ class FromKafka:
                 logger.warning(f"from Kafka: shmbus did not fsync the appended records in time ({e}); "
                                f"not committing to Kafka yet")
                 return
-            try:
-                self._consumer.commit(offsets=[KafkaPartition(t, p, o) for (t, p), o in offsets.items()],
-                                      asynchronous=False)
-            except KafkaException as e:
-                error = e.args[0]
-                if isinstance(error, KafkaError) and error.code() in UNREACHABLE:
-                    self._state.on_error(error)
-                elif not self._commit_failing:
-                    logger.warning(f"from Kafka: commit to Kafka failed ({e}); trying again")
-                self._commit_failing = True
-                return
-            if self._commit_failing:
-                logger.info("from Kafka: committing to Kafka again")
-                self._commit_failing = False
-            self._committed.update(offsets)
+            self._commit_to_kafka(offsets)
+
+    def _commit_soon(self) -> None:
+        """The loop's commit, without waiting for the disk: ask shmbus to sync what was appended
+        (offsets noted), and commit those offsets at a later turn of the loop, once the disk has
+        them; meanwhile the loop goes on appending. Past FLUSH_WAIT, a plain commit() (it waits,
+        and handles what a ring deleted or a supervisor restarted mean)."""
+        producer = self._producer
+        assert producer is not None
+        if self._pending is None:
+            offsets = self._uncommitted(None)
+            if offsets:
+                self._pending = (producer._flush_mark(), offsets, time.monotonic())
+            return
+        mark, offsets, since = self._pending
+        try:
+            synced = producer._flushed(mark)
+        except RingDeleted:
+            synced = False
+        if synced:
+            self._pending = None
+            with self._commit_lock:
+                self._commit_to_kafka(offsets)
+        elif time.monotonic() - since > FLUSH_WAIT:
+            self._pending = None
+            self.commit()
+
+    def _uncommitted(self, only: Optional[List[Key]]) -> Dict[Key, int]:
+        return {k: o for k, o in list(self._next.items())
+                if (only is None or k in only) and self._committed.get(k) != o}
+
+    def _commit_to_kafka(self, offsets: Dict[Key, int]) -> None:
+        offsets = {k: o for k, o in offsets.items() if k in self._assigned}   # none revoked meanwhile
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=[KafkaPartition(t, p, o) for (t, p), o in offsets.items()],
+                                  asynchronous=False)
+        except KafkaException as e:
+            error = e.args[0]
+            if isinstance(error, KafkaError) and error.code() in UNREACHABLE:
+                self._state.on_error(error)
+            elif not self._commit_failing:
+                logger.warning(f"from Kafka: commit to Kafka failed ({e}); trying again")
+            self._commit_failing = True
+            return
+        if self._commit_failing:
+            logger.info("from Kafka: committing to Kafka again")
+            self._commit_failing = False
+        self._committed.update(offsets)
 
     def _on_assign(self, consumer: Consumer, partitions: List[KafkaPartition]) -> None:
         self._assigned.update((p.topic, p.partition) for p in partitions)
