@@ -19,6 +19,9 @@ The plain producer is also measured with a delivery callback (one callback for a
 records, as the bridge has: what an application that must know what Kafka took pays).
 
 Every figure is the median of --runs runs, the bridge and its plain counterpart interleaved.
+Consumers (the bridge's and the plain one) use fetch.wait.max.ms=10: Tansu answers a fetch
+when its wait is over rather than when records arrive, which makes a 500 ms wait (librdkafka's
+default) stall a reader that drains its queue.
     python bench/bridge.py [--runs 3] [--count-64 300000] [--count-1k 100000] [--latency 2000]
 """
 import argparse
@@ -32,7 +35,7 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import shmbus
@@ -43,6 +46,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The bridge's producer settings, given to the plain producer too.
 PRODUCER = {"enable.idempotence": True, "acks": "all", "linger.ms": 5, "partitioner": "murmur2_random"}
 FAST_GROUP = {"session.timeout.ms": "2000", "heartbeat.interval.ms": "300"}
+# The throughput runs' consumers (see above).
+FAST_FETCH = {"fetch.wait.max.ms": "10"}
 LATENCY_SETTINGS = [
     ("defaults (linger.ms=5, fetch.wait.max.ms=500)", []),
     ("fetch.wait.max.ms=10", ["-X", "fetch.wait.max.ms=10"]),
@@ -142,8 +147,9 @@ def plain_producer(broker, size, count, reports=False):
 
 def bridge_to_kafka(bus, broker, size, count):
     topic = name("out")
-    bus.create_topic(topic, partitions=PARTITIONS, ring_bytes=max(64 << 20, 4 * count * (size + 64)),
-                     durable=False)
+    # Memory-only, large enough to hold every record (twice: a record is at most half a ring).
+    ring = max(64 << 20, 1 << (2 * count * (size + 64) // PARTITIONS).bit_length())
+    bus.create_topic(topic, partitions=PARTITIONS, ring_bytes=ring, durable=False)
     broker.create(topic)
     value = value_of(size)
     with bus.producer() as p:
@@ -187,7 +193,8 @@ def fill_kafka(broker, topic, size, count):
 def plain_consumer(broker, size, count):
     topic = name("in")
     fill_kafka(broker, topic, size, count)
-    consumer = Consumer(dict(FAST_GROUP, **{"bootstrap.servers": broker.address, "group.id": name("plain"),
+    consumer = Consumer(dict(FAST_GROUP, **FAST_FETCH, **{"bootstrap.servers": broker.address,
+                                                          "group.id": name("plain"),
                                             "auto.offset.reset": "earliest", "enable.auto.commit": False}))
     consumer.subscribe([topic])
     got = 0
@@ -208,8 +215,11 @@ def plain_consumer(broker, size, count):
 def bridge_from_kafka(bus, broker, size, count):
     topic = name("in")
     fill_kafka(broker, topic, size, count)
-    bus.create_topic(topic, partitions=PARTITIONS, ring_bytes=max(64 << 20, 4 * count * (size + 64)))
-    bridge = Bridge(bus, kafka=dict(FAST_GROUP, **{"bootstrap.servers": broker.address}), from_kafka=[topic],
+    # Durable, shmbus's default ring: the archiver makes room as the bridge appends. (A ring of
+    # hundreds of MiB is slower to fill: every page of it is touched fresh.)
+    bus.create_topic(topic, partitions=PARTITIONS, ring_bytes=64 << 20)
+    bridge = Bridge(bus, kafka=dict(FAST_GROUP, **FAST_FETCH, **{"bootstrap.servers": broker.address}),
+                    from_kafka=[topic],
                     name=name("bench"))
     runner = threading.Thread(target=bridge.run)
     runner.start()
