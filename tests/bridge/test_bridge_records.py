@@ -116,10 +116,13 @@ def test_to_kafka_keeps_fields_and_partitions(bus, broker, caplog):
     assert len(warnings) == 1 and "by key" in warnings[0], warnings
 
 
-def test_from_kafka_keeps_fields_and_nothing_echoes(bus, broker):
-    inbound, both = unique("commands"), unique("chat")
+def test_from_kafka_keeps_fields_and_nothing_echoes(bus, broker, caplog):
+    caplog.set_level(logging.INFO, logger="shmbus.bridge")
+    inbound, both, narrow = unique("commands"), unique("chat"), unique("alerts")
     kafkakit.create_topic(broker, inbound, 3)   # the shmbus topic is missing: made with 3 partitions
     bus.create_topic(both, partitions=2, ring_bytes=1 << 20)
+    kafkakit.create_topic(broker, narrow, 3)
+    bus.create_topic(narrow, partitions=2, ring_bytes=1 << 20)   # another partition count: by key
     kafka = kafkakit.producer(broker)
     produced = {}
     for i in range(200):
@@ -128,6 +131,8 @@ def test_from_kafka_keeps_fields_and_nothing_echoes(bus, broker):
         extra = {} if key is not None else {"partition": i % 3}
         kafka.produce(inbound, f"c{i}".encode(), key, timestamp=1_700_000_000_000 + i, headers=headers, **extra)
         produced[f"c{i}".encode()] = (key, headers or [], 1_700_000_000_000 + i)
+    for i in range(60):
+        kafka.produce(narrow, f"a{i}".encode(), f"sensor-{i}".encode())
     assert kafka.flush(10) == 0
     with bus.producer() as p:
         for i in range(50):
@@ -135,7 +140,7 @@ def test_from_kafka_keeps_fields_and_nothing_echoes(bus, broker):
     name = unique("edge")
     marker = (MARKER_HEADER, name.encode())
     bridge = Bridge(bus, kafka=dict(FAST_GROUP, **{"bootstrap.servers": broker.address}), to_kafka=[both],
-                    from_kafka=[inbound, both], name=name)
+                    from_kafka=[inbound, both, narrow], name=name)
     with running(bridge):
         # shmbus -> Kafka made the Kafka side of `both`; now records born in Kafka.
         kafkakit.wait_for(lambda: both in kafkakit.admin(broker).list_topics(timeout=5).topics, 20, both)
@@ -143,6 +148,7 @@ def test_from_kafka_keeps_fields_and_nothing_echoes(bus, broker):
             kafka.produce(both, f"from-kafka-{i}".encode(), f"k{i}".encode())
         assert kafka.flush(10) == 0
         in_shmbus = read_shmbus(bus, inbound, 200)
+        narrow_in_shmbus = read_shmbus(bus, narrow, 60)
         both_in_shmbus = read_shmbus(bus, both, 80)
         both_in_kafka = kafkakit.read_topic(broker, both, expect=80)
         time.sleep(0.5)   # room for an echo to show, if the guard let one through
@@ -165,6 +171,14 @@ def test_from_kafka_keeps_fields_and_nothing_echoes(bus, broker):
             assert list(m.headers) == headers + [marker]
             if key is not None:
                 assert partition == kafka_partition(key, 3)
+    # Another partition count: shmbus's murmur2 of the key, one warning.
+    for partition, records in narrow_in_shmbus.items():
+        for m in records:
+            assert partition == kafka_partition(m.key, 2), (m.key, partition)
+    assert sorted(m.value for ms in narrow_in_shmbus.values() for m in ms) == sorted(
+        f"a{i}".encode() for i in range(60))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and narrow in r.getMessage()]
+    assert len(warnings) == 1 and "by key" in warnings[0], warnings
     # Both ways: each record once on each side, the bridge's own never carried back.
     shm_values = sorted(m.value for ms in both_in_shmbus.values() for m in ms)
     kafka_values = sorted(m.value() for ms in both_in_kafka.values() for m in ms)
