@@ -71,7 +71,7 @@ class Broker:
     def __init__(self, workdir):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.log = open(os.path.join(workdir, "tansu.log"), "wb")
+        self.log = open(os.path.join(workdir, "tansu.log"), "ab")
         self.proc = subprocess.Popen([tansu(), "broker", "--listener-url", f"tcp://{self.address}",
                                       "--advertised-listener-url", f"tcp://{self.address}",
                                       "--storage-engine", "memory://tansu/"], stdout=self.log,
@@ -320,16 +320,25 @@ def main(argv=None):
         results.setdefault(key, []).append(value)
         print(f"  {key}: {value:,.1f}", file=sys.stderr, flush=True)
 
+    def fresh(measure, *args):
+        """A broker of its own for each measurement: Tansu keeps every record in memory, and
+        one that holds the earlier runs' records is slower."""
+        own = Broker(workdir)
+        try:
+            return measure(own, *args)
+        finally:
+            own.stop()
+
     try:
         with shmbus.connect(bus_name, data_dir) as bus:
             for run in range(args.runs):
                 print(f"run {run + 1}/{args.runs}", file=sys.stderr, flush=True)
                 for size, count in ((64, args.count_64), (1024, args.count_1k)):
-                    note(f"plain producer {size} B", plain_producer(broker, size, count))
-                    note(f"plain producer with reports {size} B", plain_producer(broker, size, count, True))
-                    note(f"bridge to Kafka {size} B", bridge_to_kafka(bus, broker, size, count))
-                    note(f"plain consumer {size} B", plain_consumer(broker, size, count))
-                    note(f"bridge from Kafka {size} B", bridge_from_kafka(bus, broker, size, count))
+                    note(f"plain producer {size} B", fresh(plain_producer, size, count))
+                    note(f"plain producer with reports {size} B", fresh(plain_producer, size, count, True))
+                    note(f"bridge to Kafka {size} B", fresh(lambda b: bridge_to_kafka(bus, b, size, count)))
+                    note(f"plain consumer {size} B", fresh(plain_consumer, size, count))
+                    note(f"bridge from Kafka {size} B", fresh(lambda b: bridge_from_kafka(bus, b, size, count)))
             for run in range(args.runs):
                 for label, extra in LATENCY_SETTINGS:
                     p50, p99 = latency(bus_name, data_dir, broker, args.latency, extra)
