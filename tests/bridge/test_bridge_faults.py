@@ -101,7 +101,7 @@ def test_sigkill_and_restart_lose_nothing(bus, broker, bridges, reachable, tmp_p
     config = tmp_path / "bridge.toml"
     config.write_text(f'name = "{name}"\n[kafka]\n"bootstrap.servers" = "{broker.address}"\n'
                       f'"linger.ms" = 2\n[to_kafka]\n{topic} = "{topic}"\n')
-    sender = Sender(bus, topic, 21_000, rate=3_000)
+    sender = Sender(bus, topic, 15_000, rate=3_000)
     sender.start()
     rng = random.Random(11)
     kills = 0
