@@ -14,7 +14,9 @@ from .. import _liveness as liveness
 from .._errors import ShmbusError, SupervisorRunning, SupervisorUnavailable
 from .._protocol import error_reply
 from .archiver import Archiver
+from .bridges import BridgeReports
 from .groups import GroupCoordinator
+from .metrics import ErrorCounter, MetricsEndpoint, snapshot
 from .server import ControlServer
 from .topics import TopicRegistry
 from .unblocker import UNBLOCK_TIMEOUT, Unblocker
@@ -44,6 +46,10 @@ class Supervisor:
         self._lock_fd = None
         self._server = None
         self.started_ns = time.time_ns()
+        self.pid = os.getpid()
+        self.bridges = BridgeReports()   # their lag, for stats and /metrics
+        self.errors = ErrorCounter()     # what it logged as errors, for stats and /metrics
+        logger.addHandler(self.errors)
 
     # ---- lifecycle ----
 
@@ -120,6 +126,7 @@ class Supervisor:
         with os.fdopen(_access.create_file(self.paths.clean_marker), "w") as f:
             f.write(f"{time.time_ns()}\n")
         logger.info("stopped cleanly")
+        logger.removeHandler(self.errors)
         self._release_lock()
 
     def _release_lock(self):
@@ -215,15 +222,24 @@ class Supervisor:
     def op_stop(self):
         return "stopping"
 
+    def op_snapshot(self):
+        """Every topic's and group's figures, the bridges' lag, uptime and errors (`shmbus stats`)."""
+        return snapshot(self)
+
+    def op_bridge_report(self, name, lag):
+        """A bridge's lag (see bridges.py)."""
+        self.bridges.report(name, lag)
+
     @staticmethod
     def _topic_reply(topic):
         return {"info": topic.info._asdict(), "rings": topic.ring_names()}
 
 
-def serve(paths, share_group=None, unblock_timeout=UNBLOCK_TIMEOUT):
+def serve(paths, share_group=None, unblock_timeout=UNBLOCK_TIMEOUT, metrics_address=None):
     """Run a supervisor in this process until SIGTERM/SIGINT or `shmbus stop`.
     share_group: also let the members of this Unix group use the bus (remembered).
-    unblock_timeout: seconds a live producer may hold a claim before it is revoked."""
+    unblock_timeout: seconds a live producer may hold a claim before it is revoked.
+    metrics_address: (host, port) to serve Prometheus /metrics on (port 0: any free one)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"%(asctime)s shmbus[%(process)d] {paths.bus}: %(message)s",
                                            datefmt="%Y-%m-%d %H:%M:%S"))
@@ -232,9 +248,19 @@ def serve(paths, share_group=None, unblock_timeout=UNBLOCK_TIMEOUT):
     logger.propagate = False
     supervisor = Supervisor(paths, share_group=share_group, unblock_timeout=unblock_timeout)
     supervisor.start()
+    endpoint = None
+    try:
+        if metrics_address is not None:
+            endpoint = MetricsEndpoint(supervisor, *metrics_address)
+            endpoint.start()
+    except BaseException:
+        supervisor.stop()
+        raise
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: supervisor.stopping.set())
     try:
         supervisor.wait()
     finally:
+        if endpoint is not None:
+            endpoint.stop()
         supervisor.stop()
