@@ -18,6 +18,11 @@ class CliError(click.ClickException):
         click.echo(f"shmbus: error: {self.format_message()}", err=True)
 
 
+class ReaderGone(Exception):
+    """stdout's reader went away (`shmbus consume t | head -3`). Not an OSError: click
+    turns an EPIPE OSError into exit status 1, and this is a normal end."""
+
+
 class Group(click.Group):
     """Turns every shmbus error into one line on stderr and exit status 1."""
 
@@ -25,7 +30,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except BrokenPipeError:
-            raise   # the reader went away (`| head`): main() ends quietly
+            raise ReaderGone() from None
         except (ShmbusError, OSError, ValueError, TypeError) as e:
             raise CliError(str(e) or type(e).__name__) from None
         except KeyboardInterrupt:
@@ -95,7 +100,7 @@ def run(command, args=None):
         code = e.exit_code
     except click.Abort:
         code = 130
-    except BrokenPipeError:
+    except (ReaderGone, BrokenPipeError):
         _quiet_stdout()
         code = 0
     try:
