@@ -74,6 +74,7 @@ class RecordWriter:
         self.count = 0
         self.payload_bytes = 0
         self._finished = False
+        self._unflushed = False
         from . import __version__
         self._writer.start(profile=PROFILE, library=f"shmbus {__version__}")
 
@@ -102,7 +103,13 @@ class RecordWriter:
             size += len(data)
         self.count += len(messages)
         self.payload_bytes += size
-        if time.monotonic() - self._last_flush >= self.flush_interval:
+        self._unflushed = True
+        self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Flush when something is unflushed and flush_interval has passed: called after
+        every poll, empty or not, so a quiet topic's last records reach the file too."""
+        if self._unflushed and time.monotonic() - self._last_flush >= self.flush_interval:
             self.flush()
 
     def flush(self) -> None:
@@ -110,6 +117,7 @@ class RecordWriter:
         the recorder being killed."""
         self._writer.flush()
         self._last_flush = time.monotonic()
+        self._unflushed = False
 
     def finish(self) -> None:
         if not self._finished:

@@ -76,6 +76,8 @@ def record(bus, data_dir, topics, output, from_beginning, since, duration, compr
                         batch = c.poll_many(POLL_RECORDS, timeout=wait)
                         if batch:
                             writer.write(batch)
+                        else:
+                            writer.flush_if_due()
                 except (KeyboardInterrupt, _Stop):
                     pass
                 missed = c.missed()
