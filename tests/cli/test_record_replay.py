@@ -212,3 +212,35 @@ def test_record_refuses_what_it_cannot_do(bus, bus_paths, tmp_path):
         stderr = done.stderr.decode()
         assert done.returncode != 0 and stderr.count("\n") == 1 and words in stderr, (args, stderr)
     assert not os.path.exists(tmp_path / "x.mcap") or os.path.getsize(tmp_path / "x.mcap") == 0
+
+
+def test_the_writer_packs_messages_as_mcap_does_and_its_crcs_check(tmp_path):
+    """The recorder packs MCAP messages itself (for speed): byte for byte what the mcap
+    package's Message.write makes, in a file whose chunk and summary CRCs mcap checks."""
+    from mcap.data_stream import RecordBuilder
+    from shmbus._recording import _MESSAGE_FIXED, _MESSAGE_HEAD, _MESSAGE_OPCODE, RecordWriter
+    data = b"\x85payload"
+    builder = RecordBuilder()
+    McapMessage(channel_id=3, log_time=1 << 60, data=data, publish_time=1 << 60, sequence=77).write(builder)
+    assert builder.end() == _MESSAGE_HEAD.pack(_MESSAGE_OPCODE, _MESSAGE_FIXED + len(data), 3, 77, 1 << 60, 1 << 60) + data
+
+    messages = [shmbus.Message("t", i % 2, i, 1_700_000_000_000_000_000 + i * 1000, b"k%d" % i, b"v" * (i % 50),
+                               (("h", b"%d" % i),)) for i in range(5000)]
+    for compression in ("zstd", "lz4", "none"):
+        path = tmp_path / f"{compression}.mcap"
+        with open(path, "wb") as f, RecordWriter(f, compression, chunk_size=16 << 10) as writer:
+            writer.describe_source("b", "/d", ["t"])
+            writer.add_topic("t", 2, False)
+            writer.write(messages[:2500])
+            writer.write(messages[2500:])
+        with open(path, "rb") as f:
+            reader = make_reader(f, validate_crcs=True)
+            summary = reader.get_summary()
+            assert summary.statistics.message_count == 5000 and len(summary.chunk_indexes) > 5
+            assert [m.log_time for _, _, m in reader.iter_messages()] == [m.timestamp_ns for m in messages]
+            assert list(reader.iter_metadata())[0].metadata["bus"] == "b"
+        with open(path, "rb") as f:
+            assert sum(isinstance(r, McapMessage) for r in StreamReader(f, validate_crcs=True).records) == 5000
+        with open(path, "rb") as f:
+            _, records = open_file(f)
+            assert [tuple(r) for r in records] == [tuple(m) for m in messages]
