@@ -115,3 +115,23 @@ def test_metrics_port_in_use_is_one_line(served, bus_paths, tmp_path):
         assert "Traceback" not in done.stderr.decode()
     finally:
         assert not buskit.leftovers_after_stop(other)
+
+
+def test_the_grafana_dashboard_uses_only_names_the_bus_exports():
+    """examples/grafana-dashboard.json is built on the names /metrics serves."""
+    import json
+    import os
+    from shmbus._metrics import families
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "grafana-dashboard.json")
+    with open(path) as f:
+        dashboard = json.load(f)
+    used = set(re.findall(r"shmbus_[a-z_]+", json.dumps(dashboard["panels"])))
+    snapshot = {"taken_ns": 2, "topics": {}, "groups": {}, "bridges": [],
+                "supervisor": {"pid": 1, "bus": "b", "data_dir": "/d", "started_ns": 1, "errors": 0}}
+    exported = set()
+    for family in families(snapshot):
+        exported.add(family.name)
+        exported.add(family.name + "_total" if family.type == "counter" else family.name)
+    assert used and used <= exported, used - exported
+    assert {"shmbus_group_lag_records", "shmbus_ring_fill_ratio", "shmbus_archive_lag_records",
+            "shmbus_bridge_lag_records", "shmbus_partition_end_offset"} <= used
