@@ -11,6 +11,8 @@ from .._config import BusPaths
 from .._errors import ShmbusError
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+# click >= 8.2 raises this for a group given no subcommand; older ones print the help themselves.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 class CliError(click.ClickException):
@@ -91,6 +93,9 @@ def run(command, args=None):
     help), a closed stdout (`shmbus consume t | head -3`) as a quiet exit 0."""
     try:
         code = command.main(args=args, prog_name="shmbus", standalone_mode=False)
+    except _NO_ARGS_IS_HELP as e:   # `shmbus`, `shmbus topics`: the help, not an error
+        click.echo(e.ctx.get_help())
+        code = 0
     except click.UsageError as e:
         where = e.ctx.command_path if e.ctx is not None else "shmbus"
         click.echo(f"shmbus: error: {_usage_message(e)} (see '{where} --help')", err=True)

@@ -229,6 +229,8 @@ def test_global_options_before_or_after_the_subcommand(shared, topic):
                             "topics", "list", "--json", "--bus", paths.bus], capture_output=True, timeout=60, env=env)
     assert mixed.returncode == 0, mixed.stderr
     assert topic in json.loads(mixed.stdout)
+    bare = subprocess.run([sys.executable, "-m", "shmbus"], capture_output=True, timeout=60)
+    assert bare.returncode == 0 and b"Commands:" in bare.stdout and bare.stderr == b"", "no subcommand: the help"
 
 
 def _commands(group, path=()):
