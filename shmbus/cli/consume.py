@@ -129,6 +129,9 @@ def _end_offsets(b, topic):
 
 def _seek(b, c, topic, spec):
     """-o N, -N and s@MS on every assigned partition (beginning and end are the reset)."""
+    if spec.kind == "end":
+        for tp in c.assignment():   # the end as of now, not as of the first poll
+            c.position(tp)
     if spec.kind in ("beginning", "end"):
         return
     tps = sorted(c.assignment())

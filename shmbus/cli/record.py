@@ -63,7 +63,8 @@ def record(bus, data_dir, topics, output, from_beginning, since, duration, compr
                     else:
                         c.seek(tp, offset)
             else:
-                c.position(tps[0])   # "latest" fixed now, not at the first poll
+                for tp in tps:   # "latest" fixed now, before "recording" is said, not at the first poll
+                    c.position(tp)
             with open(output, "wb") as f, RecordWriter(f, compression, flush_interval) as writer:
                 writer.describe_source(b.name, b.data_dir, list(infos))
                 for topic, info in infos.items():

@@ -6,6 +6,7 @@ One bus for the module (each test its own topics): every test here runs several 
 processes, and a supervisor per test would double the module's time without testing
 anything more. The bus is checked for leftovers at the end like any other."""
 import base64
+import io
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import click
 import pytest
 
 import shmbus
+from shmbus.cli._plumbing import run
 from shmbus.cli.main import cli
 
 import buskit
@@ -209,10 +211,18 @@ def test_unbuffered_output_arrives_while_it_runs(shared, topic):
     (["replay", "/nonexistent.mcap"], "does not exist"),
     (["serve", "--metrics-port", "99999"], "'--metrics-port'"),
 ])
-def test_errors_are_one_line_in_the_users_words(shared, topic, args, words):
+def test_errors_are_one_line_in_the_users_words(shared, topic, args, words, capsys, monkeypatch):
+    """In this process (the same run() the `shmbus` program is), to save a start per case;
+    the cases that need a process of their own are run as one elsewhere in this module."""
     paths, _ = shared
-    args = [topic if a == "T" else a for a in args]
-    line = one_line_error(buskit.run_cli(paths, *args, stdin=b"x\n"))
+    args = [topic if a == "T" else a for a in args] + ["--bus", paths.bus, "--data-dir", paths.data_dir]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"x\n")))
+    with pytest.raises(SystemExit) as exited:
+        run(cli, args)
+    captured = capsys.readouterr()
+    assert exited.value.code != 0
+    line = one_line_error(subprocess.CompletedProcess(args, exited.value.code, captured.out.encode(),
+                                                      captured.err.encode()))
     assert words in line, line
     assert "retention_ms" not in line and "ring_bytes" not in line
 

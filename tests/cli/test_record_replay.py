@@ -17,6 +17,8 @@ import msgpack
 
 import shmbus
 from shmbus._recording import open_file
+from shmbus.cli._plumbing import run
+from shmbus.cli.main import cli
 
 import buskit
 
@@ -197,7 +199,8 @@ def _stream_messages(f):
             yield record
 
 
-def test_record_refuses_what_it_cannot_do(bus, bus_paths, tmp_path):
+def test_record_refuses_what_it_cannot_do(bus, bus_paths, tmp_path, capsys):
+    """In this process: the same run() as the program, without a start per case."""
     bus.create_topic("imu", ring_bytes=64 << 10, durable=False)
     for args, words in [
         (["record", "imu", "-o", str(tmp_path / "x.mcap"), "--from-beginning", "--since", "5"],
@@ -208,9 +211,10 @@ def test_record_refuses_what_it_cannot_do(bus, bus_paths, tmp_path):
         (["replay", __file__, "--speed", "2", "--fast"], "--speed and --fast"),
         (["replay", __file__, "--topic", "a"], "OLD=NEW"),
     ]:
-        done = buskit.run_cli(bus_paths, *args)
-        stderr = done.stderr.decode()
-        assert done.returncode != 0 and stderr.count("\n") == 1 and words in stderr, (args, stderr)
+        with pytest.raises(SystemExit) as exited:
+            run(cli, [*args, "--bus", bus_paths.bus, "--data-dir", bus_paths.data_dir])
+        stderr = capsys.readouterr().err
+        assert exited.value.code != 0 and stderr.count("\n") == 1 and words in stderr, (args, stderr)
     assert not os.path.exists(tmp_path / "x.mcap") or os.path.getsize(tmp_path / "x.mcap") == 0
 
 
