@@ -20,7 +20,7 @@ from .._backend.ring import Ring
 from .._errors import ShmbusError
 from .._fsutil import read_json
 from .._link import lock_holder
-from .._names import SHM_PREFIX
+from .._names import SHM_PREFIX, user_tag
 from ._format import human
 from ._plumbing import HELP_OPTIONS, bus_options, paths_of
 
@@ -138,11 +138,12 @@ def check_permissions(report, paths):
 
 
 def check_stale(report):
-    """Objects of buses (any of this user's) that no process maps: their supervisor is
-    gone (killed outright) and nobody started it again."""
+    """Objects of this user's buses that no process maps: their supervisor is gone
+    (killed outright) and nobody started it again. (Another user's processes' maps
+    cannot be read, so their objects are not judged.)"""
     mapped = _mapped_shm_names()
     buses: dict = {}
-    for entry in _entries(SHM_PREFIX + ":"):
+    for entry in _entries(f"{SHM_PREFIX}:{user_tag()}:"):
         parts = entry.split(":")
         if len(parts) < 5:
             continue

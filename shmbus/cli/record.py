@@ -15,15 +15,24 @@ POLL_RECORDS = 4096
 POLL_WAIT = 0.1   # seconds a poll waits, so --duration and Ctrl-C are noticed promptly
 
 
-class _Stop(Exception):
-    """SIGTERM or SIGHUP: finish the file, as Ctrl-C does."""
+class _StopRequest:
+    """Ctrl-C, SIGTERM or SIGHUP: asked to stop. A flag the loops look at between
+    records, never an exception raised in the middle of one (a KeyboardInterrupt between
+    a message's index entry and its bytes would leave a chunk whose index lies)."""
 
+    def __init__(self):
+        self.asked = False
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._ask)
 
-def _stop_on_signals():
-    def stop(signum, frame):
-        raise _Stop()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, stop)
+    def _ask(self, signum, frame):
+        self.asked = True
+
+    def sleep(self, seconds):
+        """Sleep, waking early when asked to stop."""
+        deadline = time.monotonic() + seconds
+        while not self.asked and time.monotonic() < deadline:
+            time.sleep(min(POLL_WAIT, max(0.0, deadline - time.monotonic())))
 
 
 @click.command(context_settings=HELP_OPTIONS)
@@ -47,7 +56,7 @@ def record(bus, data_dir, topics, output, from_beginning, since, duration, compr
     timestamp, key, partition, offset and headers kept) until Ctrl-C, SIGTERM or
     --duration; the file is then finished, readable by any MCAP reader."""
     exclusive(from_beginning=from_beginning, since=since)
-    _stop_on_signals()
+    stop = _StopRequest()
     started = time.monotonic()
     with open_bus(bus, data_dir) as b:
         infos = {topic: b.topic(topic) for topic in dict.fromkeys(topics)}
@@ -71,16 +80,13 @@ def record(bus, data_dir, topics, output, from_beginning, since, duration, compr
                     writer.add_topic(topic, info.partitions, info.durable)
                 click.echo(f"recording {', '.join(infos)} to {output} (Ctrl-C stops)", err=True)
                 deadline = None if duration is None else time.monotonic() + duration
-                try:
-                    while deadline is None or time.monotonic() < deadline:
-                        wait = POLL_WAIT if deadline is None else max(0.0, min(POLL_WAIT, deadline - time.monotonic()))
-                        batch = c.poll_many(POLL_RECORDS, timeout=wait)
-                        if batch:
-                            writer.write(batch)
-                        else:
-                            writer.flush_if_due()
-                except (KeyboardInterrupt, _Stop):
-                    pass
+                while not stop.asked and (deadline is None or time.monotonic() < deadline):
+                    wait = POLL_WAIT if deadline is None else max(0.0, min(POLL_WAIT, deadline - time.monotonic()))
+                    batch = c.poll_many(POLL_RECORDS, timeout=wait)
+                    if batch:
+                        writer.write(batch)
+                    else:
+                        writer.flush_if_due()
                 missed = c.missed()
     seconds = time.monotonic() - started
     note = f"; {missed:,} overwritten in memory-only rings before they were read" if missed else ""
@@ -119,7 +125,7 @@ def replay(bus, data_dir, file, renames, only, speed, fast, loop, keep_timestamp
     many). A file whose recorder was killed is replayed up to where it breaks off."""
     exclusive(speed=speed, fast=fast)
     mapping = _topic_map(renames)
-    _stop_on_signals()
+    stop = _StopRequest()
     speed = None if fast else (speed or 1.0)
     sent = 0
     started = time.monotonic()
@@ -139,15 +145,12 @@ def replay(bus, data_dir, file, renames, only, speed, fast, loop, keep_timestamp
                        f"records up to where it breaks off", err=True)
         with open_bus(bus, data_dir) as b, b.producer() as p:
             partitions = _targets(b, contents.topics, chosen, mapping, create)
-            try:
-                while True:
-                    f.seek(0)
-                    _, records = open_file(f)
-                    sent += _play(p, records, set(chosen), mapping, partitions, speed, keep_timestamps)
-                    if not loop:
-                        break
-            except (KeyboardInterrupt, _Stop):
-                pass
+            while not stop.asked:
+                f.seek(0)
+                _, records = open_file(f)
+                sent += _play(p, records, set(chosen), mapping, partitions, speed, keep_timestamps, stop)
+                if not loop:
+                    break
             p.flush()
     seconds = time.monotonic() - started
     targets = ", ".join(f"{t}->{mapping[t]}" if t in mapping else t for t in chosen)
@@ -169,11 +172,14 @@ def _targets(b, recorded, chosen, mapping, create):
     return counts
 
 
-def _play(p, records, chosen, mapping, partitions, speed, keep_timestamps):
+def _play(p, records, chosen, mapping, partitions, speed, keep_timestamps, stop):
+    """Publish one pass over the file; returns the records sent."""
     sent = 0
     first_ns = start = None
     send = p.send
     for r in records:
+        if stop.asked:
+            break
         if r.topic not in chosen:
             continue
         if speed is not None:
@@ -181,7 +187,9 @@ def _play(p, records, chosen, mapping, partitions, speed, keep_timestamps):
                 first_ns, start = r.timestamp_ns, time.monotonic()
             wait = start + (r.timestamp_ns - first_ns) / 1e9 / speed - time.monotonic()
             if wait > 0:
-                time.sleep(wait)
+                stop.sleep(wait)
+                if stop.asked:
+                    break
         # The recorded partition when the topic has it; else the key's, as any send.
         partition = r.partition if r.partition < partitions[r.topic] else None
         send(mapping.get(r.topic, r.topic), r.value, key=r.key, headers=list(r.headers), partition=partition,

@@ -1,5 +1,6 @@
 """shmbus serve | stop: run a bus's supervisor in the foreground, stop it cleanly."""
 import errno
+import socket
 
 import click
 
@@ -30,7 +31,8 @@ def serve(bus, data_dir, share_group, unblock_timeout, metrics_port, metrics_hos
     except SupervisorRunning as e:
         raise CliError(str(e)) from None
     except OSError as e:
-        if address is not None and e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+        if address is not None and (isinstance(e, socket.gaierror)
+                                    or e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)):
             raise CliError(f"--metrics-port {metrics_port}: cannot listen on {metrics_host}:{metrics_port}: "
                            f"{e.strerror}") from None
         raise
