@@ -55,14 +55,17 @@ def frame(snapshot, height, width):
         members = len(d.get("members", []))
         for p in d["partitions"]:
             group_rows.append((name, members, p))
-    budget = max(2, height - FIXED_LINES)
+    # The header lines wrap on a narrow terminal: count what they take.
+    wrapped = sum(max(0, (len(line.plain) - 1) // max(1, width)) for line in (head, status))
+    budget = max(2, height - FIXED_LINES - wrapped)
     # Partitions get at least half the room when groups need it, and the rest otherwise.
     group_budget = min(len(group_rows), max(budget // 2, budget - len(parts)))
     part_budget = max(1, budget - group_budget)
 
     shown_parts = parts
     if len(parts) > part_budget:
-        busiest = sorted(parts, key=lambda np: -(np[1].get("rate") or 0))[:part_budget]
+        busiest = sorted(parts, key=lambda np: (-(np[1].get("rate") or 0), -np[1]["ring_used_bytes"],
+                                                -np[1]["end_offset"]))[:part_budget]
         shown_parts = [np for np in parts if any(np is b for b in busiest)]
     pt = Table("TOPIC", "PART", "END-OFFSET", "RATE/s", "RING", "ARCHIVE-LAG", "UNSYNCED", "PRODUCERS",
                box=None, title="partitions", title_justify="left", title_style="bold")
