@@ -7,12 +7,15 @@ from .core import CData, raise_for
 from .ring import Ring
 
 
+_sb_reserve, _sb_commit = lib.sb_reserve, lib.sb_commit   # per-record calls of reserve()
+
+
 class Writer:
     """A producer's handle on one partition: the ring, a producer slot, how long one
     append may sleep for space (then Python looks around), the timestamp the last
     append used and where its record ends. Release it to free the slot."""
 
-    __slots__ = ("ring", "ptr", "address", "reserving_thread", "_value_at")
+    __slots__ = ("ring", "ptr", "address", "reserving_thread", "_value_at", "_value_address", "_keeper")
 
     def __init__(self, ring: Ring, wait_ns: int):
         self.ring = ring
@@ -23,6 +26,15 @@ class Writer:
         self.address = int(ffi.cast("uintptr_t", self.ptr))   # for the C fast path (fastpath.py)
         self.reserving_thread: Optional[int] = None   # the thread whose reserve() is open
         self._value_at = ffi.new("char **")
+        self._value_address = ffi.cast("uintptr_t *", self._value_at)   # the same word, read as an int
+        self._keeper: Optional[CData] = None   # keeps the ring mapped for reserve()'s views
+
+    def view_keeper(self) -> CData:
+        """What a reserve() view holds to keep the ring mapped: one per writer, made on the
+        first reserve (a keeper per record cost more than the rest of reserve together)."""
+        if self._keeper is None:
+            self._keeper = self.ring.view_keeper()
+        return self._keeper
 
     @property
     def slot(self) -> int:
@@ -64,17 +76,16 @@ class Writer:
                 timestamp_ns: int, thread: int) -> Tuple[int, int]:
         """Claim one record's place with its value left to fill in place: (offset, address
         of the value's bytes in the ring). The slot stays taken until commit() or abort()."""
-        code = lib.sb_reserve(self.ptr, key, key_len, headers, headers_len, value_len, timestamp_ns,
-                              self._value_at)
+        code = _sb_reserve(self.ptr, key, key_len, headers, headers_len, value_len, timestamp_ns, self._value_at)
         if code < 0:
             self._raise(code)
         self.reserving_thread = thread
-        return code, int(ffi.cast("uintptr_t", self._value_at[0]))
+        return code, self._value_address[0]
 
     def commit(self) -> None:
         """Publish the reserved record; ClaimRevoked if it was held past the unblock timeout."""
         self.reserving_thread = None
-        code = lib.sb_commit(self.ptr)
+        code = _sb_commit(self.ptr)
         if code < 0:
             raise_for(code, self.ring.name)
 
@@ -93,4 +104,5 @@ class Writer:
         raise_for(code, self.ring.name)
 
     def release(self) -> None:
+        self._keeper = None   # views still out hold it, and so the mapping, themselves
         self.ring.release_slot(self.slot)

@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .._bench import fixed_rate, peers, plot, report, shmbus_runs, suite
+from .._bench import peers, plot, report, shmbus_runs, suite
 from .._errors import BenchmarkError
 from ._format import parse_size, wide_console
 from ._plumbing import CliError, bus_options
