@@ -79,7 +79,7 @@ class _Route(Route):
             ring = self.rings[partition]
             self.table.hold(ring)
             writer = self.writers[partition] = Writer(ring, _WAIT_SLICE_NS)
-            self.set_writer(partition, writer.address)
+            self.set_writer(partition, writer.address, writer, writer.view_keeper())
         return writer
 
     def stick_to(self, partition: int, budget: int) -> None:
@@ -368,16 +368,13 @@ class Producer(ProducerBase):
 
     # ---- zero-copy writes ----
 
-    def reserve(self, topic: str, nbytes: int, key: Optional[bytes] = None, partition: Optional[int] = None,
-                headers: Optional[Headers] = None, timestamp_ns: Optional[int] = None,
-                timeout: Optional[float] = None) -> "Reservation":
-        """Write one record's value in place, in the ring: a context manager whose value is a
-        writable buffer of nbytes (index it, slice-assign it, np.frombuffer it). The record
-        is published when the block ends -- then buf.metadata is its RecordMetadata -- and
-        aborted if the block raises (consumers skip it; so they do if this process dies in
-        the block). The buffer must not be used after the block. Hold it for less than the
-        supervisor's unblock timeout (1 s by default): past it, the partition moves on
-        without the record, and the block's end raises ClaimRevoked."""
+    # reserve() is ProducerBase's (C): with no key, headers, timestamp or timeout, to a
+    # partition whose writer exists, a FastReservation claims and publishes in C; the
+    # rest, and whatever it cannot claim at once, comes here with the same arguments.
+
+    def _reserve_general(self, topic: str, nbytes: int, key: Optional[bytes] = None,
+                         partition: Optional[int] = None, headers: Optional[Headers] = None,
+                         timestamp_ns: Optional[int] = None, timeout: Optional[float] = None) -> "Reservation":
         if type(nbytes) is not int or nbytes < 0:
             raise TypeError(f"nbytes must be an int >= 0, got {nbytes!r}")
         route = self._routes.get(topic) or self._route(topic)
@@ -389,6 +386,14 @@ class Producer(ProducerBase):
         return Reservation(self, route, partition, key, encode_headers(headers) if headers else _EMPTY,
                            _checks.timestamp_ns(timestamp_ns), nbytes,
                            self._timeout if timeout is None else timeout)
+
+    def _commit_failed(self, route: _Route, partition: int, code: int) -> NoReturn:
+        """A FastReservation's commit failed: ClaimRevoked as for the general path, or
+        the error the code means."""
+        try:
+            _backend.raise_for(code, route.rings[partition].name)
+        except ClaimRevoked:
+            raise self._revoked(route, partition) from None
 
     def _reserve(self, reservation: "Reservation") -> ReservedView:
         """Claim the reservation's place (its with-block starts), waiting for room as send does."""

@@ -15,7 +15,7 @@ class Writer:
     append may sleep for space (then Python looks around), the timestamp the last
     append used and where its record ends. Release it to free the slot."""
 
-    __slots__ = ("ring", "ptr", "address", "reserving_thread", "_value_at", "_value_address", "_keeper")
+    __slots__ = ("ring", "ptr", "address", "_value_at", "_value_address", "_keeper")
 
     def __init__(self, ring: Ring, wait_ns: int):
         self.ring = ring
@@ -24,7 +24,6 @@ class Writer:
         self.ptr.wait_ns = wait_ns
         self.ptr.slot = ring.acquire_slot()
         self.address = int(ffi.cast("uintptr_t", self.ptr))   # for the C fast path (fastpath.py)
-        self.reserving_thread: Optional[int] = None   # the thread whose reserve() is open
         self._value_at = ffi.new("char **")
         self._value_address = ffi.cast("uintptr_t *", self._value_at)   # the same word, read as an int
         self._keeper: Optional[CData] = None   # keeps the ring mapped for reserve()'s views
@@ -35,6 +34,12 @@ class Writer:
         if self._keeper is None:
             self._keeper = self.ring.view_keeper()
         return self._keeper
+
+    @property
+    def reserving_thread(self) -> Optional[int]:
+        """The thread whose reserve() is open on this writer, if one is (the C fast path
+        sets it too: it lives in the sb_writer)."""
+        return self.ptr.reserving_thread or None
 
     @property
     def slot(self) -> int:
@@ -79,19 +84,19 @@ class Writer:
         code = _sb_reserve(self.ptr, key, key_len, headers, headers_len, value_len, timestamp_ns, self._value_at)
         if code < 0:
             self._raise(code)
-        self.reserving_thread = thread
+        self.ptr.reserving_thread = thread
         return code, self._value_address[0]
 
     def commit(self) -> None:
         """Publish the reserved record; ClaimRevoked if it was held past the unblock timeout."""
-        self.reserving_thread = None
+        self.ptr.reserving_thread = 0
         code = _sb_commit(self.ptr)
         if code < 0:
             raise_for(code, self.ring.name)
 
     def abort(self) -> None:
         """Turn the reserved record into an aborted frame, which consumers skip."""
-        self.reserving_thread = None
+        self.ptr.reserving_thread = 0
         code = lib.sb_abort(self.ptr)
         if code < 0 and code != lib.SB_REVOKED:   # revoked: not published either way
             raise_for(code, self.ring.name)

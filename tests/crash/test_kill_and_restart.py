@@ -9,7 +9,7 @@ import pytest
 
 from shmbus import TopicPartition
 
-from buskit import read_exact, supervisor_process, wait_gone, wait_until
+from buskit import freeze, read_exact, supervisor_process, wait_gone, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -66,7 +66,7 @@ def test_producer_killed_mid_claim_while_supervisor_is_down_then_restarted(bus, 
         victim.wait_ready()
         # Freeze the supervisor so its reaper cannot finish the dead claim,
         # then let the victim die inside a claim, then kill the supervisor.
-        os.kill(supervisor.pid, signal.SIGSTOP)
+        freeze(supervisor.pid)
         got = []
         try:
             with open(arm_file, "w"):
