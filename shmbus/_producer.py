@@ -123,6 +123,7 @@ class Producer(ProducerBase):
         # (ring, end position) of records sent through writers since released (their
         # rings were retired or replaced): flush() still waits for them.
         self._unflushed: List[Tuple[Ring, int]] = []
+        self._lengths_cache: Optional[Tuple[int, Any, CData]] = None   # send_array's (length, array, C view)
         self._lock = threading.Lock()  # routes and slots change under it; sends don't take it
         self._closed = False
 
@@ -320,9 +321,18 @@ class Producer(ProducerBase):
             return 0
         record_bytes = array.nbytes // count
         route = self._routes.get(topic) or self._route(topic)
-        lens = _backend.int64_buffer(np.full(count, record_bytes, dtype=np.int64))
-        return self._send_batch(route, _backend.c_buffer(array), lens, lambda i: i * record_bytes, count, key,
-                                partition, None, None, None, array.nbytes)
+        return self._send_batch(route, _backend.c_buffer(array), self._equal_lengths(record_bytes, count),
+                                lambda i: i * record_bytes, count, key, partition, None, None, None, array.nbytes)
+
+    def _equal_lengths(self, length: int, count: int) -> CData:
+        """count value lengths, all length, as C int64s: kept from one send_array to the next
+        (making them per call cost as much as the rest of a 64-record call)."""
+        lengths = self._lengths_cache
+        if lengths is None or lengths[0] != length or len(lengths[1]) < count:
+            np = _numpy.require("send_array")
+            array = np.full(max(count, 1024), length, dtype=np.int64)
+            lengths = self._lengths_cache = (length, array, _backend.int64_buffer(array))
+        return lengths[2]
 
     def _send_batch(self, route: _Route, data: CData, lens: CData, start_of: Callable[[int], int], total: int,
                     key: Any, partition: Optional[int], headers: Optional[Headers], timestamp_ns: Optional[int],

@@ -15,7 +15,7 @@ class Writer:
     append may sleep for space (then Python looks around), the timestamp the last
     append used and where its record ends. Release it to free the slot."""
 
-    __slots__ = ("ring", "ptr", "address", "_value_at", "_value_address", "_keeper")
+    __slots__ = ("ring", "ptr", "address", "_value_at", "_value_address", "_keeper", "_appended")
 
     def __init__(self, ring: Ring, wait_ns: int):
         self.ring = ring
@@ -27,6 +27,7 @@ class Writer:
         self._value_at = ffi.new("char **")
         self._value_address = ffi.cast("uintptr_t *", self._value_at)   # the same word, read as an int
         self._keeper: Optional[CData] = None   # keeps the ring mapped for reserve()'s views
+        self._appended = ffi.new("uint32_t *")   # append_batch's count, allocated once
 
     def view_keeper(self) -> CData:
         """What a reserve() view holds to keep the ring mapped: one per writer, made on the
@@ -70,7 +71,7 @@ class Writer:
         """Append the longest prefix of count values (packed back to back, their lengths in
         value_lens) that fits one claim, all with the same key, headers and timestamp.
         Returns (first offset, records appended)."""
-        appended = ffi.new("uint32_t *")
+        appended = self._appended
         code = lib.sb_append_batch(self.ptr, key, key_len, headers, headers_len, values, value_lens,
                                    count, timestamp_ns, appended)
         if code < 0:

@@ -142,6 +142,7 @@ sb_ring *sb_ring_create(int fd, uint64_t data_bytes, uint64_t base_offset, uint6
 sb_ring *sb_ring_attach(int fd, uint64_t file_bytes, int *err);
 void sb_ring_close(sb_ring *ring);
 void sb_ring_stats(sb_ring *ring, sb_stats *out);
+uint64_t sb_ring_tail(sb_ring *ring);   /* where the next claim starts: stats' tail, alone and cheap */
 void sb_ring_set_flag(sb_ring *ring, uint64_t flag);
 void sb_ring_clear_flag(sb_ring *ring, uint64_t flag);
 void sb_ring_set_archived(sb_ring *ring, uint64_t archived, uint64_t synced);
