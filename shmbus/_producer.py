@@ -493,7 +493,7 @@ class Producer(ProducerBase):
             if left <= 0:
                 raise Timeout(f"flush: records in ring {ring.name} not fsynced after "
                               f"{(self._timeout if timeout is None else timeout):.1f}s: "
-                              f"{_holdup.explain(ring)}")
+                              f"{_holdup.explain(ring, waiting_for='sync')}")
             ring.request_sync(end)
 
     def partitions_for(self, topic: str) -> List[int]:
