@@ -179,7 +179,7 @@ def _steer(p, ring, data_bytes, room_left, seq):
     while True:
         at = ring.stats().tail % data_bytes
         remaining = end - at
-        if remaining >= header + 8 and remaining <= data_bytes // 4:
+        if remaining >= header + 24 and remaining <= data_bytes // 4:   # room for a make_value
             break
         # Too far (send a quarter ring), or too close to land exactly (wrap past it).
         frame = data_bytes // 4 if remaining > data_bytes // 4 else max(remaining, 0) + data_bytes // 8
@@ -189,7 +189,10 @@ def _steer(p, ring, data_bytes, room_left, seq):
     seq += 1
     landed = ring.stats().tail % data_bytes
     assert landed == (end if room_left >= header else 0), (room_left, landed)   # absorbed when < a header
-    p.send("w", buskit.make_value("w", seq, room_left + 200), partition=0)      # wraps: padding, or none
+    # The next frame cannot fit the room: it must wrap. Where the room could take a frame,
+    # it is exactly 8 bytes too long for it (the frame a wrap check off by 8 lets cross).
+    crossing = room_left + 8 if room_left >= header + 24 else room_left + 200
+    p.send("w", buskit.make_value("w", seq, crossing - header), partition=0)
     return seq + 1
 
 
