@@ -7,7 +7,7 @@ at a time, and prints mutant / caught by / time and the score. A mutant that sur
 is a bug the suite would let through: write the test that catches it.
 
     python tests/mutation/run.py                 # every mutant
-    python tests/mutation/run.py -k claim        # the mutants whose name contains "claim"
+    python tests/mutation/run.py -k claim,wrap   # the mutants whose name contains "claim" or "wrap"
     python tests/mutation/run.py --list
 
 It is not part of the normal test run (it takes 20-40 minutes on two cores: one build
@@ -73,12 +73,14 @@ def apply(repo: str, mutant: Mutant) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-k", default="", help="only the mutants whose name contains this")
+    parser.add_argument("-k", default="", help="only the mutants whose name contains this (or one of these, "
+                                               "comma-separated)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant's tests")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy")
     args = parser.parse_args()
-    mutants = [m for m in MUTANTS if args.k in m.name]
+    wanted = args.k.split(",")
+    mutants = [m for m in MUTANTS if any(w in m.name for w in wanted)]
     if args.list:
         for m in mutants:
             print(f"{m.name:32s} {m.path}: {m.bug}")
