@@ -53,6 +53,8 @@ def run_tests(repo: str, tests: Tuple[str, ...], timeout: float) -> Tuple[bool, 
         return False, f"timed out after {timeout:.0f} s"
     if done.returncode == 0:
         return True, ""
+    if done.returncode < 0:
+        return False, f"a test process crashed (signal {-done.returncode})"
     failed = [line.split(" ", 2)[1] for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
     return False, (failed[0] if failed else done.stdout.strip().splitlines()[-1] if done.stdout.strip() else
                    f"exit {done.returncode}")
