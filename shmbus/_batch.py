@@ -45,13 +45,13 @@ class RecordBatch:
     """
 
     __slots__ = ("topic", "partition", "offsets", "timestamps_ns", "zero_copy", "_data", "_value_at", "_value_len",
-                 "_key_at", "_key_len", "_headers_at", "_headers_len", "_end_lease", "_views", "_released")
+                 "_key_at", "_key_len", "_headers_at", "_headers_len", "_end_lease", "_views", "_released", "_packed")
 
     def __init__(self, topic: str, partition: int, offsets: "numpy.ndarray", timestamps_ns: "numpy.ndarray",
                  data: Any, value_at: "numpy.ndarray", value_len: "numpy.ndarray",
                  key_at: Optional["numpy.ndarray"] = None, key_len: Optional["numpy.ndarray"] = None,
                  headers_at: Optional["numpy.ndarray"] = None, headers_len: Optional["numpy.ndarray"] = None,
-                 end_lease: Optional[Callable[[], bool]] = None):
+                 end_lease: Optional[Callable[[], bool]] = None, packed: bool = False):
         self.topic = topic
         self.partition = partition
         self.offsets = offsets
@@ -67,6 +67,7 @@ class RecordBatch:
         self._end_lease = end_lease     # a zero-copy batch: lets go of the lease, False if it was revoked
         self._views: List[memoryview] = []   # views handed out, released with the batch
         self._released = False
+        self._packed = packed   # values back to back, in order (value_at is their running sum)
 
     # ---- columns ----
 
@@ -96,9 +97,8 @@ class RecordBatch:
         np = _numpy.require("RecordBatch.as_numpy")
         dtype = np.dtype(dtype)
         lengths = self._value_len
-        wrong = np.flatnonzero(lengths != dtype.itemsize)
-        if wrong.size:
-            i = int(wrong[0])
+        if lengths.min(initial=dtype.itemsize) != dtype.itemsize or lengths.max(initial=dtype.itemsize) != dtype.itemsize:
+            i = int(np.flatnonzero(lengths != dtype.itemsize)[0])
             size = "None" if lengths[i] < 0 else f"{int(lengths[i])} bytes"
             raise ValueError(f"as_numpy({dtype}): every value must be {dtype.itemsize} bytes, but the value at "
                              f"offset {int(self.offsets[i])} ({self.topic}/{self.partition}) is {size}")
@@ -107,7 +107,8 @@ class RecordBatch:
             return np.empty(0, dtype)
         at = self._value_at
         stride = int(at[1] - at[0]) if n > 1 else dtype.itemsize
-        if stride >= dtype.itemsize and (n < 3 or bool(np.all(np.diff(at) == stride))):
+        # Values packed back to back (a plain read) are evenly spaced once their sizes are equal.
+        if stride >= dtype.itemsize and (n < 3 or self._packed or bool(np.all(np.diff(at) == stride))):
             array = np.ndarray((n,), dtype, buffer=self._data, offset=int(at[0]), strides=(stride,))
             if self.zero_copy:
                 return array   # read-only, like the ring view it is made from
@@ -203,7 +204,7 @@ def from_words(topic: str, partition: int, data: Any, words: Any, n: int, plain:
         sizes = np.maximum(value_len, 0)
         value_at = np.cumsum(sizes) - sizes
         return RecordBatch(topic, partition, np.arange(first_offset, first_offset + n, dtype=np.int64),
-                           d[:, PLAIN_TIMESTAMP].copy(), data, value_at, value_len, end_lease=end_lease)
+                           d[:, PLAIN_TIMESTAMP].copy(), data, value_at, value_len, end_lease=end_lease, packed=True)
     d = np.frombuffer(words, np.int64, count=n * DESC_WORDS).reshape(n, DESC_WORDS)
     key_len = d[:, DESC_KEY_LEN]
     headers_len = d[:, DESC_HEADERS_LEN]

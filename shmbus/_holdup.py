@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import psutil
 
-from ._backend import SLOT_CLAIMED, SLOT_PUBLISHING, Ring, RingStats, SlotInfo
+from ._backend import RING_ARCHIVE_ERROR, SLOT_CLAIMED, SLOT_PUBLISHING, Ring, RingStats, SlotInfo
 
 
 def _process_state(pid: int) -> str:
@@ -54,13 +54,20 @@ def holders(ring: Ring, stats: Optional[RingStats] = None, exclude: int = -1) ->
     return found
 
 
-def explain(ring: Ring, exclude: int = -1) -> str:
-    """One sentence for an error message: what holds the ring up, or what to check."""
+def explain(ring: Ring, exclude: int = -1, waiting_for: str = "room") -> str:
+    """One sentence for an error message: what holds the ring up, or what to check.
+    waiting_for: "room" (an append found the ring full) or "sync" (a flush waited for
+    its records to be fsynced)."""
     stats = ring.stats()
+    if ring.durable and stats.flags & RING_ARCHIVE_ERROR:
+        return ("the archiver cannot write or fsync this partition's segment files (the error is in "
+                "supervisor.log and `shmbus topics describe`); the records wait in the ring until it can")
     found = holders(ring, stats, exclude)
     if found:
         return ("held up because " + "; ".join(found) + " -- the supervisor revokes a claim that "
                 "stalls past its unblock timeout and the partition goes on")
+    if waiting_for == "sync":
+        return "not archived and fsynced yet: is the supervisor running and archiving? (shmbus topics describe)"
     if ring.durable and stats.archived < stats.published:
         return "full of records not yet archived: is the supervisor running and archiving? (shmbus topics describe)"
     return "full"

@@ -207,8 +207,7 @@ class PartitionReader:
         np = _numpy.require("Consumer.poll_batch")
         first_offset = self.cursor.next_offset
         # At most what the ring holds unread, or the budget; at least the next record.
-        stats = self.ring.stats()
-        capacity = max(64, min(budget, stats.tail - self.cursor.position))
+        capacity = max(64, min(budget, self.ring.tail() - self.cursor.position))
         while True:
             out = np.empty(capacity, np.uint8)
             n, used, plain = read_batch(self.cursor, scratch, c_buffer(out), capacity, max_records)

@@ -1,12 +1,11 @@
 """Producer: one C call per record (send) or per batch (send_many), straight
 into the partition's ring. No buffering: when send returns, consumers can see
 the record."""
-import contextlib
 import random
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, NoReturn, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, NoReturn, Optional, Tuple, Type
 
 from . import _backend
 from ._backend import NULL as _NULL
@@ -80,7 +79,7 @@ class _Route(Route):
             ring = self.rings[partition]
             self.table.hold(ring)
             writer = self.writers[partition] = Writer(ring, _WAIT_SLICE_NS)
-            self.set_writer(partition, writer.address)
+            self.set_writer(partition, writer.address, writer, writer.view_keeper())
         return writer
 
     def stick_to(self, partition: int, budget: int) -> None:
@@ -124,6 +123,7 @@ class Producer(ProducerBase):
         # (ring, end position) of records sent through writers since released (their
         # rings were retired or replaced): flush() still waits for them.
         self._unflushed: List[Tuple[Ring, int]] = []
+        self._lengths_cache: Optional[Tuple[int, Any, CData]] = None   # send_array's (length, array, C view)
         self._lock = threading.Lock()  # routes and slots change under it; sends don't take it
         self._closed = False
 
@@ -349,9 +349,18 @@ class Producer(ProducerBase):
             return 0
         record_bytes = array.nbytes // count
         route = self._routes.get(topic) or self._route(topic)
-        lens = _backend.int64_buffer(np.full(count, record_bytes, dtype=np.int64))
-        return self._send_batch(route, _backend.c_buffer(array), lens, lambda i: i * record_bytes, count, key,
-                                partition, None, None, None, array.nbytes)
+        return self._send_batch(route, _backend.c_buffer(array), self._equal_lengths(record_bytes, count),
+                                lambda i: i * record_bytes, count, key, partition, None, None, None, array.nbytes)
+
+    def _equal_lengths(self, length: int, count: int) -> CData:
+        """count value lengths, all length, as C int64s: kept from one send_array to the next
+        (making them per call cost as much as the rest of a 64-record call)."""
+        lengths = self._lengths_cache
+        if lengths is None or lengths[0] != length or len(lengths[1]) < count:
+            np = _numpy.require("send_array")
+            array = np.full(max(count, 1024), length, dtype=np.int64)
+            lengths = self._lengths_cache = (length, array, _backend.int64_buffer(array))
+        return lengths[2]
 
     def _send_batch(self, route: _Route, data: CData, lens: CData, start_of: Callable[[int], int], total: int,
                     key: Any, partition: Optional[int], headers: Optional[Headers], timestamp_ns: Optional[int],
@@ -397,28 +406,40 @@ class Producer(ProducerBase):
 
     # ---- zero-copy writes ----
 
-    @contextlib.contextmanager
-    def reserve(self, topic: str, nbytes: int, key: Optional[bytes] = None, partition: Optional[int] = None,
-                headers: Optional[Headers] = None, timestamp_ns: Optional[int] = None,
-                timeout: Optional[float] = None) -> Iterator[ReservedView]:
-        """Write one record's value in place, in the ring: a context manager whose value is a
-        writable buffer of nbytes (index it, slice-assign it, np.frombuffer it). The record
-        is published when the block ends -- then buf.metadata is its RecordMetadata -- and
-        aborted if the block raises (consumers skip it; so they do if this process dies in
-        the block). The buffer must not be used after the block. Hold it for less than the
-        supervisor's unblock timeout (1 s by default): past it, the partition moves on
-        without the record, and the block's end raises ClaimRevoked."""
+    # reserve() is ProducerBase's (C): with no key, headers, timestamp or timeout, to a
+    # partition whose writer exists, a FastReservation claims and publishes in C; the
+    # rest, and whatever it cannot claim at once, comes here with the same arguments.
+
+    def _reserve_general(self, topic: str, nbytes: int, key: Optional[bytes] = None,
+                         partition: Optional[int] = None, headers: Optional[Headers] = None,
+                         timestamp_ns: Optional[int] = None, timeout: Optional[float] = None) -> "Reservation":
         if type(nbytes) is not int or nbytes < 0:
             raise TypeError(f"nbytes must be an int >= 0, got {nbytes!r}")
         route = self._routes.get(topic) or self._route(topic)
         if key is not None and type(key) is not bytes:
             key = as_bytes(key, "key")
         partition = self._pick(route, key, partition, nbytes)
+        if timeout is not None:
+            _checks.seconds(timeout, "timeout")
+        return Reservation(self, route, partition, key, encode_headers(headers) if headers else _EMPTY,
+                           _checks.timestamp_ns(timestamp_ns), nbytes,
+                           self._timeout if timeout is None else timeout)
+
+    def _commit_failed(self, route: _Route, partition: int, code: int) -> NoReturn:
+        """A FastReservation's commit failed: ClaimRevoked as for the general path, or
+        the error the code means."""
+        try:
+            _backend.raise_for(code, route.rings[partition].name)
+        except ClaimRevoked:
+            raise self._revoked(route, partition) from None
+
+    def _reserve(self, reservation: "Reservation") -> ReservedView:
+        """Claim the reservation's place (its with-block starts), waiting for room as send does."""
+        route, partition = reservation.route, reservation.partition
+        key = reservation.key
         key, key_len = (_NULL, -1) if key is None else (key, len(key))
-        header_blob = encode_headers(headers) if headers else _EMPTY
-        timestamp_ns = _checks.timestamp_ns(timestamp_ns)
-        _checks.seconds(timeout, "timeout", allow_none=True)
-        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
+        header_blob = reservation.header_blob
+        deadline = time.monotonic() + reservation.timeout
         blocked_since = None
         while True:
             if self._closed:
@@ -426,28 +447,19 @@ class Producer(ProducerBase):
             with self._lock:
                 writer = route.writer(partition)
             try:
-                offset, address = writer.reserve(key, key_len, header_blob, len(header_blob), nbytes, timestamp_ns,
-                                                 threading.get_ident())
+                reservation.offset, address = writer.reserve(key, key_len, header_blob, len(header_blob),
+                                                             reservation.nbytes, reservation.timestamp_ns,
+                                                             threading.get_ident())
                 break
             except SlotBusy:
                 self._slot_busy(route, partition, deadline)
             except RingDeleted:   # or moved on to a new ring
                 route, blocked_since = self._reroute(route, partition), None
+                reservation.route = route
             except (RingFull, ClaimLockBusy) as blocked:
                 blocked_since = self._wait_for_space(blocked, route, partition, deadline, blocked_since)
-        view = ReservedView(writer.ring.view_keeper(), address, nbytes)
-        try:
-            yield view
-        except BaseException:
-            view._finish(None)
-            writer.abort()
-            raise
-        view._finish(None)
-        try:
-            writer.commit()
-        except ClaimRevoked:
-            raise self._revoked(route, partition) from None
-        view._finish(_new_tuple(RecordMetadata, (route.topic, partition, offset, writer.timestamp_ns)))
+        reservation.writer = writer
+        return ReservedView(writer.view_keeper(), address, reservation.nbytes)
 
     def _slot_busy(self, route: _Route, partition: int, deadline: float) -> None:
         """Another append holds the partition's producer slot: this producer's, in another
@@ -530,7 +542,7 @@ class Producer(ProducerBase):
             if left <= 0:
                 raise Timeout(f"flush: records in ring {ring.name} not fsynced after "
                               f"{(self._timeout if timeout is None else timeout):.1f}s: "
-                              f"{_holdup.explain(ring)}")
+                              f"{_holdup.explain(ring, waiting_for='sync')}")
             ring.request_sync(end)
 
     def partitions_for(self, topic: str) -> List[int]:
@@ -562,3 +574,48 @@ class Producer(ProducerBase):
     def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
                  traceback: Optional[TracebackType]) -> None:
         self.close()
+
+
+class Reservation:
+    """The context manager Producer.reserve returns: entering claims the record's place in
+    the ring and gives its ReservedView; leaving publishes it (or aborts it if the block
+    raised). A class rather than a generator: reserve() is a per-record call, and a
+    generator-based context manager cost more than the claim itself."""
+
+    __slots__ = ("producer", "route", "partition", "key", "header_blob", "timestamp_ns", "nbytes", "timeout",
+                 "offset", "writer", "view")
+
+    def __init__(self, producer: Producer, route: _Route, partition: int, key: Optional[bytes], header_blob: bytes,
+                 timestamp_ns: int, nbytes: int, timeout: float):
+        self.producer = producer
+        self.route = route
+        self.partition = partition
+        self.key = key
+        self.header_blob = header_blob
+        self.timestamp_ns = timestamp_ns
+        self.nbytes = nbytes
+        self.timeout = timeout
+        self.offset = -1
+        self.writer: Optional[Writer] = None
+        self.view: Optional[ReservedView] = None
+
+    def __enter__(self) -> ReservedView:
+        if self.view is not None:
+            raise ShmbusError("a reservation is entered once: call reserve() again for the next record")
+        self.view = self.producer._reserve(self)
+        return self.view
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 traceback: Optional[TracebackType]) -> None:
+        view, writer = self.view, self.writer
+        assert view is not None and writer is not None, "reservation exited without being entered"
+        view._finish(None)
+        if exc_type is not None:
+            writer.abort()
+            return
+        try:
+            writer.commit()
+        except ClaimRevoked:
+            raise self.producer._revoked(self.route, self.partition) from None
+        view._finish(_new_tuple(RecordMetadata, (self.route.topic, self.partition, self.offset,
+                                                 writer.timestamp_ns)))

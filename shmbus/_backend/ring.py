@@ -202,6 +202,10 @@ class Ring:
 
     # ---- header ----
 
+    def tail(self) -> int:
+        """Where the next claim starts (stats().tail, without the rest of the stats)."""
+        return lib.sb_ring_tail(self.ptr)
+
     def stats(self) -> RingStats:
         out = ffi.new("sb_stats *")
         lib.sb_ring_stats(self.ptr, out)

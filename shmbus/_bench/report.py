@@ -7,7 +7,7 @@ import os
 import platform
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import durable, fixed_rate, harness, idle, peers, shmbus_runs, sleeping, suite
 from .harness import format_rate

@@ -236,9 +236,9 @@ int64_t sb_append_batch(sb_writer *w,
  * producer killed in between is finished like any dead producer's claim (aborted),
  * and one that holds it past the unblock timeout is revoked like any stalled one. */
 
-int64_t sb_reserve(sb_writer *w, const char *key, int64_t key_len,
-                   const char *headers, int64_t headers_len, int64_t value_len, int64_t timestamp_ns,
-                   char **out_value)
+static int64_t reserve_one(sb_writer *w, const char *key, int64_t key_len,
+                           const char *headers, int64_t headers_len, int64_t value_len, int64_t timestamp_ns,
+                           int64_t wait_ns, char **out_value)
 {
     sb_ring *r = w->ring;
     if (value_len < 0)
@@ -254,7 +254,7 @@ int64_t sb_reserve(sb_writer *w, const char *key, int64_t key_len,
     }
     timestamp_ns = resolve_timestamp(timestamp_ns, &w->timestamp_ns);
     struct claim c;
-    if ((rc = claim_or_wait(r, w->slot, align8(content), 1, w->wait_ns, &c)) < 0) {
+    if ((rc = claim_or_wait(r, w->slot, align8(content), 1, wait_ns, &c)) < 0) {
         leave_slot(r, w->slot);
         return rc;
     }
@@ -277,6 +277,18 @@ int64_t sb_reserve(sb_writer *w, const char *key, int64_t key_len,
     w->reserved = 1;
     *out_value = payload + k + headers_len;
     return (int64_t)c.offset;
+}
+
+int64_t sb_reserve(sb_writer *w, const char *key, int64_t key_len,
+                   const char *headers, int64_t headers_len, int64_t value_len, int64_t timestamp_ns,
+                   char **out_value)
+{
+    return reserve_one(w, key, key_len, headers, headers_len, value_len, timestamp_ns, w->wait_ns, out_value);
+}
+
+int64_t sb_reserve_now(sb_writer *w, int64_t value_len, char **out_value)
+{
+    return reserve_one(w, NULL, -1, NULL, 0, value_len, -1, 0, out_value);
 }
 
 /* The reserved claim, as the slot holds it. */

@@ -158,6 +158,11 @@ void sb_ring_set_archived(sb_ring *r, uint64_t archived, uint64_t synced)
     wake_writers(r);
 }
 
+uint64_t sb_ring_tail(sb_ring *r)
+{
+    return LOAD_ACQ(&r->h->tail);
+}
+
 void sb_ring_stats(sb_ring *r, sb_stats *out)
 {
     struct header *h = r->h;

@@ -142,6 +142,7 @@ sb_ring *sb_ring_create(int fd, uint64_t data_bytes, uint64_t base_offset, uint6
 sb_ring *sb_ring_attach(int fd, uint64_t file_bytes, int *err);
 void sb_ring_close(sb_ring *ring);
 void sb_ring_stats(sb_ring *ring, sb_stats *out);
+uint64_t sb_ring_tail(sb_ring *ring);   /* where the next claim starts: stats' tail, alone and cheap */
 void sb_ring_set_flag(sb_ring *ring, uint64_t flag);
 void sb_ring_clear_flag(sb_ring *ring, uint64_t flag);
 void sb_ring_set_archived(sb_ring *ring, uint64_t archived, uint64_t synced);
@@ -172,6 +173,7 @@ typedef struct {
     int64_t timestamp_ns;
     uint64_t end_position;         /* where the last appended record ends: flush waits for synced >= it */
     int32_t reserved;              /* 1 while an sb_reserve waits for its sb_commit or sb_abort */
+    uint64_t reserving_thread;     /* the thread whose reserve is open (so it is told, not left to wait) */
 } sb_writer;
 
 int64_t sb_append(sb_writer *writer,
@@ -198,6 +200,9 @@ int64_t sb_append_batch(sb_writer *writer,
 int64_t sb_reserve(sb_writer *writer, const char *key, int64_t key_len,
                    const char *headers, int64_t headers_len, int64_t value_len, int64_t timestamp_ns,
                    char **out_value);
+/* The common reservation (no key, no headers, now) without ever sleeping, as
+ * sb_append_now: for fastpath.c, which falls back to sb_reserve without the GIL. */
+int64_t sb_reserve_now(sb_writer *writer, int64_t value_len, char **out_value);
 int sb_commit(sb_writer *writer);    /* SB_REVOKED if it stalled past the unblock timeout */
 int sb_abort(sb_writer *writer);
 

@@ -14,8 +14,9 @@ from .. import _liveness as liveness
 from .._errors import ShmbusError, SupervisorRunning, SupervisorUnavailable
 from .._protocol import error_reply
 from .archiver import Archiver
-from .bridges import BridgeBoard
+from .bridges import BridgeReports
 from .groups import GroupCoordinator
+from .metrics import ErrorCounter, MetricsEndpoint, snapshot
 from .server import ControlServer
 from .topics import TopicRegistry
 from .unblocker import UNBLOCK_TIMEOUT, Unblocker
@@ -42,10 +43,13 @@ class Supervisor:
         # Consumer groups: each control connection gets an id, so its members
         # leave when it closes (the kernel closes it when their process dies).
         self.groups = GroupCoordinator(paths, self.registry, self.lock)
-        self.bridges = BridgeBoard(self.lock)   # what the Kafka bridges report
         self._lock_fd = None
         self._server = None
         self.started_ns = time.time_ns()
+        self.pid = os.getpid()
+        self.bridges = BridgeReports()   # their lag, for stats and /metrics
+        self.errors = ErrorCounter()     # what it logged as errors, for stats and /metrics
+        logger.addHandler(self.errors)
 
     # ---- lifecycle ----
 
@@ -90,14 +94,10 @@ class Supervisor:
         logger.info(f"serving on {self.paths.socket_path}")
 
     def _start_server(self):
-        self._server = ControlServer(self.paths.socket_path, self._handle, self._connection_closed,
+        self._server = ControlServer(self.paths.socket_path, self._handle, self.groups.connection_closed,
                                      self._allow_peer, umask=_access.socket_umask())
         self._server.start()
         _access.own_socket(self.paths.socket_path)
-
-    def _connection_closed(self, connection):
-        self.groups.connection_closed(connection)
-        self.bridges.connection_closed(connection)
 
     def _allow_peer(self, pid, uid, gid):
         """Who may talk to the supervisor: its own user, root, and when shared, the group's members."""
@@ -126,6 +126,7 @@ class Supervisor:
         with os.fdopen(_access.create_file(self.paths.clean_marker), "w") as f:
             f.write(f"{time.time_ns()}\n")
         logger.info("stopped cleanly")
+        logger.removeHandler(self.errors)
         self._release_lock()
 
     def _release_lock(self):
@@ -171,8 +172,7 @@ class Supervisor:
             if not isinstance(request, dict) or not isinstance(request.get("op"), str):
                 raise ValueError("a request is a JSON object with an \"op\" string")
             op = request.pop("op")
-            handler = (getattr(self, f"op_{op}", None) or self.groups.handler(op, connection)
-                       or self.bridges.handler(op, connection))
+            handler = getattr(self, f"op_{op}", None) or self.groups.handler(op, connection)
             if handler is None:
                 raise ShmbusError(f"unknown operation {op!r}")
             reply = {"ok": True, "result": handler(**request)}
@@ -222,15 +222,24 @@ class Supervisor:
     def op_stop(self):
         return "stopping"
 
+    def op_snapshot(self):
+        """Every topic's and group's figures, the bridges' lag, uptime and errors (`shmbus stats`)."""
+        return snapshot(self)
+
+    def op_bridge_report(self, name, lag, final=False):
+        """A bridge's lag (see bridges.py); final: it stops, forget it now."""
+        self.bridges.report(name, lag, final)
+
     @staticmethod
     def _topic_reply(topic):
         return {"info": topic.info._asdict(), "rings": topic.ring_names()}
 
 
-def serve(paths, share_group=None, unblock_timeout=UNBLOCK_TIMEOUT):
+def serve(paths, share_group=None, unblock_timeout=UNBLOCK_TIMEOUT, metrics_address=None):
     """Run a supervisor in this process until SIGTERM/SIGINT or `shmbus stop`.
     share_group: also let the members of this Unix group use the bus (remembered).
-    unblock_timeout: seconds a live producer may hold a claim before it is revoked."""
+    unblock_timeout: seconds a live producer may hold a claim before it is revoked.
+    metrics_address: (host, port) to serve Prometheus /metrics on (port 0: any free one)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"%(asctime)s shmbus[%(process)d] {paths.bus}: %(message)s",
                                            datefmt="%Y-%m-%d %H:%M:%S"))
@@ -239,9 +248,19 @@ def serve(paths, share_group=None, unblock_timeout=UNBLOCK_TIMEOUT):
     logger.propagate = False
     supervisor = Supervisor(paths, share_group=share_group, unblock_timeout=unblock_timeout)
     supervisor.start()
+    endpoint = None
+    try:
+        if metrics_address is not None:
+            endpoint = MetricsEndpoint(supervisor, *metrics_address)
+            endpoint.start()
+    except BaseException:
+        supervisor.stop()
+        raise
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: supervisor.stopping.set())
     try:
         supervisor.wait()
     finally:
+        if endpoint is not None:
+            endpoint.stop()
         supervisor.stop()

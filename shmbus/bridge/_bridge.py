@@ -182,9 +182,23 @@ class Bridge:
 
     _report_failing = False
 
+    def lag(self) -> List[Dict[str, Any]]:
+        """Per topic-partition each way, the records not yet on the other side, as the bridge
+        reports them to the supervisor (shmbus/_supervisor/bridges.py): to Kafka, the shmbus
+        end offset minus the offset before which Kafka has everything; from Kafka, Kafka's
+        high watermark minus the bridge's last Kafka commit (made once shmbus has the records
+        on disk). A row also carries the Kafka topic, the commit and, for a partition the
+        bridge stopped at a record the other side refuses, why."""
+        rows: List[Dict[str, Any]] = []
+        if self._to is not None:
+            rows.extend(self._to.lag())
+        if self._from is not None:
+            rows.extend(self._from.lag())
+        return rows
+
     def _report(self, final: bool = False) -> None:
         try:
-            self._bus.call("bridge_report", name=self.name, report=self.status(), final=final)
+            self._bus.call("bridge_report", name=self.name, lag=[] if final else self.lag(), final=final)
         except (SupervisorUnavailable, ShmbusError) as e:
             if not self._report_failing:
                 logger.warning(f"cannot report to the supervisor ({e}); `shmbus stats` does not show this "

@@ -383,6 +383,14 @@ class FromKafka:
             self._next_watermark_query = now + 5.0
         return rows
 
+    def lag(self) -> List[Dict[str, Any]]:
+        """The supervisor's lag rows of this direction (Bridge.lag); a partition whose high
+        watermark is not known yet (nothing fetched) has none."""
+        return [{"direction": "from_kafka", "topic": row["topic"], "partition": row["partition"],
+                 "records": row["lag"], "kafka_topic": row["kafka_topic"], "committed": row["committed"],
+                 "error": row["error"]}
+                for row in list(self._lag) if row["lag"] is not None and row["topic"] is not None]
+
     def status(self) -> Dict[str, Any]:
         return {"routes": [{"kafka_topic": r.kafka_topic, "topic": r.topic, "kafka_partitions": r.kafka_partitions,
                             "partitions": r.partitions} for r in self._routes.values()],

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Set, Tuple, 
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from .._errors import CommitFailed, SupervisorUnavailable, TopicNotFound
+from .._errors import CommitFailed, ShmbusError, SupervisorUnavailable, TopicNotFound
 from .._producer import murmur2_partition
 from .._types import Message, TopicPartition
 from ._acks import PartitionAcks
@@ -393,6 +393,34 @@ class ToKafka:
                 self._consumer.close()
 
     # ---- what it reports ----
+
+    def lag(self) -> List[Dict[str, Any]]:
+        """The supervisor's lag rows of this direction (Bridge.lag): per partition of every
+        bridged topic, its end offset minus the offset before which Kafka has everything (the
+        bridge's commit point, or the group's commit for a partition it has not read from)."""
+        rows: List[Dict[str, Any]] = []
+        if not self._routes:
+            return rows
+        try:
+            group = {(p["topic"], p["partition"]): p["committed"] for p in
+                     self._bus.call("describe_group", group=self._config.group)["partitions"]}
+        except ShmbusError:
+            group = {}   # not joined yet
+        for route in list(self._routes.values()):
+            try:
+                partitions = self._bus.describe_topic(route.topic)["partitions"]
+            except ShmbusError:
+                continue
+            for p in partitions:
+                tp = TopicPartition(route.topic, p["partition"])
+                acks = self._acks.get(tp)
+                committed = group.get(tp)
+                done = [o for o in (committed, acks.commit_point if acks is not None else None) if o is not None]
+                start = max(done) if done else p["earliest_offset"]
+                rows.append({"direction": "to_kafka", "topic": route.topic, "partition": p["partition"],
+                             "records": max(0, p["end_offset"] - start), "kafka_topic": route.kafka_topic,
+                             "committed": committed, "error": acks.error if acks is not None else None})
+        return rows
 
     def status(self) -> Dict[str, Any]:
         rows: List[Dict[str, Any]] = []

@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .._bench import fixed_rate, peers, plot, report, shmbus_runs, suite
+from .._bench import peers, plot, report, shmbus_runs, suite
 from .._errors import BenchmarkError
 from ._format import parse_size, wide_console
 from ._plumbing import CliError, bus_options
@@ -36,7 +36,7 @@ def parse_rate(text):
               help="Records per producer [default by size: 1,000,000 up to 256 B, 500,000 up to 16 KiB, "
                    "100,000 beyond].")
 @click.option("--producers", type=int, default=1, show_default=True, help="Producer processes.")
-@click.option("--partitions", type=int, default=1, show_default=True)
+@click.option("--partitions", type=int, default=1, show_default=True, help="Partitions of the topic each run uses.")
 @click.option("--mode", "modes", multiple=True, type=click.Choice([m.key for m in shmbus_runs.MODES]),
               help="How shmbus sends and reads in the throughput runs; repeat for several "
                    "[default: send/poll_many, or send_many/poll_many with --batch].")
@@ -49,8 +49,10 @@ def parse_rate(text):
 @click.option("--latency/--no-latency", default=True, show_default=True,
               help="Also measure 64 B ping-pong latency (wait=spin and wait=busy) and latency to a "
                    "sleeping consumer.")
-@click.option("--round-trips", type=int, default=20_000, show_default=True)
-@click.option("--warmup", type=int, default=2_000, show_default=True)
+@click.option("--round-trips", type=int, default=20_000, show_default=True,
+              help="Ping-pong round trips of each latency run.")
+@click.option("--warmup", type=int, default=2_000, show_default=True,
+              help="Round trips before the measured ones (not counted).")
 @click.option("--paced", type=int, default=1_000, show_default=True,
               help="Records (one every 2 ms) of the sleeping-consumer latency, next to a posix semaphore's; 0: off.")
 @click.option("--peers", "with_peers", is_flag=True,

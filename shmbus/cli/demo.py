@@ -12,13 +12,13 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import click
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from .._bench.harness import SPAWN, run_workers, wait_start
 from .._bench.shmbus_runs import attach_or_start, ring_bytes_for, shmbus_latency, stop_supervisor
 from .._errors import BenchmarkError
+from ._format import wide_console
 from ._plumbing import CliError, bus_options
 
 PARTITIONS = 4
@@ -145,7 +145,7 @@ def demo(bus, data_dir, producers, records, round_trips):
     """Run the main job on the embedded default bus: produce, consume, measure, verify."""
     if producers < 1 or records < 1 or round_trips < 1:
         raise CliError("--producers, --records and --round-trips must be positive")
-    console = Console()
+    console = wide_console()   # off a terminal: lines never wrapped (`shmbus demo > file`)
     b, started = attach_or_start(bus, data_dir)
     topic = f"demo-{os.getpid()}"
     try:

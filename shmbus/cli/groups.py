@@ -5,21 +5,21 @@ import click
 from rich.table import Table
 
 from ._format import wide_console
-from ._plumbing import CliError, bus_options, open_bus
+from ._plumbing import HELP_OPTIONS, CliError, bus_options, exclusive, open_bus
 
 
 def _cell(value):
     return "-" if value is None else str(value)
 
 
-@click.group()
+@click.group(context_settings=HELP_OPTIONS)
 def groups():
     """List, describe, reset and delete consumer groups."""
 
 
 @groups.command("list")
 @bus_options
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(bus, data_dir, as_json):
     """List consumer groups: state, members, generation."""
     with open_bus(bus, data_dir) as b:
@@ -41,7 +41,7 @@ def list_(bus, data_dir, as_json):
 @groups.command()
 @bus_options
 @click.argument("group")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def describe(bus, data_dir, group, as_json):
     """Per partition: committed offset, end offset, lag, and the member that reads it."""
     with open_bus(bus, data_dir) as b:
@@ -66,19 +66,18 @@ def describe(bus, data_dir, group, as_json):
 @groups.command("reset-offsets")
 @bus_options
 @click.argument("group")
-@click.option("--to-earliest", "to", flag_value="earliest", help="The earliest retained offset.")
-@click.option("--to-latest", "to", flag_value="latest", help="The end: skip everything there is.")
-@click.option("--to-offset", "offset", type=int, default=None, help="This offset (clamped to what exists).")
+@click.option("--to-earliest", is_flag=True, help="The earliest retained offset.")
+@click.option("--to-latest", is_flag=True, help="The end: skip everything there is.")
+@click.option("--to-offset", "offset", type=click.IntRange(min=0), default=None, metavar="N",
+              help="This offset (clamped to what exists).")
 @click.option("--topic", "topics", multiple=True,
               help="Reset this topic (repeatable; default: every topic the group has offsets for).")
 @click.option("--execute", is_flag=True, help="Apply the reset (default: show it only).")
-@click.option("--json", "as_json", is_flag=True)
-def reset_offsets(bus, data_dir, group, to, offset, topics, execute, as_json):
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def reset_offsets(bus, data_dir, group, to_earliest, to_latest, offset, topics, execute, as_json):
     """Move a group's committed offsets. A dry run unless --execute; refused while it has live members."""
-    if offset is not None:
-        if to is not None:
-            raise CliError("give one of --to-earliest, --to-latest, --to-offset N")
-        to = "offset"
+    exclusive(to_earliest=to_earliest, to_latest=to_latest, to_offset=offset)
+    to = "earliest" if to_earliest else "latest" if to_latest else "offset" if offset is not None else None
     if to is None:
         raise CliError("give one of --to-earliest, --to-latest, --to-offset N")
     with open_bus(bus, data_dir) as b:

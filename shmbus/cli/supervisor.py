@@ -1,10 +1,13 @@
 """shmbus serve | stop: run a bus's supervisor in the foreground, stop it cleanly."""
+import errno
+import socket
+
 import click
 
-from ._plumbing import CliError, bus_options, open_bus, paths_of
+from ._plumbing import HELP_OPTIONS, CliError, bus_options, open_bus, paths_of
 
 
-@click.command()
+@click.command(context_settings=HELP_OPTIONS)
 @bus_options
 @click.option("--share-group", default=None, metavar="GROUP",
               help="Also let the members of this Unix group use the bus (its rings, socket "
@@ -13,19 +16,32 @@ from ._plumbing import CliError, bus_options, open_bus, paths_of
               metavar="SECONDS",
               help="How long a live producer may hold a record half-written (stopped, traced, swapped "
                    "out) before it is revoked and its partition moves on.")
-def serve(bus, data_dir, share_group, unblock_timeout):
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port, logged).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
+              help="The address the metrics endpoint listens on (0.0.0.0: every interface).")
+def serve(bus, data_dir, share_group, unblock_timeout, metrics_port, metrics_host):
     """Run the bus's supervisor in the foreground (SIGTERM: clean stop)."""
     from .._errors import SupervisorRunning
     from .._supervisor import serve as run
+    address = (metrics_host, metrics_port) if metrics_port is not None else None
     try:
-        run(paths_of(bus, data_dir), share_group=share_group, unblock_timeout=unblock_timeout)
+        run(paths_of(bus, data_dir), share_group=share_group, unblock_timeout=unblock_timeout,
+            metrics_address=address)
     except SupervisorRunning as e:
         raise CliError(str(e)) from None
+    except OSError as e:
+        if address is not None and (isinstance(e, socket.gaierror)
+                                    or e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)):
+            raise CliError(f"--metrics-port {metrics_port}: cannot listen on {metrics_host}:{metrics_port}: "
+                           f"{e.strerror}") from None
+        raise
 
 
-@click.command()
+@click.command(context_settings=HELP_OPTIONS)
 @bus_options
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for it to exit.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="SECONDS", help="Seconds to wait for it to exit.")
 def stop(bus, data_dir, timeout):
     """Stop the bus's supervisor cleanly: nothing of the bus is left in /dev/shm."""
     from .._errors import SupervisorUnavailable

@@ -1,15 +1,21 @@
 """shmbus topics create | list | describe | delete"""
 import json
+import os
 import time
 
 import click
 from rich.table import Table
 
-from ._format import human, parse_size, wide_console
-from ._plumbing import bus_options, open_bus
+from .._errors import OutOfSpace
+from ._format import Size, human, wide_console
+from ._plumbing import HELP_OPTIONS, CliError, bus_options, open_bus
+
+# The supervisor's limits, checked here too so that the error names the flag.
+MIN_RING = MIN_SEGMENT = 64 << 10
+MAX_PARTITIONS = 1024
 
 
-@click.group()
+@click.group(context_settings=HELP_OPTIONS)
 def topics():
     """Create, list, describe and delete topics."""
 
@@ -17,26 +23,44 @@ def topics():
 @topics.command("create")
 @bus_options
 @click.argument("name")
-@click.option("--partitions", default=1, show_default=True, type=int)
-@click.option("--ring-size", default="64MiB", show_default=True, help="Per-partition ring size.")
+@click.option("-p", "--partitions", default=1, show_default=True, type=click.IntRange(1, MAX_PARTITIONS),
+              help="Partitions (each a ring of --ring-size in /dev/shm).")
+@click.option("--ring-size", default="64MiB", show_default=True, type=Size(MIN_RING, "a ring"),
+              help="Per-partition ring size, reserved in /dev/shm now (65536, 512KiB, 64MiB).")
 @click.option("--memory-only", is_flag=True, help="Keep records in memory only; the oldest are overwritten.")
-@click.option("--retention-bytes", type=int, default=None)
-@click.option("--retention-ms", type=int, default=None)
-@click.option("--segment-size", default=None, help="Durable topics: segment file size (default 128MiB).")
+@click.option("--retention-bytes", type=Size(1, "a retention size"), default=None, metavar="SIZE",
+              help="Durable topics: delete the oldest segments beyond this size per partition.")
+@click.option("--retention-ms", type=click.IntRange(min=1), default=None, metavar="MS",
+              help="Durable topics: delete segments whose records are all older than this.")
+@click.option("--segment-size", default=None, type=Size(MIN_SEGMENT, "a segment"),
+              help="Durable topics: segment file size (default 128MiB).")
+@click.option("--if-not-exists", is_flag=True, help="Succeed if the topic exists already.")
 def create(bus, data_dir, name, partitions, ring_size, memory_only, retention_bytes, retention_ms,
-           segment_size):
+           segment_size, if_not_exists):
     """Create topic NAME."""
     with open_bus(bus, data_dir) as b:
-        info = b.create_topic(name, partitions=partitions, ring_bytes=parse_size(ring_size),
-                              durable=not memory_only, retention_bytes=retention_bytes,
-                              retention_ms=retention_ms,
-                              segment_bytes=parse_size(segment_size) if segment_size else None)
+        if if_not_exists and name in b.topics():
+            click.echo(f"topic {name!r} exists already")
+            return
+        try:
+            info = b.create_topic(name, partitions=partitions, ring_bytes=ring_size,
+                                  durable=not memory_only, retention_bytes=retention_bytes,
+                                  retention_ms=retention_ms, segment_bytes=segment_size)
+        except OutOfSpace:
+            raise CliError(_no_room(partitions, ring_size)) from None
     click.echo(f"created topic {info.name!r} with {info.partitions} partition(s)")
+
+
+def _no_room(partitions, ring_size):
+    st = os.statvfs("/dev/shm")
+    return (f"/dev/shm has no room for {partitions} ring(s) of {human(ring_size)}: it is "
+            f"{human(st.f_blocks * st.f_frsize)} with {human(st.f_bavail * st.f_frsize)} free; use a smaller "
+            f"--ring-size or fewer --partitions, or enlarge /dev/shm (Docker: --shm-size=1g; see shmbus doctor)")
 
 
 @topics.command("list")
 @bus_options
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(bus, data_dir, as_json):
     """List topics."""
     with open_bus(bus, data_dir) as b:
@@ -59,7 +83,7 @@ def list_(bus, data_dir, as_json):
 @topics.command()
 @bus_options
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def describe(bus, data_dir, name, as_json):
     """Show a topic's partitions: offsets, ring use, producers; durable ones also their
     segments, archiving, and DAMAGE: what the supervisor found wrong in the log at start

@@ -124,6 +124,28 @@ class Children:
                 pass
 
 
+def freeze(pid, timeout=10.0):
+    """SIGSTOP pid and return once every one of its threads has stopped. kill() returns
+    before the stop lands: a thread running on the other core goes on for a moment (the
+    supervisor's archiver once archived ~800 more records there), so a test that needs
+    the process frozen waits for it."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                    states.append(stat.read().rpartition(")")[2].split()[0])
+        except FileNotFoundError:   # a thread ended meanwhile: look again
+            continue
+        if states and all(state in "tT" for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pid {pid} did not stop within {timeout} s (thread states {states})")
+        time.sleep(0.0005)
+
+
 def run_cli(paths, *args, stdin=None, timeout=60, env=None):
     """Run `python -m shmbus ARGS --bus B --data-dir D` and return the CompletedProcess."""
     cmd = [sys.executable, "-m", "shmbus", *args]

@@ -9,7 +9,7 @@ import pytest
 
 from shmbus import TopicPartition
 
-from buskit import read_exact, supervisor_process, wait_gone, wait_until
+from buskit import freeze, read_exact, supervisor_process, wait_gone, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -66,7 +66,7 @@ def test_producer_killed_mid_claim_while_supervisor_is_down_then_restarted(bus, 
         victim.wait_ready()
         # Freeze the supervisor so its reaper cannot finish the dead claim,
         # then let the victim die inside a claim, then kill the supervisor.
-        os.kill(supervisor.pid, signal.SIGSTOP)
+        freeze(supervisor.pid)
         got = []
         try:
             with open(arm_file, "w"):
@@ -104,3 +104,32 @@ def test_producer_killed_mid_claim_while_supervisor_is_down_then_restarted(bus, 
         assert len(gaps) == 1, f"one dead claim, one gap where its unpublished records were: {gaps}"
         assert c.missed() == 0
         assert wait_until(lambda: bus.describe_topic("t")["partitions"][0]["producers"] == 1, 5)
+
+
+def test_a_ring_adopted_while_its_archiver_was_behind_keeps_every_record_and_offset(bus, bus_paths):
+    """The archiver is held behind on purpose (its supervisor frozen) while records are
+    acknowledged into a durable ring, then the supervisor is killed. The next one adopts
+    the ring: the disk ends before the ring does, and the ring -- not the disk -- says
+    where the partition ends: every record is kept and no offset is handed out twice."""
+    bus.create_topic("a", ring_bytes=1 << 20)
+    with bus.producer() as p:
+        for i in range(100):
+            p.send("a", b"archived-%d" % i)
+        p.flush()   # 0..99 are on disk
+        supervisor = supervisor_process(bus_paths)
+        freeze(supervisor.pid)
+        try:
+            for i in range(100, 400):
+                p.send("a", b"ring-only-%d" % i)   # acknowledged: in the ring, the archiver frozen
+            partition = bus.rings.get("a")[1][0].stats()
+            assert partition.next_offset == 400 and partition.archived < partition.tail
+        finally:
+            os.kill(supervisor.pid, signal.SIGKILL)
+            os.kill(supervisor.pid, signal.SIGCONT)
+        assert wait_gone(supervisor, 10)
+        # The next send starts a supervisor, which adopts the ring where it ends.
+        assert p.send("a", b"after").offset == 400, "an offset was handed out twice"
+        p.flush()
+    with bus.consumer("a", auto_offset_reset="earliest") as c:
+        got = offsets_and_values(read_exact(c, 401))
+    assert got == [(i, b"archived-%d" % i if i < 100 else b"ring-only-%d" % i) for i in range(400)] + [(400, b"after")]

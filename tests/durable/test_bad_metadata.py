@@ -128,7 +128,7 @@ def test_missing_topic_json_after_a_crash_keeps_the_topic_and_its_unarchived_rec
         with bus.producer() as p:
             p.send("m", b"0")
             p.flush()
-            os.kill(supervisor.pid, signal.SIGSTOP)
+            buskit.freeze(supervisor.pid)
             try:
                 for i in range(1, 500):
                     p.send("m", b"%d" % i)  # acknowledged: in shared memory, not archived

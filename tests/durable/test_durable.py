@@ -74,7 +74,7 @@ def test_lagging_consumer_replays_from_disk_and_rejoins_the_ring(bus, bus_paths,
     total = 200 * 16 + 400  # 64 KiB records: 200 MiB, then more while it reads
     consumer = start_child(bus_paths, "consume", "big", out, total, 30)
     assert buskit.wait_until(lambda: os.path.exists(str(out) + ".ready"), 30)
-    os.kill(consumer.pid, signal.SIGSTOP)
+    buskit.freeze(consumer.pid)
     try:
         with bus.producer() as p:
             value = b"x" * (64 << 10)
@@ -195,7 +195,7 @@ def test_full_ring_blocks_then_buffer_full_while_the_archiver_is_stopped(bus, bu
         with bus.producer(timeout=1.0) as p:
             p.send("s", b"0" + b"." * 500)  # resolves the topic while the supervisor answers
             sent = 1
-            os.kill(pid, signal.SIGSTOP)
+            buskit.freeze(pid)
             with pytest.raises(shmbus.BufferFull):
                 for i in range(1, 10000):
                     p.send("s", b"%d" % i + b"." * 500)

@@ -118,6 +118,16 @@ def test_stale_commits_are_refused(bus, bus_paths, make_topic):
             assert time.monotonic() < deadline, "the two members did not share the partitions"
             assert slow.poll_many(10, timeout=0.02) == [] and fast.poll_many(10, timeout=0.02) == []
         assert lost[0] == {T0, T1}
+
+        # A member may commit only what it holds: the coordinator refuses the partition
+        # slow holds, whatever the client sends (the request is made by hand here).
+        (theirs,) = slow.assignment()
+        before = fast.committed(theirs)
+        member = fast._member
+        with pytest.raises(shmbus.CommitFailed, match="not assigned"):
+            other.call("group_commit", group="g", member_id=member.member_id, generation=member.generation,
+                       offsets=[[theirs.topic, theirs.partition, 3]])
+        assert fast.committed(theirs) == before
         fast.close()
     finally:
         other.close()

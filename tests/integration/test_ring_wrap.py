@@ -161,3 +161,58 @@ def test_slow_consumer_in_another_process_is_lapped_but_never_gets_garbage(bus, 
     producer.wait(30)
     assert last_offset == total - 1
     assert seen + missed == total, "every offset is either read or counted as missed"
+
+
+# Every room a claim can find left at the ring's end: none, less than a frame header
+# (the frame before the end absorbs it), exactly a header (a header-only padding
+# frame), and more (a longer padding frame).
+REMAINDERS = list(range(0, 104, 8))
+
+
+def _steer(p, ring, data_bytes, room_left, seq):
+    """Send records (make_value, tag "w") until the last frame before the ring's end
+    leaves room_left bytes there, then one that cannot fit in that room and wraps.
+    Returns the next seq. The tail is read from the ring itself, so where each frame
+    lands is known, not hoped for."""
+    header = 48
+    end = data_bytes - room_left   # where the frame before the wrap must end
+    while True:
+        at = ring.stats().tail % data_bytes
+        remaining = end - at
+        if remaining >= header + 24 and remaining <= data_bytes // 4:   # room for a make_value
+            break
+        # Too far (send a quarter ring), or too close to land exactly (wrap past it).
+        frame = data_bytes // 4 if remaining > data_bytes // 4 else max(remaining, 0) + data_bytes // 8
+        p.send("w", buskit.make_value("w", seq, frame - header), partition=0)
+        seq += 1
+    p.send("w", buskit.make_value("w", seq, remaining - header), partition=0)
+    seq += 1
+    landed = ring.stats().tail % data_bytes
+    assert landed == (end if room_left >= header else 0), (room_left, landed)   # absorbed when < a header
+    # The next frame cannot fit the room: it must wrap. Where the room could take a frame,
+    # it is exactly 8 bytes too long for it (the frame a wrap check off by 8 lets cross).
+    crossing = room_left + 8 if room_left >= header + 24 else room_left + 200
+    p.send("w", buskit.make_value("w", seq, crossing - header), partition=0)
+    return seq + 1
+
+
+@pytest.mark.timeout(120)
+def test_every_room_left_at_the_ring_end_wraps_cleanly_for_a_reader_in_another_process(bus, children):
+    bus.create_topic("w", ring_bytes=64 << 10)   # durable: the producer never laps the reader
+    _, (ring,) = bus.rings.get("w")
+    data_bytes = ring.stats().data_bytes
+    with bus.producer() as p:
+        p.send("w", buskit.make_value("w", 0, 100), partition=0)
+        seq = 1
+        reader = children.start("consume", topics=["w"], done_file=str(children.workdir) + "/w.done",
+                                timeout=60)
+        reader.wait_ready()
+        for room_left in REMAINDERS:
+            seq = _steer(p, ring, data_bytes, room_left, seq)
+        p.flush()
+    open(str(children.workdir) + "/w.done", "w").close()
+    out = reader.wait(90)
+    assert not out["garbage"], out["garbage"]
+    assert out["missed"] == 0
+    assert [r[2] for r in out["records"]] == list(range(seq)), "every record, once, in order"
+    assert [r[5] for r in out["records"]] == list(range(seq)), "each one's own bytes"

@@ -78,6 +78,46 @@ def test_a_reserved_view_cannot_be_written_past_nor_misused(bus, make_topic):
         assert p.send("t", b"next").offset == 1
 
 
+def test_the_common_reservation_takes_the_c_path_and_keeps_every_rule(bus, make_topic):
+    """No key, headers, timestamp or timeout, to a partition already written: the claim and
+    the publish are C (FastReservation); the rules are the general path's."""
+    make_topic("t", ring_bytes=64 << 10)
+    with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
+        p.send("t", b"first", partition=0)
+        fast = p.reserve("t", 4, partition=0)
+        assert type(fast).__name__ == "FastReservation"
+        with fast as buf:
+            buf[:] = b"fast"
+            with pytest.raises(shmbus.ShmbusError, match="holds a reserve"):
+                p.send("t", b"x", partition=0)
+            with pytest.raises(shmbus.ShmbusError, match="holds a reserve"):
+                with p.reserve("t", 1, partition=0):
+                    pass
+        assert buf.metadata.offset == 1
+        with pytest.raises(shmbus.ShmbusError, match="entered once"):
+            with fast:
+                pass
+        with pytest.raises(RuntimeError):
+            with p.reserve("t", 3, partition=0) as torn:
+                torn[0] = 7
+                raise RuntimeError("aborted")
+        left_open = p.reserve("t", 5, partition=0)
+        left_open.__enter__()[:] = b"never"
+        del left_open   # entered, never exited: aborted, not left for the unblocker
+        with pytest.raises(shmbus.MessageTooLarge, match="half the ring"):   # the C claim hands it on
+            with p.reserve("t", 40 << 10, partition=0):
+                pass
+        for i in range(4):   # 4 x 30 KiB through a 64 KiB ring: the C claim finds it full, Python waits
+            with p.reserve("t", 30 << 10, partition=0) as big:
+                big[:] = bytes([i]) * (30 << 10)
+            assert big.metadata.offset == 4 + i
+            got = buskit.read_exact(c, 3 if i == 0 else 1, timeout=5)
+            if i == 0:   # the aborted (2), and the one entered and dropped (3), are skipped
+                assert [(m.offset, m.value) for m in got[:2]] == [(0, b"first"), (1, b"fast")]
+            assert (got[-1].offset, got[-1].value) == (4 + i, bytes([i]) * (30 << 10))
+        assert p.send("t", b"after", partition=0, timeout=5).offset == 8
+
+
 def test_another_thread_waits_for_the_block_to_end(bus, make_topic):
     make_topic("t")
     with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:

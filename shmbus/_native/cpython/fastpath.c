@@ -12,9 +12,13 @@
  *   ConsumerBase        `for msg in consumer` in C: hands out the buffered Messages,
  *                       calling Consumer._refill for more.
  *   decode, decode_plain  Messages built straight from a ring or segment read.
- *   ReservedView        the writable buffer Producer.reserve hands out.
+ *   ProducerBase.reserve  the common reservations (no key, no headers, now, a
+ *                       partition whose writer exists): a FastReservation, whose
+ *                       with-block claims (sb_reserve_now, never sleeps) and publishes
+ *                       (sb_commit) in C; anything else is Producer._reserve_general's.
+ *   ReservedView        the writable buffer a reservation hands out.
  *
- * The core's function comes from cffi (bind(), at import of _backend/fastpath.py),
+ * The core's functions come from cffi (bind(), at import of _backend/fastpath.py),
  * so there is one copy of the core. Policy -- retries, waiting, errors -- stays in
  * Python: every case this file does not handle is passed on unchanged.
  */
@@ -39,13 +43,20 @@ static int PyModule_AddObjectRef(PyObject *m, const char *name, PyObject *o)
 #endif
 
 typedef int64_t (*append_now_fn)(sb_writer *, const char *, int64_t, const char *, int64_t);
+typedef int64_t (*reserve_now_fn)(sb_writer *, int64_t, char **);
+typedef int (*end_reserve_fn)(sb_writer *);
 
 static append_now_fn append_now;            /* sb_append_now, from cffi */
+static reserve_now_fn reserve_now;          /* sb_reserve_now */
+static end_reserve_fn commit_reserved;      /* sb_commit */
+static end_reserve_fn abort_reserved;       /* sb_abort */
+static PyObject *shmbus_error;              /* shmbus.ShmbusError */
 static PyTypeObject *record_metadata_type;  /* shmbus.RecordMetadata */
 static PyTypeObject *message_type;          /* shmbus.Message */
 static PyObject *empty_tuple;
 static PyObject *str_key, *str_partition, *str_headers, *str_timestamp_ns, *str_timeout;
-static PyObject *str_send_general, *str_raise_revoked, *str_refill;
+static PyObject *str_send_general, *str_raise_revoked, *str_refill, *str_reserve_general, *str_commit_failed;
+static PyObject *str_enter, *str_exit;
 
 /* A NamedTuple instance from n new references (stolen). */
 static PyObject *new_record(PyTypeObject *type, PyObject **items, Py_ssize_t n)
@@ -70,7 +81,7 @@ static PyObject *new_record(PyTypeObject *type, PyObject **items, Py_ssize_t n)
 
 static int check_bound(void)
 {
-    if (!append_now || !record_metadata_type || !message_type) {
+    if (!append_now || !reserve_now || !record_metadata_type || !message_type) {
         PyErr_SetString(PyExc_RuntimeError, "shmbus._native._fastpath is not bound (import shmbus._backend)");
         return -1;
     }
@@ -87,6 +98,8 @@ typedef struct {
     Py_ssize_t sticky_left;      /* value bytes it takes before the producer picks another */
     sb_writer *sticky_writer;    /* its writer, NULL until one is chosen */
     sb_writer **writers;         /* per partition, NULL until made (owned by Python's Writer) */
+    PyObject **owners;           /* per partition, the Writer whose memory *writers[p] is */
+    PyObject **keepers;          /* per partition, what keeps its ring mapped (for reserve's views) */
     PyObject *partition_numbers; /* tuple of the ints 0..count-1, for RecordMetadata */
     PyObject *key_partitions;    /* dict: key -> partition (a cache Python fills) */
 } RouteObject;
@@ -106,9 +119,11 @@ static int route_init(RouteObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     self->writers = PyMem_Calloc((size_t)count, sizeof(sb_writer *));
+    self->owners = PyMem_Calloc((size_t)count, sizeof(PyObject *));
+    self->keepers = PyMem_Calloc((size_t)count, sizeof(PyObject *));
     self->partition_numbers = PyTuple_New(count);
     self->key_partitions = PyDict_New();
-    if (!self->writers || !self->partition_numbers || !self->key_partitions) {
+    if (!self->writers || !self->owners || !self->keepers || !self->partition_numbers || !self->key_partitions) {
         PyErr_NoMemory();
         return -1;
     }
@@ -126,6 +141,12 @@ static int route_init(RouteObject *self, PyObject *args, PyObject *kwds)
 
 static void route_dealloc(RouteObject *self)
 {
+    for (Py_ssize_t i = 0; self->owners && self->keepers && i < self->count; i++) {
+        Py_XDECREF(self->owners[i]);
+        Py_XDECREF(self->keepers[i]);
+    }
+    PyMem_Free(self->owners);
+    PyMem_Free(self->keepers);
     PyMem_Free(self->writers);
     Py_XDECREF(self->topic);
     Py_XDECREF(self->partition_numbers);
@@ -145,8 +166,9 @@ static int route_partition(RouteObject *self, Py_ssize_t partition)
 static PyObject *route_set_writer(RouteObject *self, PyObject *args)
 {
     Py_ssize_t partition;
-    PyObject *address;
-    if (!PyArg_ParseTuple(args, "nO:set_writer", &partition, &address) || route_partition(self, partition) < 0)
+    PyObject *address, *owner = Py_None, *keeper = Py_None;
+    if (!PyArg_ParseTuple(args, "nO|OO:set_writer", &partition, &address, &owner, &keeper)
+        || route_partition(self, partition) < 0)
         return NULL;
     sb_writer *writer = address == Py_None ? NULL : PyLong_AsVoidPtr(address);
     if (PyErr_Occurred())
@@ -157,6 +179,8 @@ static PyObject *route_set_writer(RouteObject *self, PyObject *args)
             self->sticky_left = 0;
     }
     self->writers[partition] = writer;
+    Py_XSETREF(self->owners[partition], writer && owner != Py_None ? Py_NewRef(owner) : NULL);
+    Py_XSETREF(self->keepers[partition], writer && keeper != Py_None ? Py_NewRef(keeper) : NULL);
     Py_RETURN_NONE;
 }
 
@@ -206,7 +230,8 @@ static PyGetSetDef route_getset[] = {
 
 static PyMethodDef route_methods[] = {
     {"set_writer", (PyCFunction)route_set_writer, METH_VARARGS,
-     "set_writer(partition, address)\n--\n\nThe sb_writer address of a partition's writer (None: gone)."},
+     "set_writer(partition, address, owner=None, keeper=None)\n--\n\nThe sb_writer address of a partition's "
+     "writer (None: gone),\nthe object that owns its memory, and its ring's view keeper (for reserve)."},
     {"stick", (PyCFunction)route_stick, METH_VARARGS,
      "stick(partition, budget)\n--\n\nMake partition the sticky one, for budget value bytes."},
     {"has_writer", (PyCFunction)route_has_writer, METH_O,
@@ -369,7 +394,19 @@ general:
     return send_general((PyObject *)self, args, nargs, kwnames);
 }
 
+static PyObject *producer_reserve(ProducerBaseObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames);   /* below, with FastReservation */
+
 static PyMethodDef producer_methods[] = {
+    {"reserve", (PyCFunction)(void (*)(void))producer_reserve, METH_FASTCALL | METH_KEYWORDS,
+     "reserve($self, topic, nbytes, key=None, partition=None, headers=None, timestamp_ns=None, timeout=None)\n--\n\n"
+     "Write one record's value in place, in the ring: a context manager whose value is a\n"
+     "writable buffer of nbytes (index it, slice-assign it, np.frombuffer it). The record\n"
+     "is published when the block ends -- then buf.metadata is its RecordMetadata -- and\n"
+     "aborted if the block raises (consumers skip it; so they do if this process dies in\n"
+     "the block). The buffer must not be used after the block. Hold it for less than the\n"
+     "supervisor's unblock timeout (1 s by default): past it, the partition moves on\n"
+     "without the record, and the block's end raises ClaimRevoked."},
     {"send", (PyCFunction)(void (*)(void))producer_send, METH_FASTCALL | METH_KEYWORDS,
      "send($self, topic, value, key=None, headers=None, partition=None, timestamp_ns=None, timeout=None)\n--\n\n"
      "Append one record; returns RecordMetadata(topic, partition, offset, timestamp_ns)\n"
@@ -386,7 +423,7 @@ static PyMemberDef producer_members[] = {
 static PyTypeObject ProducerBaseType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "shmbus._native._fastpath.ProducerBase",
-    .tp_doc = "The C half of Producer: send's common cases.",
+    .tp_doc = "The C half of Producer: send's and reserve's common cases.",
     .tp_basicsize = sizeof(ProducerBaseObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_new = producer_new,
@@ -687,12 +724,58 @@ static PyObject *reserved_subscript(ReservedViewObject *self, PyObject *key)
     return result;
 }
 
+/* buf[i] = byte and buf[a:b] = bytes-like of the same length straight into the ring (the
+ * common writes: a memoryview made and released per write cost ~1.5 us); every other
+ * form through a memoryview, which checks and raises as a memoryview does. */
+static int reserved_ass_direct(ReservedViewObject *self, PyObject *key, PyObject *value)
+{
+    if (PyLong_CheckExact(key) && PyLong_CheckExact(value)) {
+        Py_ssize_t i = PyLong_AsSsize_t(key);
+        long byte = PyLong_AsLong(value);
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return 1;
+        }
+        if (i < 0)
+            i += self->length;
+        if (i < 0 || i >= self->length || byte < 0 || byte > 255)
+            return 1;
+        self->at[i] = (char)byte;
+        return 0;
+    }
+    if (PySlice_Check(key) && PyObject_CheckBuffer(value)) {
+        Py_ssize_t start, stop, step;
+        if (PySlice_Unpack(key, &start, &stop, &step) < 0) {
+            PyErr_Clear();
+            return 1;
+        }
+        Py_ssize_t count = PySlice_AdjustIndices(self->length, &start, &stop, step);
+        if (step != 1)
+            return 1;
+        Py_buffer source;
+        if (PyObject_GetBuffer(value, &source, PyBUF_C_CONTIGUOUS) < 0) {
+            PyErr_Clear();
+            return 1;
+        }
+        int done = source.len == count && source.itemsize == 1 ? (memmove(self->at + start, source.buf, (size_t)count), 0)
+                                                              : 1;
+        PyBuffer_Release(&source);
+        return done;
+    }
+    return 1;
+}
+
 static int reserved_ass_subscript(ReservedViewObject *self, PyObject *key, PyObject *value)
 {
     if (!value) {
         PyErr_SetString(PyExc_TypeError, "cannot delete from a reserved record's buffer");
         return -1;
     }
+    if (reserved_check(self) < 0)
+        return -1;
+    int direct = reserved_ass_direct(self, key, value);
+    if (direct <= 0)
+        return direct;
     PyObject *view = PyMemoryView_FromObject((PyObject *)self);
     if (!view)
         return -1;
@@ -790,36 +873,311 @@ static PyTypeObject ReservedViewType = {
     .tp_getset = reserved_getset,
 };
 
+/* ==== FastReservation: Producer.reserve's common case ==== */
+
+enum { RESERVATION_NEW, RESERVATION_OPEN, RESERVATION_DELEGATED, RESERVATION_DONE };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *producer;
+    RouteObject *route;
+    Py_ssize_t partition;
+    Py_ssize_t nbytes;
+    int state;
+    sb_writer *writer;        /* while OPEN: the claim's writer ... */
+    PyObject *owner;          /* ... and the Writer that owns its memory */
+    ReservedViewObject *view;
+    PyObject *general;        /* DELEGATED: the Python reservation doing the work */
+    int64_t offset;
+} FastReservationObject;
+
+static PyTypeObject FastReservationType;
+
+static int fast_reservation_traverse(FastReservationObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->producer);
+    Py_VISIT(self->route);
+    Py_VISIT(self->owner);
+    Py_VISIT(self->view);
+    Py_VISIT(self->general);
+    return 0;
+}
+
+static int fast_reservation_clear(FastReservationObject *self)
+{
+    Py_CLEAR(self->producer);
+    Py_CLEAR(self->route);
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->view);
+    Py_CLEAR(self->general);
+    return 0;
+}
+
+static void fast_reservation_dealloc(FastReservationObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->state == RESERVATION_OPEN) {
+        /* Entered and never left (__enter__ called by hand): abort rather than leave the
+         * partition to wait for the unblocker. */
+        self->writer->reserving_thread = 0;
+        abort_reserved(self->writer);
+        if (self->view)
+            self->view->finished = 1;
+    }
+    fast_reservation_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *new_reserved_view(PyObject *keeper, char *at, Py_ssize_t length)
+{
+    ReservedViewObject *view = (ReservedViewObject *)ReservedViewType.tp_alloc(&ReservedViewType, 0);
+    if (!view)
+        return NULL;
+    view->at = at;
+    view->length = length;
+    view->keeper = Py_NewRef(keeper);
+    return (PyObject *)view;
+}
+
+static PyObject *fast_reservation_enter(FastReservationObject *self, PyObject *unused)
+{
+    if (self->state != RESERVATION_NEW) {
+        PyErr_SetString(shmbus_error, "a reservation is entered once: call reserve() again for the next record");
+        return NULL;
+    }
+    RouteObject *route = self->route;
+    Py_ssize_t p = self->partition;
+    sb_writer *writer = route->writers[p];   /* read again: the writer may have gone since reserve() */
+    if (writer && !writer->reserved && route->owners[p] && route->keepers[p]) {
+        char *at = NULL;
+        int64_t offset = reserve_now(writer, self->nbytes, &at);
+        if (offset >= 0) {
+            PyObject *view = new_reserved_view(route->keepers[p], at, self->nbytes);
+            if (!view) {
+                abort_reserved(writer);
+                return NULL;
+            }
+            writer->reserving_thread = PyThread_get_thread_ident();
+            self->writer = writer;
+            self->owner = Py_NewRef(route->owners[p]);
+            self->view = (ReservedViewObject *)Py_NewRef(view);
+            self->offset = offset;
+            self->state = RESERVATION_OPEN;
+            return view;
+        }
+    }
+    /* Full, busy, deleted, moved, too large, a reserve already open: nothing was
+     * claimed; the general path waits, retries or raises, as for send. */
+    PyObject *general = PyObject_CallMethod(self->producer, "_reserve_general", "OnOn", route->topic, self->nbytes,
+                                            Py_None, p);
+    if (!general)
+        return NULL;
+    PyObject *view = PyObject_CallMethodNoArgs(general, str_enter);
+    if (!view) {
+        Py_DECREF(general);
+        return NULL;
+    }
+    self->general = general;
+    self->state = RESERVATION_DELEGATED;
+    return view;
+}
+
+static PyObject *fast_reservation_exit(FastReservationObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "__exit__ takes (exc_type, exc, traceback)");
+        return NULL;
+    }
+    if (self->state == RESERVATION_DELEGATED) {
+        self->state = RESERVATION_DONE;
+        return PyObject_CallMethodObjArgs(self->general, str_exit, args[0], args[1], args[2], NULL);
+    }
+    if (self->state != RESERVATION_OPEN) {
+        PyErr_SetString(shmbus_error, "reservation exited without being entered");
+        return NULL;
+    }
+    sb_writer *writer = self->writer;
+    self->state = RESERVATION_DONE;
+    self->view->finished = 1;
+    writer->reserving_thread = 0;
+    if (args[0] != Py_None) {
+        abort_reserved(writer);   /* revoked meanwhile or not, it is not published: the block's error goes on */
+        Py_RETURN_FALSE;
+    }
+    int rc = commit_reserved(writer);
+    PyObject *number = PyTuple_GET_ITEM(self->route->partition_numbers, self->partition);
+    if (rc < 0) {
+        PyObject *rc_object = PyLong_FromLong(rc);
+        if (!rc_object)
+            return NULL;
+        PyObject *raised = PyObject_CallMethodObjArgs(self->producer, str_commit_failed, (PyObject *)self->route,
+                                                      number, rc_object, NULL);
+        Py_DECREF(rc_object);
+        Py_XDECREF(raised);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "Producer._commit_failed returned");
+        return NULL;
+    }
+    PyObject *items[4] = {Py_NewRef(self->route->topic), Py_NewRef(number), PyLong_FromLongLong(self->offset),
+                          PyLong_FromLongLong(writer->timestamp_ns)};
+    PyObject *metadata = new_record(record_metadata_type, items, 4);
+    if (!metadata)
+        return NULL;
+    Py_XSETREF(self->view->metadata, metadata);
+    Py_RETURN_FALSE;
+}
+
+static PyMethodDef fast_reservation_methods[] = {
+    {"__enter__", (PyCFunction)fast_reservation_enter, METH_NOARGS,
+     "Claim the record's place in the ring: its ReservedView."},
+    {"__exit__", (PyCFunction)(void (*)(void))fast_reservation_exit, METH_FASTCALL,
+     "Publish the record, or abort it if the block raised."},
+    {NULL},
+};
+
+static PyTypeObject FastReservationType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmbus._native._fastpath.FastReservation",
+    .tp_doc = "What Producer.reserve returns in its common case: a context manager over a ReservedView.",
+    .tp_basicsize = sizeof(FastReservationObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)fast_reservation_traverse,
+    .tp_clear = (inquiry)fast_reservation_clear,
+    .tp_dealloc = (destructor)fast_reservation_dealloc,
+    .tp_methods = fast_reservation_methods,
+};
+
+static PyObject *reserve_general(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *general = PyObject_GetAttr(self, str_reserve_general);
+    if (!general)
+        return NULL;
+    PyObject *result = PyObject_Vectorcall(general, args, (size_t)nargs, kwnames);
+    Py_DECREF(general);
+    return result;
+}
+
+/* reserve(topic, nbytes, key=None, partition=None, headers=None, timestamp_ns=None, timeout=None) */
+static PyObject *producer_reserve(ProducerBaseObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    PyObject *partition = Py_None;
+    if (nargs < 2 || nargs > 7 || !reserve_now || !self->routes)
+        goto general;
+    for (Py_ssize_t i = 2; i < nargs; i++)
+        if (i != 3 && args[i] != Py_None)
+            goto general;   /* a key, headers, a timestamp, a timeout */
+    if (nargs > 3)
+        partition = args[3];
+    if (kwnames) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, i), *arg = args[nargs + i];
+            if (name == str_partition && nargs <= 3)
+                partition = arg;
+            else if (!((name == str_key || name == str_headers || name == str_timestamp_ns || name == str_timeout)
+                       && arg == Py_None))
+                goto general;
+        }
+    }
+    PyObject *topic = args[0], *nbytes_object = args[1];
+    if (!PyUnicode_CheckExact(topic) || !PyLong_CheckExact(nbytes_object))
+        goto general;
+    Py_ssize_t nbytes = PyLong_AsSsize_t(nbytes_object);
+    if (nbytes < 0) {
+        PyErr_Clear();
+        goto general;
+    }
+    PyObject *found = PyDict_GetItemWithError(self->routes, topic);
+    if (!found) {
+        if (PyErr_Occurred())
+            return NULL;
+        goto general;
+    }
+    if (!PyObject_TypeCheck(found, &RouteType))
+        goto general;
+    RouteObject *route = (RouteObject *)found;
+    Py_ssize_t p;
+    if (partition == Py_None) {
+        if (route->sticky_left <= 0 || !route->sticky_writer)
+            goto general;   /* time to pick another sticky partition */
+        p = route->sticky;
+        route->sticky_left -= nbytes;
+    } else if (PyLong_CheckExact(partition)) {
+        p = PyLong_AsSsize_t(partition);
+        if (p == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            goto general;
+        }
+        if (p < 0 || p >= route->count || !route->writers[p])
+            goto general;
+    } else {
+        goto general;
+    }
+    FastReservationObject *reservation = PyObject_GC_New(FastReservationObject, &FastReservationType);
+    if (!reservation)
+        return NULL;
+    reservation->producer = Py_NewRef((PyObject *)self);
+    reservation->route = (RouteObject *)Py_NewRef(found);
+    reservation->partition = p;
+    reservation->nbytes = nbytes;
+    reservation->state = RESERVATION_NEW;
+    reservation->writer = NULL;
+    reservation->owner = NULL;
+    reservation->view = NULL;
+    reservation->general = NULL;
+    reservation->offset = -1;
+    PyObject_GC_Track(reservation);
+    return (PyObject *)reservation;
+general:
+    return reserve_general((PyObject *)self, args, nargs, kwnames);
+}
+
 /* ==== the module ==== */
 
-/* bind(append_now_address, RecordMetadata, Message) */
+/* bind(append_now, reserve_now, commit, abort, RecordMetadata, Message, ShmbusError):
+ * the core's functions (their addresses) and the types the records and errors are. */
 static PyObject *bind(PyObject *module, PyObject *args)
 {
-    PyObject *address;
+    PyObject *addresses[4], *error;
     PyTypeObject *metadata, *message;
-    if (!PyArg_ParseTuple(args, "OO!O!:bind", &address, &PyType_Type, &metadata, &PyType_Type, &message))
+    if (!PyArg_ParseTuple(args, "OOOOO!O!O:bind", &addresses[0], &addresses[1], &addresses[2], &addresses[3],
+                          &PyType_Type, &metadata, &PyType_Type, &message, &error))
         return NULL;
     if (!PyType_IsSubtype(metadata, &PyTuple_Type) || !PyType_IsSubtype(message, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError, "RecordMetadata and Message must be tuple types");
         return NULL;
     }
-    void *function = PyLong_AsVoidPtr(address);
-    if (!function) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "a NULL function");
+    if (!PyExceptionClass_Check(error)) {
+        PyErr_SetString(PyExc_TypeError, "ShmbusError must be an exception class");
         return NULL;
     }
-    append_now = (append_now_fn)function;
+    void *functions[4];
+    for (int i = 0; i < 4; i++) {
+        functions[i] = PyLong_AsVoidPtr(addresses[i]);
+        if (!functions[i]) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "a NULL function");
+            return NULL;
+        }
+    }
+    append_now = (append_now_fn)functions[0];
+    reserve_now = (reserve_now_fn)functions[1];
+    commit_reserved = (end_reserve_fn)functions[2];
+    abort_reserved = (end_reserve_fn)functions[3];
     Py_INCREF(metadata);
     Py_XSETREF(record_metadata_type, metadata);
     Py_INCREF(message);
     Py_XSETREF(message_type, message);
+    Py_INCREF(error);
+    Py_XSETREF(shmbus_error, error);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef module_methods[] = {
     {"bind", bind, METH_VARARGS,
-     "bind(append_now_address, RecordMetadata, Message)\n--\n\nThe core's sb_append_now and the record types."},
+     "bind(append_now, reserve_now, commit, abort, RecordMetadata, Message, ShmbusError)\n--\n\n"
+     "The core's sb_append_now, sb_reserve_now, sb_commit and sb_abort (addresses), the record types\n"
+     "and the error class."},
     {"decode_plain", (PyCFunction)(void (*)(void))decode_plain, METH_FASTCALL,
      "decode_plain(messages, topic, partition, data, descriptors, n, first_offset)\n--\n\n"
      "Append n Messages described by plain (timestamp, value length) words, values back to back."},
@@ -847,11 +1205,14 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     if (intern(&str_key, "key") < 0 || intern(&str_partition, "partition") < 0
         || intern(&str_headers, "headers") < 0 || intern(&str_timestamp_ns, "timestamp_ns") < 0
         || intern(&str_timeout, "timeout") < 0 || intern(&str_send_general, "_send_general") < 0
-        || intern(&str_raise_revoked, "_raise_revoked") < 0 || intern(&str_refill, "_refill") < 0)
+        || intern(&str_raise_revoked, "_raise_revoked") < 0 || intern(&str_refill, "_refill") < 0
+        || intern(&str_reserve_general, "_reserve_general") < 0 || intern(&str_commit_failed, "_commit_failed") < 0
+        || intern(&str_enter, "__enter__") < 0 || intern(&str_exit, "__exit__") < 0)
         return NULL;
     if (!(empty_tuple = PyTuple_New(0)))
         return NULL;
-    PyTypeObject *types[] = {&RouteType, &ProducerBaseType, &ConsumerBaseType, &ReservedViewType};
+    PyTypeObject *types[] = {&RouteType, &ProducerBaseType, &ConsumerBaseType, &ReservedViewType,
+                             &FastReservationType};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;
