@@ -21,10 +21,10 @@ from .core import (CONTROL_GROUPS, CONTROL_MEMBERS, DESC_HEADERS_AT, DESC_HEADER
                    keep_freed_heap, max_record_bytes, murmur2)
 from .fastpath import ConsumerBase, ProducerBase, ReservedView, Route, decode, decode_plain
 from .frames import FrameHeader, FrameParser, find_frame, frame_length, walk_frames
-from .reader import BatchScratch, Cursor, ReadBuffer, WaitSet, read_batch, read_views
+from .reader import STOPPED, BatchScratch, Cursor, ReadBuffer, StopWord, WaitSet, read_batch, read_views
 from .ring import (SLOT_CANCELLED, SLOT_CLAIMED, SLOT_IDLE, SLOT_PUBLISHING, SLOT_REVOKED, ArchiveState, Ring,
                    RingStats, SlotInfo)
-from .writer import Writer
+from .writer import RECORD_WORDS, Writer
 
 __all__ = [
     "ControlPage", "CONTROL_GROUPS", "CONTROL_MEMBERS", "DESC_HEADERS_AT", "DESC_HEADERS_LEN", "DESC_KEY_AT",
@@ -36,4 +36,5 @@ __all__ = [
     "ConsumerBase", "ProducerBase", "ReservedView", "Route", "decode", "decode_plain", "FrameHeader",
     "FrameParser", "find_frame", "frame_length", "walk_frames", "BatchScratch", "Cursor", "ReadBuffer", "WaitSet",
     "read_batch", "read_views", "ArchiveState", "Ring", "RingStats", "SlotInfo", "Writer",
+    "STOPPED", "StopWord", "RECORD_WORDS",
 ]

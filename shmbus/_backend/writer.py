@@ -7,6 +7,9 @@ from .core import CData, raise_for
 from .ring import Ring
 
 
+RECORD_WORDS: int = lib.SB_RECORD_WORDS
+
+
 class Writer:
     """A producer's handle on one partition: the ring, a producer slot, how long one
     append may sleep for space (then Python looks around), the timestamp the last
@@ -56,6 +59,16 @@ class Writer:
         appended = ffi.new("uint32_t *")
         code = lib.sb_append_batch(self.ptr, key, key_len, headers, headers_len, values, value_lens,
                                    count, timestamp_ns, appended)
+        if code < 0:
+            self._raise(code)
+        return code, appended[0]
+
+    def append_records(self, data: CData, descriptors: CData, count: int) -> Tuple[int, int]:
+        """Append the longest prefix of count records, each with its own key, headers and
+        timestamp (RECORD_WORDS descriptor words each: see sb_append_records), that fits one
+        claim. Returns (first offset, records appended)."""
+        appended = ffi.new("uint32_t *")
+        code = lib.sb_append_records(self.ptr, data, descriptors, count, appended)
         if code < 0:
             self._raise(code)
         return code, appended[0]

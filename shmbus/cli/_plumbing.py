@@ -38,3 +38,9 @@ def paths_of(bus, data_dir):
 def open_bus(bus, data_dir, autostart=True):
     import shmbus
     return shmbus.connect(bus, data_dir, autostart=autostart)
+
+
+def open_running_bus(bus, data_dir):
+    """For commands that only read (list, describe, stats, group admin): never start a
+    supervisor; if the bus does not run, one line says so."""
+    return open_bus(bus, data_dir, autostart=False)

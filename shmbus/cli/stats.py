@@ -7,14 +7,14 @@ from rich.live import Live
 from rich.table import Table
 
 from ._format import human, wide_console
-from ._plumbing import bus_options, open_bus
+from ._plumbing import bus_options, open_running_bus
 
 
 def collect(bus):
     """One snapshot: {topic: describe_topic(topic)}, {group: describe_group(group)},
     plus when it was taken."""
-    topics = {name: bus.describe_topic(name) for name in sorted(bus.topics())}
-    groups = {row["group"]: bus.call("describe_group", group=row["group"]) for row in bus.call("groups")}
+    topics = {name: bus.query("describe_topic", name=name) for name in sorted(bus.topics())}
+    groups = {name: bus.query("describe_group", group=name) for name in bus.list_groups()}
     return {"taken_ns": time.time_ns(), "topics": topics, "groups": groups}
 
 
@@ -94,7 +94,7 @@ def table(snapshot):
 @click.option("--interval", type=float, default=0.0, help="Sample twice this far apart to show rates.")
 def stats(bus, data_dir, as_json, prometheus, interval):
     """Per partition: end offset, rate, ring fill, archive lag, bytes on disk."""
-    with open_bus(bus, data_dir) as b:
+    with open_running_bus(bus, data_dir) as b:
         before = collect(b) if interval > 0 else None
         if before:
             time.sleep(interval)
@@ -116,7 +116,7 @@ def stats(bus, data_dir, as_json, prometheus, interval):
 @click.option("--interval", type=float, default=1.0, show_default=True)
 def top(bus, data_dir, interval):
     """A live view of every partition, refreshed every interval seconds (Ctrl-C quits)."""
-    with open_bus(bus, data_dir) as b:
+    with open_running_bus(bus, data_dir) as b:
         before = collect(b)
         with Live(table(with_rates(before, None)), refresh_per_second=4) as live:
             while True:

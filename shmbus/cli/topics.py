@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 
 from ._format import human, parse_size, wide_console
-from ._plumbing import bus_options, open_bus
+from ._plumbing import bus_options, open_bus, open_running_bus
 
 
 @click.group()
@@ -23,15 +23,21 @@ def topics():
 @click.option("--retention-bytes", type=int, default=None)
 @click.option("--retention-ms", type=int, default=None)
 @click.option("--segment-size", default=None, help="Durable topics: segment file size (default 128MiB).")
+@click.option("--if-not-exists", is_flag=True, help="A topic of that name is fine (it is left as it is).")
 def create(bus, data_dir, name, partitions, ring_size, memory_only, retention_bytes, retention_ms,
-           segment_size):
+           segment_size, if_not_exists):
     """Create topic NAME."""
     with open_bus(bus, data_dir) as b:
+        existed = if_not_exists and name in b.topics()
         info = b.create_topic(name, partitions=partitions, ring_bytes=parse_size(ring_size),
                               durable=not memory_only, retention_bytes=retention_bytes,
                               retention_ms=retention_ms,
-                              segment_bytes=parse_size(segment_size) if segment_size else None)
-    click.echo(f"created topic {info.name!r} with {info.partitions} partition(s)")
+                              segment_bytes=parse_size(segment_size) if segment_size else None,
+                              exist_ok=if_not_exists)
+    if existed:
+        click.echo(f"topic {info.name!r} exists ({info.partitions} partition(s))")
+    else:
+        click.echo(f"created topic {info.name!r} with {info.partitions} partition(s)")
 
 
 @topics.command("list")
@@ -39,9 +45,9 @@ def create(bus, data_dir, name, partitions, ring_size, memory_only, retention_by
 @click.option("--json", "as_json", is_flag=True)
 def list_(bus, data_dir, as_json):
     """List topics."""
-    with open_bus(bus, data_dir) as b:
+    with open_running_bus(bus, data_dir) as b:
         infos = b.topics()
-        broken = b.call("broken_topics")
+        broken = b.query("broken_topics")
     if as_json:
         click.echo(json.dumps({name: info._asdict() for name, info in infos.items()}, indent=1))
         return
@@ -64,8 +70,8 @@ def describe(bus, data_dir, name, as_json):
     """Show a topic's partitions: offsets, ring use, producers; durable ones also their
     segments, archiving, and DAMAGE: what the supervisor found wrong in the log at start
     (records that cannot be read, offsets missing), which readers get as CorruptSegment."""
-    with open_bus(bus, data_dir) as b:
-        d = b.describe_topic(name)
+    with open_running_bus(bus, data_dir) as b:
+        d = b.query("describe_topic", name=name)   # the supervisor's shape: --json prints it
     if as_json:
         click.echo(json.dumps(d, indent=1))
         return

@@ -170,7 +170,7 @@ def produce(bus, topic, partitions, per_partition, start=0):
 
 
 def ends(bus, topic):
-    return {p["partition"]: p["end_offset"] for p in bus.describe_topic(topic)["partitions"]}
+    return {p.partition: p.end_offset for p in bus.describe_topic(topic).partitions}
 
 
 def wait_committed(bus, group, topic, targets, timeout=20.0):
