@@ -431,29 +431,37 @@ class Consumer(ConsumerBase):
     def _next_batch(self, max_records: int, timeout: Optional[float], buffered: bool = True) -> List[Message]:
         self._check_open()
         _checks.seconds(timeout, "timeout", allow_none=True)
-        if self._view_batch is not None:
-            self._release_views()
         if self._on_poll is not None:
             self._on_poll()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            batch = self._take(max_records, buffered)
+            if batch:
+                return batch
+            if not self._wait(deadline):
+                return []
+
+    def _take(self, max_records: int, buffered: bool = True) -> List[Message]:
+        """What is there now, without waiting (and without the group's per-poll step):
+        records fetched for iteration first (if buffered), else a fetch."""
+        if self._view_batch is not None:
+            self._release_views()
         if buffered and self._buffer_index < len(self._buffer):
             end = self._buffer_index + max_records
             batch = self._buffer[self._buffer_index:end]
             self._buffer_index = min(end, len(self._buffer))
             return batch
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            batch = self._fetch(max_records) if self._readers else []
-            if batch:
-                return self._deserialize(batch) if self._deserializing else batch
-            if not self._wait(deadline):
-                return []
+        batch = self._fetch(max_records) if self._readers else []
+        if batch and self._deserializing:
+            return self._deserialize(batch)
+        return batch
 
     def _deserialize(self, batch: List[Message]) -> List[Message]:
         """The batch with keys and values deserialized. At a record that fails, the records
         from it on are put back (their partitions seek back to them): the ones before it
         are returned, or if it is the first, DeserializationError is raised."""
         value_of, key_of = self._value_deserializer, self._key_deserializer
-        out = []
+        out: List[Message] = []
         for i, m in enumerate(batch):
             what = "value"
             try:

@@ -69,12 +69,13 @@ class _Route(Route):
     The C half (Route: fastpath.c) holds what ProducerBase.send reads per record --
     each writer's address, the sticky partition and its budget, the key cache."""
 
-    __slots__ = ("table", "rings", "writers")
+    __slots__ = ("table", "rings", "writers", "wait_ns")
 
-    def __init__(self, topic: str, table: RingTable, rings: List[Ring]):
+    def __init__(self, topic: str, table: RingTable, rings: List[Ring], wait_ns: int = _WAIT_SLICE_NS):
         super().__init__(topic, len(rings))
         self.table = table   # each writer holds its ring there
         self.rings = rings
+        self.wait_ns = wait_ns
         self.writers: List[Optional[Writer]] = [None] * self.count
 
     def writer(self, partition: int) -> Writer:
@@ -82,7 +83,7 @@ class _Route(Route):
         if writer is None:
             ring = self.rings[partition]
             self.table.hold(ring)
-            writer = self.writers[partition] = Writer(ring, _WAIT_SLICE_NS)
+            writer = self.writers[partition] = Writer(ring, self.wait_ns)
             self.set_writer(partition, writer.address)
         return writer
 
@@ -123,6 +124,8 @@ class Producer(ProducerBase):
     """
 
     _routes: Dict[str, _Route]   # ProducerBase's: its send looks there first
+    # How long one append sleeps in C for ring space (asyncio's producer: never).
+    _space_wait_ns = _WAIT_SLICE_NS
 
     def __init__(self, bus: "Bus", timeout: float = 30.0,
                  partitioner: Optional[Callable[[bytes, int], int]] = None, sticky_bytes: int = 16384,
@@ -166,7 +169,7 @@ class Producer(ProducerBase):
             route = self._routes.get(topic)
             if route is None:
                 _, rings = self._bus.rings.get(topic)
-                route = self._routes[topic] = _Route(topic, self._bus.rings, rings)
+                route = self._routes[topic] = _Route(topic, self._bus.rings, rings, self._space_wait_ns)
             return route
 
     def _pick(self, route: _Route, key: Optional[bytes], partition: Optional[int], nbytes: int) -> int:
@@ -217,7 +220,7 @@ class Producer(ProducerBase):
                          timeout: Optional[float] = None) -> RecordMetadata:
         """send() of a producer with serializers (and no linger)."""
         value, key = self._serialized(value, key)
-        return ProducerBase.send(self, topic, value, key, headers, partition, timestamp_ns, timeout)
+        return ProducerBase.send(self, topic, value, key, headers, partition, timestamp_ns, timeout)  # type: ignore[arg-type]
 
     def _send_lingering(self, topic: str, value: Any, key: Any = None, headers: Optional[Headers] = None,
                         partition: Optional[int] = None, timestamp_ns: Optional[int] = None,
@@ -361,13 +364,16 @@ class Producer(ProducerBase):
                 f"{now - blocked_since:.1f}s: the ring is "
                 + _holdup.explain(ring, exclude=writer.slot if writer is not None else -1))
         if isinstance(blocked, ClaimLockBusy) or now - blocked_since > _REAP_AFTER:
-            # A producer that died mid-claim holds the ring up: finish its claim.
-            writer = route.writers[partition]
-            route.rings[partition].reap_dead(writer.slot if writer is not None else None)
-            if route.rings[partition].durable:
-                # Or the archiver stopped: a dead supervisor is restarted (autostart).
-                self._bus.link.ensure_supervisor()
+            self._look_for_holdup(route, partition)
         return blocked_since
+
+    def _look_for_holdup(self, route: _Route, partition: int) -> None:
+        # A producer that died mid-claim holds the ring up: finish its claim.
+        writer = route.writers[partition]
+        route.rings[partition].reap_dead(writer.slot if writer is not None else None)
+        if route.rings[partition].durable:
+            # Or the archiver stopped: a dead supervisor is restarted (autostart).
+            self._bus.link.ensure_supervisor()
 
     def _reroute(self, route: _Route, partition: int) -> _Route:
         """The topic's rings were deleted or retired: it was deleted, the bus restarted, or
