@@ -93,9 +93,10 @@ class SupervisorLink:
         self.server_uid = os.geteuid()
         if os.path.isdir(paths.data_dir):
             # Before any connect: the socket in the data dir is its own bus's, whatever our name.
+            # (Only the owner matters for a name; the supervisor checks the modes at start.)
             owner = _access.dir_owner(paths.data_dir)
             _access.check_bus_name(paths.data_dir, paths.bus,
-                                   _access.server_trust(os.geteuid() if owner is None else owner))
+                                   _access.owner_trust(os.geteuid() if owner is None else owner))
         with self._lock:
             self._connect(time.monotonic() + timeout)
 

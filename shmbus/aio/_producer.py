@@ -92,6 +92,9 @@ class Producer:
         """Append a record (waiting for ring space without blocking the loop; BufferFull past
         timeout). With linger: put it in its batch and return a Future of its RecordMetadata."""
         sync = self.sync
+        if topic not in sync._routes and isinstance(topic, str):
+            # The first send to a topic asks the supervisor for its rings: off the loop.
+            await asyncio.get_running_loop().run_in_executor(None, sync._route, topic)
         if self._lingering:
             return await self._send_lingering(topic, value, key, headers, partition, timestamp_ns, timeout)
         deadline = time.monotonic() + (sync._timeout if timeout is None else timeout)

@@ -104,7 +104,12 @@ def test_supervisor_killed_clients_keep_working_and_a_new_one_adopts_the_rings(b
         for i in range(5, 10):
             assert p.send("t", b"%d" % i).offset == i
         assert [m.offset for m in read_exact(c, 5)] == list(range(5, 10))
-        # The next control call starts a new supervisor, which adopts the live ring.
+        # A call that only reads does not start a supervisor; the next that writes starts
+        # a new one, which adopts the live ring.
+        with pytest.raises(shmbus.SupervisorUnavailable, match="does not run"):
+            bus.topics()
+        assert buskit.supervisor_process(bus_paths) is None
+        make_topic("u")
         assert "t" in bus.topics()
         assert buskit.supervisor_process(bus_paths).pid != supervisor.pid
         assert bus.describe_topic("t").partitions[0].end_offset == 10
