@@ -14,6 +14,7 @@ EXAMPLES = os.path.join(ROOT, "examples")
     ("sensor_ingestion.py", ["1"], b"dashboard: read"),
     ("latency.py", ["2000"], b"one-way p50"),
     ("latency.py", ["2000", "busy"], b"one-way p50"),
+    ("asyncio_service.py", ["2000"], b"asyncio service: 2000 orders priced -> 2000 invoices"),
 ])
 def test_example_runs(bus_paths, script, args, expect):
     env = dict(os.environ, SHMBUS_BUS=bus_paths.bus, SHMBUS_DATA_DIR=bus_paths.data_dir)
