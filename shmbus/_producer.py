@@ -69,13 +69,14 @@ class _Route(Route):
     The C half (Route: fastpath.c) holds what ProducerBase.send reads per record --
     each writer's address, the sticky partition and its budget, the key cache."""
 
-    __slots__ = ("table", "rings", "writers", "wait_ns")
+    __slots__ = ("table", "rings", "writers", "wait_ns", "max_record")
 
     def __init__(self, topic: str, table: RingTable, rings: List[Ring], wait_ns: int = _WAIT_SLICE_NS):
         super().__init__(topic, len(rings))
         self.table = table   # each writer holds its ring there
         self.rings = rings
         self.wait_ns = wait_ns
+        self.max_record = min(ring.max_record for ring in rings)
         self.writers: List[Optional[Writer]] = [None] * self.count
 
     def writer(self, partition: int) -> Writer:
@@ -126,6 +127,8 @@ class Producer(ProducerBase):
     _routes: Dict[str, _Route]   # ProducerBase's: its send looks there first
     # How long one append sleeps in C for ring space (asyncio's producer: never).
     _space_wait_ns = _WAIT_SLICE_NS
+    # With linger, the send() that fills a batch appends it (asyncio's: the linger thread does).
+    _send_full_batches = True
 
     def __init__(self, bus: "Bus", timeout: float = 30.0,
                  partitioner: Optional[Callable[[bytes, int], int]] = None, sticky_bytes: int = 16384,
@@ -138,11 +141,11 @@ class Producer(ProducerBase):
         _checks.positive_int(batch_size, "batch_size")
         self._value_serializer = as_serializer(value_serializer, "value_serializer")
         self._key_serializer = as_serializer(key_serializer, "key_serializer")
-        self._lingerer = Lingerer(self, float(linger), batch_size) if linger > 0 else None
+        self._lingerer = Lingerer(self, float(linger), batch_size, self._send_full_batches) if linger > 0 else None
         # The default producer keeps ProducerBase's send (C); the others get theirs per
         # instance, so the default path pays nothing for them.
         if self._lingerer is not None:
-            self.send = self._send_lingering   # type: ignore[method-assign]
+            self.send = self._linger_record   # type: ignore[method-assign]
         elif self._value_serializer is not None or self._key_serializer is not None:
             self.send = self._send_serialized   # type: ignore[method-assign]
         if partitioner is not None and not callable(partitioner):
@@ -222,36 +225,33 @@ class Producer(ProducerBase):
         value, key = self._serialized(value, key)
         return ProducerBase.send(self, topic, value, key, headers, partition, timestamp_ns, timeout)  # type: ignore[arg-type]
 
-    def _send_lingering(self, topic: str, value: Any, key: Any = None, headers: Optional[Headers] = None,
-                        partition: Optional[int] = None, timestamp_ns: Optional[int] = None,
-                        timeout: Optional[float] = None) -> FutureRecordMetadata:
-        """send() with linger: the record joins its partition's batch."""
-        future = self._linger_record(topic, value, key, headers, partition, timestamp_ns, timeout, True)
-        assert future is not None
-        return future
-
-    def _linger_record(self, topic: str, value: Any, key: Any, headers: Optional[Headers],
-                       partition: Optional[int], timestamp_ns: Optional[int], timeout: Optional[float],
-                       block: bool) -> Optional[FutureRecordMetadata]:
-        """Put a record in its batch; None if it would block (not block) for lingering space."""
-        assert self._lingerer is not None
+    def _linger_record(self, topic: str, value: Any, key: Any = None, headers: Optional[Headers] = None,
+                       partition: Optional[int] = None, timestamp_ns: Optional[int] = None,
+                       timeout: Optional[float] = None, block: bool = True) -> Optional[FutureRecordMetadata]:
+        """send() with linger: the record joins its partition's batch. (None only with
+        block=False, when it would wait for lingering records to make room.)"""
+        lingerer = self._lingerer
+        assert lingerer is not None
         if self._closed:
             raise Closed("this producer is closed")
-        value, key = self._serialized(value, key)
+        if self._value_serializer is not None or self._key_serializer is not None:
+            value, key = self._serialized(value, key)
         route = self._routes.get(topic) or self._route(topic)
         if value is not None and type(value) is not bytes:
             value = as_bytes(value, "value")
         if key is not None and type(key) is not bytes:
             key = as_bytes(key, "key")
-        if (len(value) if value is not None else 0) + (len(key) if key else 0) > route.rings[0].max_record:
-            raise MessageTooLarge(f"record too large for topic {topic!r}: at most {route.rings[0].max_record} "
-                                  f"bytes of key, headers and value (half the ring)")
-        partition = self._pick(route, key, partition, len(value) if value is not None else 0)
+        size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+        if size > route.max_record:
+            raise MessageTooLarge(f"record too large for topic {topic!r}: at most {route.max_record} bytes of key, "
+                                  f"headers and value (half the ring); create the topic with a larger ring_bytes")
+        partition = self._pick(route, key, partition, size)
         blob = encode_headers(headers) if headers else _EMPTY
         timestamp_ns = time.time_ns() if timestamp_ns is None else _checks.timestamp_ns(timestamp_ns)
-        _checks.seconds(timeout, "timeout", allow_none=True)
-        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
-        return self._lingerer.add(route, partition, key, blob, value, timestamp_ns, deadline, block)
+        if timeout is not None:
+            _checks.seconds(timeout, "timeout")
+        return lingerer.add(route, partition, key, blob, value, timestamp_ns,
+                            self._timeout if timeout is None else timeout, block)
 
     def _send_batch_records(self, batch: Batch) -> None:
         """The sender thread's: append a lingering batch, as few C calls as the ring allows
@@ -284,11 +284,11 @@ class Producer(ProducerBase):
                 except (RingFull, ClaimLockBusy) as blocked:
                     blocked_since = self._wait_for_space(blocked, route, partition, deadline, blocked_since)
                     continue
-                batch.finish(first, n, done)
+                batch.finish(first, n)
                 done += n
                 blocked_since = None
         except BaseException as e:
-            batch.fail(done, e)
+            batch.fail(e)
 
     # send() is ProducerBase's (C): the common records -- a bytes value, no headers, the
     # producer's clock, a partition whose writer exists -- in one C call; everything

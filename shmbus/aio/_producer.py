@@ -39,6 +39,7 @@ class _LoopProducer(SyncProducer):
     BufferFull, dead producers reaped); on a worker thread it sleeps on the space word."""
 
     _space_wait_ns = 0
+    _send_full_batches = False   # the loop must not append a batch: a full ring would block it
 
     def __init__(self, bus: "SyncBus", **options: Any):
         super().__init__(bus, **options)
