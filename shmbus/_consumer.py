@@ -32,8 +32,6 @@ PartitionsCallback = Callable[[Set[TopicPartition]], None]
 _WAIT_SLICE = 0.1
 _IDLE_WAIT_SLICE = 2.0
 _RESETS = ("earliest", "latest", "none")
-# offsets_for_times: timestamps below this are Kafka's milliseconds (see there).
-_MS_BELOW = 10 ** 14
 _new_tuple = tuple.__new__
 # Records per C read: enough to amortize the call, few enough that the copy
 # and its descriptors stay in L2 while Python turns them into Messages.
@@ -246,21 +244,20 @@ class Consumer(ConsumerBase):
         return reader.position()
 
     def offsets_for_times(self, timestamps: Mapping[PartitionLike, int],
-                          unit: Optional[str] = None) -> Dict[TopicPartition, Optional[int]]:
+                          unit: str = "ns") -> Dict[TopicPartition, Optional[int]]:
         """Kafka's offsetsForTimes: {TopicPartition: timestamp} -> {TopicPartition: the
         earliest offset whose record has a timestamp >= it, or None if there is none}.
         Durable topics start from the segments' time indexes, then scan a few records.
 
-        unit: "ns" (shmbus's timestamps: ns since the epoch), "ms" (Kafka's), or None (the
-        default): each value below 10**14 is taken as Kafka's milliseconds (10**14 ms is the
-        year 5138; 10**14 ns is 1973), any other as nanoseconds."""
-        if unit not in (None, "ns", "ms"):
-            raise ValueError(f"unit must be 'ns', 'ms' or None (by magnitude), got {unit!r}")
+        unit: "ns" (the default: shmbus's timestamps, ns since the epoch, as Message.timestamp_ns)
+        or "ms" (Kafka's: what kafka-python and confluent-kafka pass)."""
+        if unit not in ("ns", "ms"):
+            raise ValueError(f"unit must be 'ns' or 'ms' (Kafka's), got {unit!r}")
         result = {}
         for tp, timestamp in timestamps.items():
             tp = TopicPartition(*tp)
             timestamp = _checks.offset(timestamp, f"the timestamp of {tp}")
-            if unit == "ms" or (unit is None and timestamp < _MS_BELOW):
+            if unit == "ms":
                 timestamp *= 1_000_000
             # If retention removes the start meanwhile, the scan goes on from the earliest
             # record, whatever this consumer's auto_offset_reset says.

@@ -186,7 +186,7 @@ class Consumer:
         return self.sync.end_offsets(partitions)
 
     async def offsets_for_times(self, timestamps: Mapping[PartitionLike, int],
-                                unit: Optional[str] = None) -> Dict[TopicPartition, Optional[int]]:
+                                unit: str = "ns") -> Dict[TopicPartition, Optional[int]]:
         """As Consumer.offsets_for_times (it may scan segment files: off the loop)."""
         return await asyncio.get_running_loop().run_in_executor(
             None, functools.partial(self.sync.offsets_for_times, timestamps, unit))

@@ -1,5 +1,5 @@
 """beginning_offsets / end_offsets (lag), pause / resume / paused, unsubscribe, and
-offsets_for_times in shmbus's nanoseconds or Kafka's milliseconds."""
+offsets_for_times in shmbus's nanoseconds (the default) or Kafka's milliseconds."""
 import time
 
 import pytest
@@ -82,9 +82,8 @@ def test_offsets_for_times_in_ns_or_kafka_ms(module_bus, topic):
     tp = TP(t, 0)
     with module_bus.consumer(t) as c:
         assert c.offsets_for_times({tp: (base + 3500) * 1_000_000}) == {tp: 4}   # ns
-        assert c.offsets_for_times({tp: base + 3500}) == {tp: 4}                 # Kafka's ms, by magnitude
-        assert c.offsets_for_times({tp: base + 3500}, unit="ms") == {tp: 4}
-        assert c.offsets_for_times({tp: 5}, unit="ns") == {tp: 0}
-        assert c.offsets_for_times({tp: base + 99_000}) == {tp: None}
+        assert c.offsets_for_times({tp: base + 3500}, unit="ms") == {tp: 4}      # Kafka's ms
+        assert c.offsets_for_times({tp: base + 3500}) == {tp: 0}, "ns by default: that is 1970"
+        assert c.offsets_for_times({tp: base + 99_000}, unit="ms") == {tp: None}
         with pytest.raises(ValueError, match="unit must be"):
             c.offsets_for_times({tp: base}, unit="s")
