@@ -28,9 +28,9 @@ def consume(bus_name, data_dir, topic, ready, out):
             batch = c.poll_many(10000, timeout=2.0)
             if not batch:
                 break
-            for m in batch:
+            for i, m in enumerate(batch):
                 if m.value == b"":   # the end marker
-                    out.put((n, last))
+                    out.put((n + i, time.time_ns() if i else last))
                     return
             n += len(batch)
             last = time.time_ns()

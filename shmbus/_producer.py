@@ -141,6 +141,7 @@ class Producer(ProducerBase):
         _checks.positive_int(batch_size, "batch_size")
         self._value_serializer = as_serializer(value_serializer, "value_serializer")
         self._key_serializer = as_serializer(key_serializer, "key_serializer")
+        self._serializing = self._value_serializer is not None or self._key_serializer is not None
         self._lingerer = Lingerer(self, float(linger), batch_size, self._send_full_batches) if linger > 0 else None
         # The default producer keeps ProducerBase's send (C); the others get theirs per
         # instance, so the default path pays nothing for them.
@@ -232,6 +233,15 @@ class Producer(ProducerBase):
         block=False, when it would wait for lingering records to make room.)"""
         lingerer = self._lingerer
         assert lingerer is not None
+        route = self._routes.get(topic)
+        if (route is not None and type(value) is bytes and headers is None and timestamp_ns is None
+                and timeout is None and (key is None or type(key) is bytes) and not self._serializing
+                and not self._closed):
+            # The common record, with fewer checks (it is the per-record path).
+            size = len(value) if key is None else len(value) + len(key)
+            if size <= route.max_record:
+                return lingerer.add(route, self._pick(route, key, partition, size), key, _EMPTY, value,
+                                    time.time_ns(), self._timeout, block)
         if self._closed:
             raise Closed("this producer is closed")
         if self._value_serializer is not None or self._key_serializer is not None:
