@@ -10,7 +10,7 @@ from ._linger import FutureRecordMetadata
 from ._producer import Producer
 from ._types import (GroupInfo, GroupMemberInfo, GroupPartition, Message, PartitionDescription, RecordMetadata,
                      TopicDescription, TopicInfo, TopicPartition)
-from . import serde
+from . import serde as serde  # shmbus.serde.json etc. without a second import
 
 __version__ = "0.1.0"
 

@@ -3,7 +3,7 @@
 They are NamedTuples, not dataclasses, because a consumer builds one per
 record: a tuple is built in one C call, a frozen dataclass in eight.
 """
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 
 class TopicPartition(NamedTuple):

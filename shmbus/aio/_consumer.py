@@ -98,6 +98,7 @@ class Consumer:
     async def _group_step(self) -> None:
         member = self.sync._member
         if member is not None and member.member_id is not None and member.due():
+            self._waiter.interrupt()   # another task's wait must not sleep on rings a rebalance drops
             await self._group_work(member.on_poll)
 
     # ---- reading ----
@@ -192,7 +193,7 @@ class Consumer:
             None, functools.partial(self.sync.offsets_for_times, timestamps, unit))
 
     async def unsubscribe(self) -> None:
-        self._stop_waiting()
+        self._waiter.interrupt()
         await self._group_work(self.sync.unsubscribe)
 
     # ---- what does not wait: the sync consumer's own ----
@@ -213,7 +214,7 @@ class Consumer:
         return self.sync.assignment()
 
     def assign(self, partitions: Iterable[PartitionLike]) -> None:
-        self._stop_waiting()
+        self._waiter.interrupt()   # readers it drops are closed
         self.sync.assign(partitions)
         self._started = True
 

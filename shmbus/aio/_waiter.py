@@ -56,6 +56,13 @@ class Waiter:
             except RuntimeError:   # the loop is closed: nobody waits any more
                 pass
 
+    def interrupt(self) -> None:
+        """End the wait in progress (its awaiter goes round again) and return once no wait
+        runs: what it sleeps on may then change (readers closed, a rebalance)."""
+        self.stop_word.stop()
+        with self._busy:
+            pass
+
     def close(self) -> None:
         """Stop the current wait and end the thread; returns once no wait runs (the rings
         it sleeps on may be unmapped after)."""
