@@ -113,16 +113,17 @@ class Producer:
                 seen = ring.space_wait_begin(int((time.monotonic() + 1.0) * 1e9))
                 try:
                     try:
-                        return _send_serialized_already(sync, topic, value, key, headers, full.partition, timestamp_ns,
-                                                max(0.0, deadline - time.monotonic()))
+                        return _send_serialized_already(sync, topic, value, key, headers, full.partition,
+                                                        timestamp_ns, max(0.0, deadline - time.monotonic()))
                     except _NeedsSpace as again:
                         full = again
                     if full.lock_busy:
                         await asyncio.sleep(0.0005)   # a claim lock held: no word to wait on
                         continue
                     left_ns = int(max(0.0, min(deadline - time.monotonic(), 1.0)) * 1e9)
-                    result = await self._waiter.run(functools.partial(self._sleep, ring, seen, left_ns))
-                    if result == STOPPED:
+                    # STOPPED: closed, or another task's send on this producer was cancelled.
+                    if await self._waiter.run(functools.partial(self._sleep, ring, seen, left_ns)) == STOPPED \
+                            and self.sync.closed:
                         _closed()
                 finally:
                     ring.space_wait_end()

@@ -5,6 +5,7 @@ import threading
 from typing import Any, Callable, Optional, Tuple
 
 from .._backend import StopWord
+from .._errors import Closed
 
 _Job = Optional[Tuple[Callable[[int], Any], int, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]]
 
@@ -21,10 +22,13 @@ class Waiter:
         self._jobs: "queue.SimpleQueue[_Job]" = queue.SimpleQueue()
         self._thread: Optional[threading.Thread] = None
         self._busy = threading.Lock()   # held while a wait runs
+        self._closed = False
 
     async def run(self, wait: Callable[[int], Any]) -> Any:
         """Run wait(stop_seen) on the helper thread; its result. Cancelled: the wait is
         stopped at once and CancelledError raised."""
+        if self._closed:
+            raise Closed("closed while waiting")
         loop = asyncio.get_running_loop()
         future: "asyncio.Future[Any]" = loop.create_future()
         if self._thread is None:
@@ -66,6 +70,7 @@ class Waiter:
     def close(self) -> None:
         """Stop the current wait and end the thread; returns once no wait runs (the rings
         it sleeps on may be unmapped after)."""
+        self._closed = True
         self.stop_word.stop()
         if self._thread is not None:
             self._jobs.put(None)

@@ -108,6 +108,12 @@ def test_cancelling_a_waiting_poll_ends_it_at_once_and_the_consumer_goes_on(bus_
                 await asyncio.sleep(0.05)
                 md2 = await p.send("t", b"late")
                 assert (await asyncio.wait_for(late, 2)).offset == md2.offset
+                # Closing it under a waiting task ends that wait with Closed.
+                waiting = asyncio.create_task(c.poll(timeout=None))
+                await asyncio.sleep(0.05)
+                await c.close()
+                with pytest.raises(shmbus.Closed):
+                    await asyncio.wait_for(waiting, 1)
     asyncio.run(main())
 
 
