@@ -64,7 +64,7 @@ def test_consumers_wait_without_blocking_the_loop_and_wake_on_a_record(bus_paths
             waits = [asyncio.create_task(c.poll(timeout=5.0)) for c in consumers]
             await asyncio.sleep(0.3)
             assert not any(w.done() for w in waits), "nothing was sent: they all still wait"
-            assert ticker.ticks >= 30 and ticker.longest_gap < 0.1, (ticker.ticks, ticker.longest_gap)
+            assert ticker.ticks >= 20 and ticker.longest_gap < 0.2, (ticker.ticks, ticker.longest_gap)
             # One helper thread per waiting consumer, none per record.
             assert len(helper_threads()) == 4
             async with bus.producer() as p:
@@ -95,7 +95,7 @@ def test_cancelling_a_waiting_poll_ends_it_at_once_and_the_consumer_goes_on(bus_
                     task.cancel()
                     with pytest.raises(asyncio.CancelledError):
                         await task
-                    assert time.monotonic() - started < 0.05
+                    assert time.monotonic() - started < 0.1
                 # wait_for's timeout is a cancellation too.
                 with pytest.raises(asyncio.TimeoutError):
                     await asyncio.wait_for(c.poll(timeout=None), 0.05)
@@ -181,12 +181,12 @@ def test_a_producer_blocked_on_a_full_durable_ring_waits_asynchronously(bus_path
                         assert sent < 200, "the ring never filled"
                     ticker = Ticker().start()
                     await asyncio.sleep(0.3)
-                    assert not task.done() and ticker.ticks >= 30 and ticker.longest_gap < 0.1
+                    assert not task.done() and ticker.ticks >= 20 and ticker.longest_gap < 0.2
                     started = time.monotonic()
                     task.cancel()
                     with pytest.raises(asyncio.CancelledError):
                         await task
-                    assert time.monotonic() - started < 0.05
+                    assert time.monotonic() - started < 0.1
                     blocked = asyncio.create_task(p.send("d", b"y" * 1000))
                     await asyncio.sleep(0.2)
                     assert not blocked.done()
