@@ -307,6 +307,10 @@ class Lingerer:
                     self._changed.wait(wait)
             self._send_closed()
 
+    def sending(self) -> "threading.RLock":
+        """The send lock: held, no batch is being sent."""
+        return self._send_lock
+
     def drain(self, timeout: float) -> None:
         """Send every lingering record now and return once they are all sent (or failed);
         Timeout past timeout seconds."""

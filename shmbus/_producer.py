@@ -160,7 +160,7 @@ class Producer(ProducerBase):
         self._unflushed: List[Tuple[Ring, int]] = []
         self._lock = threading.Lock()  # routes and slots change under it; sends don't take it
         self._closed = False
-        self._closed_done = False   # the lingering sender's own stop (it sends while close() drains)
+        self._stop_sending = False   # set by close(): a lingering batch still being sent stops
 
     # ---- routing ----
 
@@ -275,7 +275,7 @@ class Producer(ProducerBase):
             deadline = batch.created + self._timeout
             blocked_since = None
             while done < batch.count:
-                if self._closed_done:
+                if self._stop_sending:
                     raise Closed("this producer is closed")
                 writer = route.writers[partition]
                 if writer is None:
@@ -639,16 +639,25 @@ class Producer(ProducerBase):
     def close(self) -> None:
         """Send what lingers (waiting up to the producer's timeout), then let go of every
         ring. Records sent are in their rings; use flush() first for them to be on disk."""
-        if self._lingerer is not None and not self._closed:
-            try:
-                self._lingerer.close(self._timeout)
-            finally:
-                self._closed_done = True
+        try:
+            if self._lingerer is not None and not self._closed:
+                self._lingerer.close(self._timeout)   # Timeout if the rings stay full: raised after
+        finally:
+            self._release_all()
+
+    def _release_all(self) -> None:
+        self._stop_sending = True   # a batch being sent stops at its next C call ...
+        if self._lingerer is not None:
+            with self._lingerer.sending():   # ... which is waited for: its writer is freed below
+                self._release_routes()
+        else:
+            self._release_routes()
+
+    def _release_routes(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._closed_done = True
             routes = list(self._routes.values())
             self._routes.clear()
             for route in routes:
