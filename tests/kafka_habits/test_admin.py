@@ -101,3 +101,25 @@ def test_calls_that_only_read_never_start_a_supervisor(bus, bus_paths):
     # A call that writes still starts one (autostart), and the data is all there.
     assert bus.create_topic("t", exist_ok=True).partitions == 1
     assert bus.describe_group("g").partitions[TP("t", 0)].committed == 0
+
+
+def test_bad_options_are_one_clear_error(module_bus, topic):
+    t = topic()
+    cases = [
+        (lambda: module_bus.producer(linger=-1), ValueError, "linger must be zero or more seconds, got -1"),
+        (lambda: module_bus.producer(linger="5ms"), TypeError, "linger must be a number of seconds"),
+        (lambda: module_bus.producer(batch_size=0), ValueError, "batch_size must be a positive int, got 0"),
+        (lambda: module_bus.consumer(t, value_deserializer="json"), TypeError,
+         "value_deserializer must be a callable bytes -> obj or a Serde"),
+        (lambda: module_bus.create_topic(t, exist_ok="yes"), TypeError, "exist_ok must be True or False"),
+        (lambda: module_bus.reset_offsets("g", True), TypeError, "reset to must be 'earliest', 'latest' or an offset"),
+    ]
+    for make, error, message in cases:
+        with pytest.raises(error, match=message):
+            make()
+    with module_bus.producer(linger=0.01) as p:
+        with pytest.raises(TypeError, match="value must be bytes-like"):
+            p.send(t, 42)
+        with pytest.raises(shmbus.MessageTooLarge):
+            p.send(t, b"x" * (64 << 10))
+        assert p.send(t, b"fine").get(2).offset == 0   # nothing else was queued
