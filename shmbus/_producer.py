@@ -69,7 +69,7 @@ class _Route(Route):
     The C half (Route: fastpath.c) holds what ProducerBase.send reads per record --
     each writer's address, the sticky partition and its budget, the key cache."""
 
-    __slots__ = ("table", "rings", "writers", "wait_ns", "max_record")
+    __slots__ = ("table", "rings", "writers", "wait_ns", "max_record", "lingering")
 
     def __init__(self, topic: str, table: RingTable, rings: List[Ring], wait_ns: int = _WAIT_SLICE_NS):
         super().__init__(topic, len(rings))
@@ -77,6 +77,7 @@ class _Route(Route):
         self.rings = rings
         self.wait_ns = wait_ns
         self.max_record = min(ring.max_record for ring in rings)
+        self.lingering: List[Any] = [None] * self.count   # a lingering producer's open batch per partition
         self.writers: List[Optional[Writer]] = [None] * self.count
 
     def writer(self, partition: int) -> Writer:
@@ -146,7 +147,8 @@ class Producer(ProducerBase):
         # The default producer keeps ProducerBase's send (C); the others get theirs per
         # instance, so the default path pays nothing for them.
         if self._lingerer is not None:
-            self.send = self._linger_record   # type: ignore[method-assign]
+            # ProducerBase.linger_send (C) takes the common record; the rest, _linger_record.
+            self.send = self.linger_send   # type: ignore[method-assign]
         elif self._value_serializer is not None or self._key_serializer is not None:
             self.send = self._send_serialized   # type: ignore[method-assign]
         if partitioner is not None and not callable(partitioner):
@@ -270,7 +272,7 @@ class Producer(ProducerBase):
         done = 0
         try:
             route, partition = batch.route, batch.partition
-            data = _backend.c_buffer(bytes(batch.data))
+            data = _backend.c_buffer(batch.data)   # closed: it changes no more
             desc = _backend.int64_buffer(batch.desc)
             deadline = batch.created + self._timeout
             blocked_since = None

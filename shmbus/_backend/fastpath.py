@@ -7,9 +7,10 @@ ReservedView is the buffer Producer.reserve hands out. Measured on the 2-core te
 machine, a 64 B send went from ~860 to ~300 ns and iterating a record from ~560 to
 ~150 ns (bench/README.md has the profile)."""
 from .._native._core import ffi, lib
-from .._native._fastpath import ConsumerBase, ProducerBase, ReservedView, Route, bind, decode, decode_plain
+from .._native._fastpath import (ConsumerBase, ProducerBase, ReservedView, Route, bind, bind_linger, decode,
+                                 decode_plain)
 from .._types import Message, RecordMetadata
 
 bind(int(ffi.cast("uintptr_t", ffi.addressof(lib, "sb_append_now"))), RecordMetadata, Message)
 
-__all__ = ["ConsumerBase", "ProducerBase", "ReservedView", "Route", "decode", "decode_plain"]
+__all__ = ["ConsumerBase", "ProducerBase", "ReservedView", "Route", "bind_linger", "decode", "decode_plain"]

@@ -3,6 +3,7 @@
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 def bind(append_now_address: int, record_metadata: Type[tuple], message: Type[tuple]) -> None: ...
+def bind_linger(future_type: type) -> None: ...
 def decode_plain(messages: List[Any], topic: str, partition: int, data: Any, descriptors: Any, n: int,
                  first_offset: int) -> None: ...
 def decode(messages: List[Any], topic: str, partition: int, data: Any, descriptors: Any, n: int,
@@ -25,6 +26,9 @@ class ProducerBase:
     def send(self, topic: str, value: Any, key: Any = None, headers: Optional[Sequence[Tuple[str, Any]]] = None,
              partition: Optional[int] = None, timestamp_ns: Optional[int] = None,
              timeout: Optional[float] = None) -> Any: ...
+    def linger_send(self, topic: str, value: Any, key: Any = None,
+                    headers: Optional[Sequence[Tuple[str, Any]]] = None, partition: Optional[int] = None,
+                    timestamp_ns: Optional[int] = None, timeout: Optional[float] = None) -> Any: ...
 
 class ConsumerBase:
     _buffer: List[Any]

@@ -124,3 +124,47 @@ def test_a_killed_producer_loses_only_the_records_still_lingering(bus, bus_paths
         assert c.end_offsets([TP("t", 0)]) == {TP("t", 0): 10}
     with bus.producer() as p:
         assert p.send("t", b"next").offset == 10
+
+
+def test_threads_sharing_a_lingering_producer(module_bus, topic):
+    """The common record goes through ProducerBase.linger_send (C), the others (headers,
+    a new or full batch) through Python, into the same batches: from four threads at
+    once, every record lands once, where its future says, each thread's in order."""
+    t = topic(partitions=2, ring_bytes=1 << 20)
+    futures = {}
+    with module_bus.producer(linger=0.001, batch_size=2048) as p:
+        def sender(n):
+            mine = []
+            for i in range(1500):
+                value = b"%d-%d" % (n, i)
+                if i % 7 == 0:
+                    mine.append((value, p.send(t, value, key=b"k%d" % n, headers=[("h", value)])))
+                elif i % 2:
+                    mine.append((value, p.send(t, value, key=b"k%d" % n)))
+                else:
+                    mine.append((value, p.send(t, value)))
+            futures[n] = mine
+        threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    at = {(md.partition, md.offset): value for mine in futures.values() for value, f in mine for md in [f.get(0)]}
+    assert len(at) == 6000
+    with module_bus.consumer(t, auto_offset_reset="earliest") as c:
+        got = []
+        while len(got) < 6000:
+            batch = c.poll_many(5000, timeout=2)
+            assert batch, len(got)
+            got += batch
+    for m in got:
+        assert at[(m.partition, m.offset)] == m.value
+        n = int(m.value.split(b"-")[0])
+        i = int(m.value.split(b"-")[1])
+        assert m.key == (None if i % 7 and not i % 2 else b"k%d" % n)
+        assert m.headers == ((("h", m.value),) if i % 7 == 0 else ())
+    for n in range(4):
+        for partition in (0, 1):
+            seq = [int(m.value.split(b"-")[1]) for m in got
+                   if m.partition == partition and m.value.startswith(b"%d-" % n)]
+            assert seq == sorted(seq), "one thread's records keep their order in a partition"
