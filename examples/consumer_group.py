@@ -137,7 +137,7 @@ def one_run(bus, data_dir, workdir, run, spawn):
 
 
 def check_nothing_skipped(bus, all_logs):
-    ends = {p["partition"]: p["end_offset"] for p in bus.describe_topic(TOPIC)["partitions"]}
+    ends = {p.partition: p.end_offset for p in bus.describe_topic(TOPIC).partitions}
     committed = {p["partition"]: p["committed"] for p in describe(bus)["partitions"]}
     seen = set()
     total = 0

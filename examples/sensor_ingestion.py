@@ -50,7 +50,7 @@ if __name__ == "__main__":
             p.start()
         for p in procs:
             p.join()
-        for row in bus.describe_topic(TOPIC)["partitions"]:
-            print(f"partition {row['partition']}: offsets {row['earliest_offset']}..{row['end_offset'] - 1}, "
-                  f"{row['segments']} segment(s), {row['disk_bytes']:,} bytes on disk")
+        for row in bus.describe_topic(TOPIC).partitions:
+            print(f"partition {row.partition}: offsets {row.earliest_offset}..{row.end_offset - 1}, "
+                  f"{row.segments} segment(s), {row.disk_bytes:,} bytes on disk")
         bus.delete_topic(TOPIC)

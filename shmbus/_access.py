@@ -20,7 +20,7 @@ import json
 import os
 import pwd
 import stat
-from typing import NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 from ._errors import InvalidArgument, NotTrusted, ShmbusError
 
@@ -206,22 +206,40 @@ def check_private_dir(path: str) -> None:
 
 # ---- the bus's sharing ----
 
-def recorded_share_group(data_dir: str, trust: Trust) -> Optional[str]:
-    """The group the bus is shared with, as bus.json records it (None: private)."""
+def _bus_record(data_dir: str, trust: Trust) -> Dict[str, Any]:
+    """What bus.json records: the bus's name (the one bus the data dir belongs to) and
+    the group it is shared with. {} if there is no such file yet."""
     path = os.path.join(data_dir, BUS_FILE)
     try:
         fd = open_file(path, os.O_RDONLY, trust)
     except FileNotFoundError:
-        return None
+        return {}
     with os.fdopen(fd) as f:
         try:
-            share_group = json.load(f).get("share_group")
-        except (ValueError, AttributeError) as e:
+            record = json.load(f)
+        except ValueError as e:
             raise ShmbusError(f"{path} is not valid: {e}; fix or remove it") from None
+    if not isinstance(record, dict):
+        raise ShmbusError(f"{path} is not valid: not a JSON object; fix or remove it")
+    return record
+
+
+def recorded_share_group(data_dir: str, trust: Trust) -> Optional[str]:
+    """The group the bus is shared with, as bus.json records it (None: private)."""
+    share_group = _bus_record(data_dir, trust).get("share_group")
     return share_group if isinstance(share_group, str) else None
 
 
-def configure(data_dir: str, share_group: Optional[str] = None) -> Optional[str]:
+def check_bus_name(data_dir: str, bus: str, trust: Trust) -> None:
+    """A data dir belongs to one bus: ShmbusError if bus.json names another (a client
+    or supervisor with another name would otherwise reach that bus's topics)."""
+    recorded = _bus_record(data_dir, trust).get("bus")
+    if isinstance(recorded, str) and recorded != bus:
+        raise ShmbusError(f"data dir {data_dir} belongs to bus {recorded!r}, not {bus!r}: use bus "
+                          f"{recorded!r} (--bus / SHMBUS_BUS), or another data dir for {bus!r}")
+
+
+def configure(data_dir: str, share_group: Optional[str] = None, bus: Optional[str] = None) -> Optional[str]:
     """In the supervisor, at start: apply the bus's sharing (record share_group if given,
     else use the recorded one), then give every file and directory in the data dir the
     bus's mode (and group). Anything there that is not the bus user's, a symbolic link, or
@@ -229,18 +247,27 @@ def configure(data_dir: str, share_group: Optional[str] = None) -> Optional[str]
     global _gid
     check_data_dir(data_dir)
     path = os.path.join(data_dir, BUS_FILE)
+    record = _bus_record(data_dir, owner_trust(os.geteuid()))
+    if bus is not None:
+        check_bus_name(data_dir, bus, owner_trust(os.geteuid()))
     if share_group is None:
-        share_group = recorded_share_group(data_dir, owner_trust(os.geteuid()))
+        recorded = record.get("share_group")
+        share_group = recorded if isinstance(recorded, str) else None
     try:
         _gid = grp.getgrnam(share_group).gr_gid if share_group else None
     except KeyError:
         raise InvalidArgument(f"no Unix group named {share_group!r}") from None
     # Whatever is created without an explicit mode stays private, or group-only.
     os.umask(0o007 if _gid is not None else 0o077)
+    wanted = dict(record)
     if share_group is not None:
+        wanted["share_group"] = share_group
+    if bus is not None:
+        wanted["bus"] = bus
+    if wanted != record:
         tmp = f"{path}.tmp"
         with os.fdopen(create_file(tmp), "w") as f:
-            json.dump({"share_group": share_group}, f)
+            json.dump(wanted, f)
         os.replace(tmp, path)
     fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

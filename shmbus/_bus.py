@@ -9,12 +9,13 @@ import psutil
 
 from ._config import BusPaths
 from ._consumer import Consumer
-from ._errors import Timeout
+from . import _admin
+from ._errors import CorruptSegment, Timeout, TopicExists
 from ._link import AUTOSTART_TIMEOUT, SupervisorLink, wait_for_supervisor_exit
 from ._names import validate_name
 from ._producer import Producer
 from ._ring_table import RingTable
-from ._types import TopicInfo
+from ._types import GroupInfo, TopicDescription, TopicInfo, TopicPartition
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -55,35 +56,80 @@ class Bus:
 
     # ---- topics ----
 
+    def query(self, op: str, **args: Any) -> Any:
+        """A control request that only reads: it never starts a supervisor (if none runs,
+        SupervisorUnavailable says so in one line)."""
+        return self.link.query(op, **args)
+
     def create_topic(self, name: str, partitions: int = 1, ring_bytes: int = 64 << 20, durable: bool = True,
                      retention_bytes: Optional[int] = None, retention_ms: Optional[int] = None,
-                     segment_bytes: Optional[int] = None) -> TopicInfo:
-        """Create a topic; TopicExists if it exists. Returns its TopicInfo.
+                     segment_bytes: Optional[int] = None, exist_ok: bool = False) -> TopicInfo:
+        """Create a topic; TopicExists if it exists, unless exist_ok: then the existing
+        topic's TopicInfo is returned as it is (its settings are not changed or compared,
+        as Kafka's --if-not-exists). Returns its TopicInfo.
 
         ring_bytes is each partition's shared-memory ring (reserved now, in /dev/shm).
         durable=True archives to segment files of segment_bytes (default 128 MiB) in the
         data dir, deleted by retention_bytes/retention_ms; durable=False keeps records in
         the ring only, overwriting the oldest."""
         validate_name(name, "topic")
-        reply = self.call("create_topic", name=name, partitions=partitions, ring_bytes=ring_bytes,
-                          durable=durable, retention_bytes=retention_bytes, retention_ms=retention_ms,
-                          segment_bytes=segment_bytes)
+        if type(exist_ok) is not bool:
+            raise TypeError(f"exist_ok must be True or False, not {exist_ok!r}")
+        try:
+            reply = self.call("create_topic", name=name, partitions=partitions, ring_bytes=ring_bytes,
+                              durable=durable, retention_bytes=retention_bytes, retention_ms=retention_ms,
+                              segment_bytes=segment_bytes)
+        except TopicExists:
+            if not exist_ok:
+                raise
+            return self.topic(name)
         return TopicInfo(**reply["info"])
 
     def topics(self) -> Dict[str, TopicInfo]:
         """dict of topic name -> TopicInfo."""
-        return {name: TopicInfo(**info) for name, info in self.call("topics").items()}
+        return {name: TopicInfo(**info) for name, info in self.query("topics").items()}
 
     def topic(self, name: str) -> TopicInfo:
         """One topic's TopicInfo; TopicNotFound if absent."""
         validate_name(name, "topic")
-        return TopicInfo(**self.call("topic", name=name)["info"])
+        return TopicInfo(**self.query("topic", name=name)["info"])
 
-    def describe_topic(self, name: str) -> Dict[str, Any]:
-        """Per partition: earliest and end offset, ring use, producers (a dict, as the CLI shows it)."""
+    def describe_topic(self, name: str) -> TopicDescription:
+        """The topic's TopicInfo and, per partition, earliest and end offset, ring use,
+        producers, and for durable topics segments, archiving and damage (what `shmbus
+        topics describe` shows). TopicNotFound if absent; CorruptSegment if it is broken."""
         validate_name(name, "topic")
-        described: Dict[str, Any] = self.call("describe_topic", name=name)
-        return described
+        reply = self.query("describe_topic", name=name)
+        if reply.get("broken"):
+            raise CorruptSegment(f"topic {name!r} is broken: {reply['broken']}")
+        return _admin.topic_description(reply)
+
+    # ---- consumer groups ----
+
+    def list_groups(self) -> List[str]:
+        """The consumer groups the bus knows (live or with committed offsets), by name."""
+        return [row["group"] for row in self.query("groups")]
+
+    def describe_group(self, group: str) -> GroupInfo:
+        """A group's generation, live members (with their pids) and, per partition, its
+        committed offset, end offset, lag and owner. ShmbusError if there is no such group."""
+        validate_name(group, "group")
+        return _admin.group_info(self.query("describe_group", group=group))
+
+    def delete_group(self, group: str) -> None:
+        """Delete a group and its committed offsets; refused (ShmbusError) while it has live members."""
+        validate_name(group, "group")
+        self.call("delete_group", group=group)
+
+    def reset_offsets(self, group: str, to: _admin.ResetTarget, topics: Optional[List[str]] = None,
+                      execute: bool = True) -> Dict[TopicPartition, int]:
+        """Move a group's committed offsets, as `shmbus groups reset-offsets`: to "earliest",
+        "latest", or an offset (clamped to what each partition holds), for the given topics
+        (default: every topic the group has offsets for). Refused while the group has live
+        members. execute=False only computes it (the CLI's dry run). Returns {tp: new offset}."""
+        validate_name(group, "group")
+        reply = self.call("reset_group_offsets", group=group, execute=execute, **_admin.reset_request(to, topics))
+        return {TopicPartition(row["topic"], row["partition"]): row["new"] for row in reply["partitions"]}
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic: its rings and its segment files. TopicNotFound if absent."""

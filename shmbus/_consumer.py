@@ -11,11 +11,12 @@ from typing import (TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Opti
 from . import _backend, _checks, _numpy
 from ._backend import BatchScratch, ConsumerBase, ReadBuffer, WaitSet
 from ._batch import RecordBatch, from_messages
-from ._errors import Closed, CorruptSegment, LeaseRevoked, RingDeleted, ShmbusError, TopicNotFound
+from ._errors import Closed, CorruptSegment, DeserializationError, LeaseRevoked, RingDeleted, ShmbusError, TopicNotFound
 from ._group import GroupMember
 from ._log import time_index_start
 from ._partition_reader import PartitionReader
 from ._types import Message, TopicPartition
+from .serde._serde import Deserializer, Serde, as_deserializer
 
 if TYPE_CHECKING:
     from ._bus import Bus
@@ -31,6 +32,7 @@ PartitionsCallback = Callable[[Set[TopicPartition]], None]
 _WAIT_SLICE = 0.1
 _IDLE_WAIT_SLICE = 2.0
 _RESETS = ("earliest", "latest", "none")
+_new_tuple = tuple.__new__
 # Records per C read: enough to amortize the call, few enough that the copy
 # and its descriptors stay in L2 while Python turns them into Messages.
 _READ_CHUNK = 256
@@ -67,6 +69,12 @@ class Consumer(ConsumerBase):
       auto_commit_interval  seconds (default 5.0, as Kafka).
       on_assign, on_revoke  callbacks taking a set of TopicPartitions gained / about to be lost
                             (as subscribe()'s).
+
+    Deserializers (kafka-python's): value_deserializer and key_deserializer, callables
+    bytes -> obj or a Serde (shmbus.serde.json, .msgpack, .string), turn each record's
+    value / key into the Message's (None stays None). One that raises is a
+    DeserializationError naming the topic, partition and offset; the position stays at that
+    record.
     """
 
     def __init__(self, bus: "Bus", topics: List[str], group: Optional[str] = None,
@@ -75,7 +83,9 @@ class Consumer(ConsumerBase):
                  assignment_strategy: str = "range", sticky: bool = False,
                  max_poll_interval: float = 300.0, enable_auto_commit: bool = False,
                  auto_commit_interval: float = 5.0, on_assign: Optional[PartitionsCallback] = None,
-                 on_revoke: Optional[PartitionsCallback] = None):
+                 on_revoke: Optional[PartitionsCallback] = None,
+                 value_deserializer: Union[None, Serde, Deserializer] = None,
+                 key_deserializer: Union[None, Serde, Deserializer] = None):
         if auto_offset_reset not in _RESETS:
             raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got {auto_offset_reset!r}")
         if wait not in ("spin", "busy"):
@@ -84,6 +94,9 @@ class Consumer(ConsumerBase):
         _checks.positive_int(max_poll_records, "max_poll_records")
         _checks.positive_int(max_poll_bytes, "max_poll_bytes")
         _checks.seconds(view_lease, "view_lease")
+        self._value_deserializer = as_deserializer(value_deserializer, "value_deserializer")
+        self._key_deserializer = as_deserializer(key_deserializer, "key_deserializer")
+        self._deserializing = self._value_deserializer is not None or self._key_deserializer is not None
         _backend.keep_freed_heap()  # large values would page-fault on every batch
         self._bus = bus
         self._group = group
@@ -92,7 +105,9 @@ class Consumer(ConsumerBase):
         self._spin_ns = int(spin_us * 1000)
         self._max_poll_records = max_poll_records
         self._max_poll_bytes = max_poll_bytes
-        self._readers: List[PartitionReader] = []
+        self._readers: List[PartitionReader] = []   # assigned and not paused: what is read
+        self._assigned: List[PartitionReader] = []  # assigned
+        self._paused: Set[TopicPartition] = set()
         self._by_tp: Dict[TopicPartition, PartitionReader] = {}
         self._read_buffer: Optional[ReadBuffer] = None   # made at the first read
         self._batch_scratch: Optional[BatchScratch] = None   # made at the first poll_batch
@@ -169,13 +184,20 @@ class Consumer(ConsumerBase):
         return PartitionReader(tp, self._bus.rings, rings[tp.partition], start, log_dir, reset or self._reset)
 
     def _set_readers(self, readers: List[PartitionReader]) -> None:
-        for reader in self._readers:
+        for reader in self._assigned:
             if reader not in readers:
                 reader.close()
-        self._readers = readers
+        self._assigned = readers
         self._by_tp = {r.tp: r for r in readers}
+        self._paused &= self._by_tp.keys()   # a partition taken away is not paused any more (Kafka)
         self._buffer = [m for m in self._buffer[self._buffer_index:] if (m.topic, m.partition) in self._by_tp]
         self._buffer_index = 0
+        self._read_from([r for r in readers if r.tp not in self._paused])
+
+    def _read_from(self, readers: List[PartitionReader]) -> None:
+        """Read (and wait on) these of the assigned readers: those not paused."""
+        self._readers = readers
+        self._next_reader = 0
         self._wait_set = WaitSet([r.cursor for r in readers])
 
     def assignment(self) -> Set[TopicPartition]:
@@ -205,7 +227,7 @@ class Consumer(ConsumerBase):
             self._move(reader, "latest")
 
     def _targets(self, tps: Tuple[PartitionLike, ...]) -> List[PartitionReader]:
-        return [self._reader(tp) for tp in tps] if tps else list(self._readers)
+        return [self._reader(tp) for tp in tps] if tps else list(self._assigned)
 
     def _move(self, reader: PartitionReader, target: Union[int, str]) -> None:
         reader.seek(target)
@@ -221,13 +243,22 @@ class Consumer(ConsumerBase):
                 return m.offset
         return reader.position()
 
-    def offsets_for_times(self, timestamps: Mapping[PartitionLike, int]) -> Dict[TopicPartition, Optional[int]]:
-        """Kafka's offsetsForTimes: {TopicPartition: timestamp_ns} -> {TopicPartition: the
+    def offsets_for_times(self, timestamps: Mapping[PartitionLike, int],
+                          unit: str = "ns") -> Dict[TopicPartition, Optional[int]]:
+        """Kafka's offsetsForTimes: {TopicPartition: timestamp} -> {TopicPartition: the
         earliest offset whose record has a timestamp >= it, or None if there is none}.
-        Durable topics start from the segments' time indexes, then scan a few records."""
+        Durable topics start from the segments' time indexes, then scan a few records.
+
+        unit: "ns" (the default: shmbus's timestamps, ns since the epoch, as Message.timestamp_ns)
+        or "ms" (Kafka's: what kafka-python and confluent-kafka pass)."""
+        if unit not in ("ns", "ms"):
+            raise ValueError(f"unit must be 'ns' or 'ms' (Kafka's), got {unit!r}")
         result = {}
         for tp, timestamp in timestamps.items():
             tp = TopicPartition(*tp)
+            timestamp = _checks.offset(timestamp, f"the timestamp of {tp}")
+            if unit == "ms":
+                timestamp *= 1_000_000
             # If retention removes the start meanwhile, the scan goes on from the earliest
             # record, whatever this consumer's auto_offset_reset says.
             probe = self._new_reader(tp, "earliest", reset="earliest")
@@ -241,10 +272,64 @@ class Consumer(ConsumerBase):
                 probe.close()
         return result
 
+    def beginning_offsets(self, partitions: Iterable[PartitionLike]) -> Dict[TopicPartition, int]:
+        """{tp: the earliest offset retained} (ring or segment files) of any partitions,
+        assigned or not (kafka-python's beginning_offsets)."""
+        return {tp: self._probe(tp, "earliest") for tp in map(_as_tp, partitions)}
+
+    def end_offsets(self, partitions: Iterable[PartitionLike]) -> Dict[TopicPartition, int]:
+        """{tp: the offset the next record will get} (Kafka's log end offset): lag is
+        end_offsets()[tp] - position(tp)."""
+        return {tp: self._probe(tp, "latest") for tp in map(_as_tp, partitions)}
+
+    def _probe(self, tp: TopicPartition, where: str) -> int:
+        probe = self._new_reader(tp, where, reset="earliest")
+        try:
+            return probe.position()
+        finally:
+            probe.close()
+
+    # ---- flow control ----
+
+    def pause(self, *partitions: PartitionLike) -> None:
+        """Stop returning records of these assigned partitions (and stop waiting on them)
+        until resume(); their positions stay where they are. Records of them already
+        fetched for iteration are put back, read again after resume()."""
+        readers = [self._reader(tp) for tp in partitions]
+        for reader in readers:
+            if reader.tp in self._paused:
+                continue
+            buffered = [m.offset for m in self._buffer[self._buffer_index:]
+                        if m.topic == reader.tp.topic and m.partition == reader.tp.partition]
+            if buffered:
+                self._move(reader, buffered[0])
+            self._paused.add(reader.tp)
+        self._read_from([r for r in self._assigned if r.tp not in self._paused])
+
+    def resume(self, *partitions: PartitionLike) -> None:
+        """Return records of these paused partitions again."""
+        for tp in partitions:
+            self._paused.discard(self._reader(tp).tp)
+        self._read_from([r for r in self._assigned if r.tp not in self._paused])
+
+    def paused(self) -> Set[TopicPartition]:
+        """The assigned partitions pause() stopped."""
+        return set(self._paused)
+
+    def unsubscribe(self) -> None:
+        """Stop reading every topic: a group member leaves its group (with auto-commit, after
+        committing); subscribe() or assign() start again."""
+        self._check_open()
+        if self._member is not None and self._member.member_id is not None:
+            self._member.close()
+        self._on_poll = None
+        self._subscription = []
+        self._set_readers([])
+
     def missed(self, tp: Optional[PartitionLike] = None) -> int:
         """Records a memory-only topic overwrote before this consumer read them
         (of tp, or in all). Never garbage: the consumer skips to the oldest record."""
-        readers = [self._reader(tp)] if tp is not None else self._readers
+        readers = [self._reader(tp)] if tp is not None else self._assigned
         return sum(r.cursor.missed for r in readers)
 
     # ---- reading ----
@@ -343,22 +428,63 @@ class Consumer(ConsumerBase):
     def _next_batch(self, max_records: int, timeout: Optional[float], buffered: bool = True) -> List[Message]:
         self._check_open()
         _checks.seconds(timeout, "timeout", allow_none=True)
-        if self._view_batch is not None:
-            self._release_views()
         if self._on_poll is not None:
             self._on_poll()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            batch = self._take(max_records, buffered)
+            if batch:
+                return batch
+            if not self._wait(deadline):
+                return []
+
+    def _take(self, max_records: int, buffered: bool = True) -> List[Message]:
+        """What is there now, without waiting (and without the group's per-poll step):
+        records fetched for iteration first (if buffered), else a fetch."""
+        if self._view_batch is not None:
+            self._release_views()
         if buffered and self._buffer_index < len(self._buffer):
             end = self._buffer_index + max_records
             batch = self._buffer[self._buffer_index:end]
             self._buffer_index = min(end, len(self._buffer))
             return batch
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            batch = self._fetch(max_records) if self._readers else []
-            if batch:
-                return batch
-            if not self._wait(deadline):
-                return []
+        batch = self._fetch(max_records) if self._readers else []
+        if batch and self._deserializing:
+            return self._deserialize(batch)
+        return batch
+
+    def _deserialize(self, batch: List[Message]) -> List[Message]:
+        """The batch with keys and values deserialized. At a record that fails, the records
+        from it on are put back (their partitions seek back to them): the ones before it
+        are returned, or if it is the first, DeserializationError is raised."""
+        value_of, key_of = self._value_deserializer, self._key_deserializer
+        out: List[Message] = []
+        for i, m in enumerate(batch):
+            what = "value"
+            try:
+                value = m.value if value_of is None or m.value is None else value_of(m.value)
+                what = "key"
+                key = m.key if key_of is None or m.key is None else key_of(m.key)
+            except Exception as e:
+                self._put_back(batch[i:])
+                if out:
+                    return out
+                raise DeserializationError(
+                    f"topic {m.topic!r} partition {m.partition} offset {m.offset}: the {what}_deserializer "
+                    f"raised {type(e).__name__}: {e}; the position stays at this record (seek to "
+                    f"offset {m.offset + 1} to skip it)", TopicPartition(m.topic, m.partition), m.offset, m) from e
+            out.append(_new_tuple(Message, (m.topic, m.partition, m.offset, m.timestamp_ns, key, value, m.headers)))
+        return out
+
+    def _put_back(self, rest: List[Message]) -> None:
+        """Make the first of these records, per partition, the next one read there."""
+        firsts: Dict[TopicPartition, int] = {}
+        for m in rest:
+            firsts.setdefault(TopicPartition(m.topic, m.partition), m.offset)
+        for tp, offset in firsts.items():
+            reader = self._by_tp.get(tp)
+            if reader is not None:
+                reader.seek(offset)
 
     def _wait(self, deadline: Optional[float]) -> bool:
         """Sleep until a record may be there, for at most one slice; False once the
@@ -449,7 +575,7 @@ class Consumer(ConsumerBase):
         handed to the user (records buffered for iteration do not count). A partition whose
         start is not resolved yet has nothing consumed, unless it is an explicit offset."""
         offsets = {}
-        for reader in self._readers:
+        for reader in self._assigned:
             if reader.pending is None:
                 offsets[reader.tp] = self.position(reader.tp)
             elif isinstance(reader.pending, int):
@@ -468,9 +594,10 @@ class Consumer(ConsumerBase):
             self._member.close()
         self._on_poll = None
         self._closed = True
-        for reader in self._readers:
+        for reader in self._assigned:
             reader.close()
         self._readers = []
+        self._assigned = []
         self._by_tp = {}
         self._wait_set = WaitSet([])
         self._buffer = []
@@ -510,7 +637,12 @@ class _GroupSide:
 
     def drop_partitions(self, partitions: Set[TopicPartition]) -> None:
         consumer = self._consumer
-        consumer._set_readers([r for r in consumer._readers if r.tp not in partitions])
+        consumer._set_readers([r for r in consumer._assigned if r.tp not in partitions])
 
     def consumed_offsets(self) -> Dict[TopicPartition, int]:
         return self._consumer._consumed_offsets()
+
+
+def _as_tp(tp: PartitionLike) -> TopicPartition:
+    return TopicPartition(*tp)
+

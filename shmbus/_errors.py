@@ -1,5 +1,5 @@
 """The exception tree: one root, and a builtin parent wherever the meaning matches."""
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 
 class ShmbusError(Exception):
@@ -98,6 +98,21 @@ class CorruptSegment(ShmbusError):
         self.resume_offset = resume_offset
         self.path = path
         self.position = position
+
+
+class DeserializationError(ShmbusError, ValueError):
+    """A consumer's value_deserializer or key_deserializer raised on a record. The
+    consumer's position stays at that record (the next poll raises again); seek past it
+    to skip it: `consumer.seek(e.topic_partition, e.offset + 1)`.
+
+    Attributes: topic_partition, offset, and message (the record as bytes). The
+    deserializer's own exception is __cause__."""
+
+    def __init__(self, message: str, topic_partition: Tuple[str, int], offset: int, record: Any):
+        super().__init__(message)
+        self.topic_partition = topic_partition
+        self.offset = offset
+        self.message = record
 
 
 # ---- private: raised inside shmbus, shown to users only as a message ----

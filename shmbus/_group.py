@@ -141,6 +141,17 @@ class GroupMember:
         if self._auto_commit and time.monotonic() >= self._next_auto_commit:
             self._commit_quietly()
 
+    def due(self) -> bool:
+        """What on_poll would act on, without acting: the generation word moved (stamping
+        the poll time, as on_poll does), or an auto-commit is due. For asyncio's consumer,
+        which runs on_poll off the event loop only when it has something to do."""
+        page = self._page
+        if page is None:
+            return False
+        if page.poll(self._group_slot, self._member_slot, self._token) != self.generation:
+            return True
+        return self._auto_commit and time.monotonic() >= self._next_auto_commit
+
     def _rebalance(self) -> None:
         """Sync with the coordinator until this member holds exactly its share:
         give up what it must (commit, on_revoke, release), take what is free

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Optional, Set
+from typing import Any, Dict, Optional, Set
 
 from . import _access
 from ._config import BusPaths
@@ -91,6 +91,12 @@ class SupervisorLink:
         self._closed = False
         self._last_check = 0.0
         self.server_uid = os.geteuid()
+        if os.path.isdir(paths.data_dir):
+            # Before any connect: the socket in the data dir is its own bus's, whatever our name.
+            # (Only the owner matters for a name; the supervisor checks the modes at start.)
+            owner = _access.dir_owner(paths.data_dir)
+            _access.check_bus_name(paths.data_dir, paths.bus,
+                                   _access.owner_trust(os.geteuid() if owner is None else owner))
         with self._lock:
             self._connect(time.monotonic() + timeout)
 
@@ -125,7 +131,7 @@ class SupervisorLink:
                     if reconnecting and time.monotonic() < deadline:
                         time.sleep(0.05)
                         continue
-                    raise error
+                    raise self._not_running(error)
                 self._autostart(deadline)
                 return
             if time.monotonic() >= deadline:
@@ -165,6 +171,10 @@ class SupervisorLink:
                     raise self._start_failed(f"it did not answer within {self.timeout:g}s ({error})")
                 time.sleep(0.02)
 
+    def _not_running(self, error: SupervisorUnavailable) -> SupervisorUnavailable:
+        return SupervisorUnavailable(f"bus {self.paths.bus!r} does not run (no supervisor for {self.paths.data_dir}); "
+                                     f"start it with `shmbus serve`, or connect with autostart=True")
+
     def _start_failed(self, why: str) -> SupervisorUnavailable:
         last = last_log_line(self.paths)
         return SupervisorUnavailable(f"could not start a supervisor for bus {self.paths.bus!r}: {why}; see "
@@ -176,6 +186,14 @@ class SupervisorLink:
         """One control request. If the supervisor is gone, reconnect (with autostart,
         start a new one) and retry until the connect timeout: a supervisor killed a
         moment ago may still refuse or reset connections while it dies."""
+        return self._request(op, args, self.autostart)
+
+    def query(self, op: str, **args: Any) -> Any:
+        """A request that only reads (listing, describing, stats, group admin): like call(),
+        but it never starts a supervisor -- if none runs, SupervisorUnavailable says so."""
+        return self._request(op, args, False)
+
+    def _request(self, op: str, args: Dict[str, Any], autostart: bool) -> Any:
         if self._closed:
             raise Closed("this bus connection is closed")
         with self._lock:
@@ -189,7 +207,16 @@ class SupervisorLink:
                             raise
                     self._client.close()
                     self._client = None
-                self._connect(deadline, reconnecting=True)
+                if autostart:
+                    self._connect(deadline, reconnecting=True)
+                    continue
+                error = self._try_connect()
+                if error is not None:
+                    if lock_holder(self.paths) is None:
+                        raise self._not_running(error)
+                    if time.monotonic() > deadline:
+                        raise error
+                    time.sleep(0.02)
 
     def call_if_connected(self, op: str, **args: Any) -> Any:
         """One request over the current connection only: no reconnect, no new supervisor.

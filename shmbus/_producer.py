@@ -1,11 +1,12 @@
 """Producer: one C call per record (send) or per batch (send_many), straight
-into the partition's ring. No buffering: when send returns, consumers can see
-the record."""
+into the partition's ring. No buffering by default: when send returns, consumers
+can see the record. With linger > 0, records wait in batches (_linger.py)."""
 import random
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, NoReturn, Optional, Tuple, Type
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List, NoReturn, Optional, Tuple, Type,
+                    Union)
 
 from . import _backend
 from ._backend import NULL as _NULL
@@ -13,9 +14,11 @@ from ._backend import CData, ProducerBase, ReservedView, Ring, Route, Writer
 from ._codec import Headers, encode_headers
 from ._ring_table import RingTable
 from . import _checks, _holdup, _numpy
-from ._errors import (BufferFull, ClaimLockBusy, ClaimRevoked, Closed, RingDeleted, RingFull, ShmbusError, SlotBusy,
-                      Timeout, TopicNotFound)
+from ._errors import (BufferFull, ClaimLockBusy, ClaimRevoked, Closed, MessageTooLarge, RingDeleted, RingFull,
+                      ShmbusError, SlotBusy, Timeout, TopicNotFound)
+from ._linger import RECORD_WORDS, Batch, FutureRecordMetadata, Lingerer
 from ._types import RecordMetadata
+from .serde._serde import Serde, Serializer, as_serializer
 
 if TYPE_CHECKING:
     from ._bus import Bus
@@ -65,12 +68,15 @@ class _Route(Route):
     The C half (Route: fastpath.c) holds what ProducerBase.send reads per record --
     each writer's address, the sticky partition and its budget, the key cache."""
 
-    __slots__ = ("table", "rings", "writers")
+    __slots__ = ("table", "rings", "writers", "wait_ns", "max_record", "lingering")
 
-    def __init__(self, topic: str, table: RingTable, rings: List[Ring]):
+    def __init__(self, topic: str, table: RingTable, rings: List[Ring], wait_ns: int = _WAIT_SLICE_NS):
         super().__init__(topic, len(rings))
         self.table = table   # each writer holds its ring there
         self.rings = rings
+        self.wait_ns = wait_ns
+        self.max_record = min(ring.max_record for ring in rings)
+        self.lingering: List[Any] = [None] * self.count   # a lingering producer's open batch per partition
         self.writers: List[Optional[Writer]] = [None] * self.count
 
     def writer(self, partition: int) -> Writer:
@@ -78,7 +84,7 @@ class _Route(Route):
         if writer is None:
             ring = self.rings[partition]
             self.table.hold(ring)
-            writer = self.writers[partition] = Writer(ring, _WAIT_SLICE_NS)
+            writer = self.writers[partition] = Writer(ring, self.wait_ns)
             self.set_writer(partition, writer.address, writer, writer.view_keeper())
         return writer
 
@@ -104,16 +110,46 @@ class Producer(ProducerBase):
                    default Kafka's murmur2, so a key lands where Kafka would put it.
       sticky_bytes records without a key stick to one partition for this many value
                    bytes, then move on (Kafka's sticky partitioner; default 16 KiB).
+      value_serializer, key_serializer
+                   callables obj -> bytes, or a Serde (shmbus.serde.json, .msgpack, .string),
+                   applied to every value / key sent (None stays None). kafka-python's.
+      linger       seconds a record may wait to go out with others (default 0: send() appends
+                   at once and returns its RecordMetadata). With linger > 0, send() returns a
+                   FutureRecordMetadata and records go out as one C call per batch: when the
+                   partition's batch holds batch_size bytes, when its first record has waited
+                   linger seconds, or on flush()/close(). A process killed meanwhile loses the
+                   records still lingering (as Kafka's producer does).
+      batch_size   bytes of records per batch with linger (default 16 KiB, Kafka's).
 
     Thread-safe. Records one producer sends to one partition keep their order.
     """
 
     _routes: Dict[str, _Route]   # ProducerBase's: its send looks there first
+    # How long one append sleeps in C for ring space (asyncio's producer: never).
+    _space_wait_ns = _WAIT_SLICE_NS
+    # With linger, the send() that fills a batch appends it (asyncio's: the linger thread does).
+    _send_full_batches = True
 
     def __init__(self, bus: "Bus", timeout: float = 30.0,
-                 partitioner: Optional[Callable[[bytes, int], int]] = None, sticky_bytes: int = 16384):
+                 partitioner: Optional[Callable[[bytes, int], int]] = None, sticky_bytes: int = 16384,
+                 value_serializer: Union[None, Serde, Serializer] = None,
+                 key_serializer: Union[None, Serde, Serializer] = None,
+                 linger: float = 0.0, batch_size: int = 16384):
         _checks.seconds(timeout, "timeout")
         _checks.positive_int(sticky_bytes, "sticky_bytes")
+        _checks.seconds(linger, "linger")
+        _checks.positive_int(batch_size, "batch_size")
+        self._value_serializer = as_serializer(value_serializer, "value_serializer")
+        self._key_serializer = as_serializer(key_serializer, "key_serializer")
+        self._serializing = self._value_serializer is not None or self._key_serializer is not None
+        self._lingerer = Lingerer(self, float(linger), batch_size, self._send_full_batches) if linger > 0 else None
+        # The default producer keeps ProducerBase's send (C); the others get theirs per
+        # instance, so the default path pays nothing for them.
+        if self._lingerer is not None:
+            # ProducerBase.linger_send (C) takes the common record; the rest, _linger_record.
+            self.send = self.linger_send   # type: ignore[method-assign]
+        elif self._value_serializer is not None or self._key_serializer is not None:
+            self.send = self._send_serialized   # type: ignore[method-assign]
         if partitioner is not None and not callable(partitioner):
             raise TypeError(f"partitioner must be callable(key, num_partitions), got {partitioner!r}")
         self._bus = bus
@@ -126,6 +162,7 @@ class Producer(ProducerBase):
         self._lengths_cache: Optional[Tuple[int, Any, CData]] = None   # send_array's (length, array, C view)
         self._lock = threading.Lock()  # routes and slots change under it; sends don't take it
         self._closed = False
+        self._stop_sending = False   # set by close(): a lingering batch still being sent stops
 
     # ---- routing ----
 
@@ -138,7 +175,7 @@ class Producer(ProducerBase):
             route = self._routes.get(topic)
             if route is None:
                 _, rings = self._bus.rings.get(topic)
-                route = self._routes[topic] = _Route(topic, self._bus.rings, rings)
+                route = self._routes[topic] = _Route(topic, self._bus.rings, rings, self._space_wait_ns)
             return route
 
     def _pick(self, route: _Route, key: Optional[bytes], partition: Optional[int], nbytes: int) -> int:
@@ -166,6 +203,104 @@ class Producer(ProducerBase):
         return route.sticky
 
     # ---- sending ----
+
+    def _serialized(self, value: Any, key: Any) -> Tuple[Any, Any]:
+        if self._value_serializer is not None and value is not None:
+            value = self._serialize(self._value_serializer, value, "value")
+        if self._key_serializer is not None and key is not None:
+            key = self._serialize(self._key_serializer, key, "key")
+        return value, key
+
+    @staticmethod
+    def _serialize(serializer: Serializer, obj: Any, what: str) -> Any:
+        try:
+            data = serializer(obj)
+        except Exception as e:
+            raise type(e)(f"the {what}_serializer raised on {obj!r:.80}: {e}") from e
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"the {what}_serializer must return bytes, returned {type(data).__name__}")
+        return data
+
+    def _send_serialized(self, topic: str, value: Any, key: Any = None, headers: Optional[Headers] = None,
+                         partition: Optional[int] = None, timestamp_ns: Optional[int] = None,
+                         timeout: Optional[float] = None) -> RecordMetadata:
+        """send() of a producer with serializers (and no linger)."""
+        value, key = self._serialized(value, key)
+        return ProducerBase.send(self, topic, value, key, headers, partition, timestamp_ns, timeout)  # type: ignore[arg-type]
+
+    def _linger_record(self, topic: str, value: Any, key: Any = None, headers: Optional[Headers] = None,
+                       partition: Optional[int] = None, timestamp_ns: Optional[int] = None,
+                       timeout: Optional[float] = None, block: bool = True) -> Optional[FutureRecordMetadata]:
+        """send() with linger: the record joins its partition's batch. (None only with
+        block=False, when it would wait for lingering records to make room.)"""
+        lingerer = self._lingerer
+        assert lingerer is not None
+        route = self._routes.get(topic)
+        if (route is not None and type(value) is bytes and headers is None and timestamp_ns is None
+                and timeout is None and (key is None or type(key) is bytes) and not self._serializing
+                and not self._closed):
+            # The common record, with fewer checks (it is the per-record path).
+            size = len(value) if key is None else len(value) + len(key)
+            if size <= route.max_record:
+                return lingerer.add(route, self._pick(route, key, partition, size), key, _EMPTY, value,
+                                    time.time_ns(), self._timeout, block)
+        if self._closed:
+            raise Closed("this producer is closed")
+        if self._value_serializer is not None or self._key_serializer is not None:
+            value, key = self._serialized(value, key)
+        route = self._routes.get(topic) or self._route(topic)
+        if value is not None and type(value) is not bytes:
+            value = as_bytes(value, "value")
+        if key is not None and type(key) is not bytes:
+            key = as_bytes(key, "key")
+        size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+        if size > route.max_record:
+            raise MessageTooLarge(f"record too large for topic {topic!r}: at most {route.max_record} bytes of key, "
+                                  f"headers and value (half the ring); create the topic with a larger ring_bytes")
+        partition = self._pick(route, key, partition, size)
+        blob = encode_headers(headers) if headers else _EMPTY
+        timestamp_ns = time.time_ns() if timestamp_ns is None else _checks.timestamp_ns(timestamp_ns)
+        if timeout is not None:
+            _checks.seconds(timeout, "timeout")
+        return lingerer.add(route, partition, key, blob, value, timestamp_ns,
+                            self._timeout if timeout is None else timeout, block)
+
+    def _send_batch_records(self, batch: Batch) -> None:
+        """The sender thread's: append a lingering batch, as few C calls as the ring allows
+        (one per half-ring), and resolve its futures. Never raises: a failure fails the
+        futures of the records it did not send."""
+        done = 0
+        try:
+            route, partition = batch.route, batch.partition
+            data = _backend.c_buffer(batch.data)   # closed: it changes no more
+            desc = _backend.int64_buffer(batch.desc)
+            deadline = batch.created + self._timeout
+            blocked_since = None
+            while done < batch.count:
+                if self._stop_sending:
+                    raise Closed("this producer is closed")
+                writer = route.writers[partition]
+                if writer is None:
+                    with self._lock:
+                        writer = route.writer(partition)
+                try:
+                    first, n = writer.append_records(data, desc + done * RECORD_WORDS, batch.count - done)
+                except SlotBusy:
+                    self._slot_busy(route, partition, deadline)
+                    continue
+                except RingDeleted:
+                    route, blocked_since = self._reroute(route, partition), None
+                    continue
+                except ClaimRevoked:
+                    raise self._revoked(route, partition) from None
+                except (RingFull, ClaimLockBusy) as blocked:
+                    blocked_since = self._wait_for_space(blocked, route, partition, deadline, blocked_since)
+                    continue
+                batch.finish(first, n)
+                done += n
+                blocked_since = None
+        except BaseException as e:
+            batch.fail(e)
 
     # send() is ProducerBase's (C): the common records -- a bytes value, no headers, the
     # producer's clock, a partition whose writer exists -- in one C call; everything
@@ -269,13 +404,16 @@ class Producer(ProducerBase):
                 f"{now - blocked_since:.1f}s: the ring is "
                 + _holdup.explain(ring, exclude=writer.slot if writer is not None else -1))
         if isinstance(blocked, ClaimLockBusy) or now - blocked_since > _REAP_AFTER:
-            # A producer that died mid-claim holds the ring up: finish its claim.
-            writer = route.writers[partition]
-            route.rings[partition].reap_dead(writer.slot if writer is not None else None)
-            if route.rings[partition].durable:
-                # Or the archiver stopped: a dead supervisor is restarted (autostart).
-                self._bus.link.ensure_supervisor()
+            self._look_for_holdup(route, partition)
         return blocked_since
+
+    def _look_for_holdup(self, route: _Route, partition: int) -> None:
+        # A producer that died mid-claim holds the ring up: finish its claim.
+        writer = route.writers[partition]
+        route.rings[partition].reap_dead(writer.slot if writer is not None else None)
+        if route.rings[partition].durable:
+            # Or the archiver stopped: a dead supervisor is restarted (autostart).
+            self._bus.link.ensure_supervisor()
 
     def _reroute(self, route: _Route, partition: int) -> _Route:
         """The topic's rings were deleted or retired: it was deleted, the bus restarted, or
@@ -303,7 +441,9 @@ class Producer(ProducerBase):
                   timestamp_ns: Optional[int] = None, timeout: Optional[float] = None) -> int:
         """Append a batch to one partition, with as few C calls as the ring allows
         (one per half-ring of data). All records share key, headers and timestamp.
-        Returns how many were sent."""
+        Returns how many were sent. (Serializers apply to send() only; with linger, what
+        lingers is sent first.)"""
+        self._drain_lingering()
         route = self._routes.get(topic) or self._route(topic)
         if not isinstance(values, (list, tuple)):
             values = list(values)
@@ -332,6 +472,7 @@ class Producer(ProducerBase):
         The array must be C-contiguous and hold values, not objects. Returns how many
         records were sent."""
         np = _numpy.require("send_array")
+        self._drain_lingering()
         if not isinstance(array, np.ndarray):
             raise TypeError(f"send_array takes a numpy array, not {type(array).__name__} "
                             f"(np.asarray(x) makes one)")
@@ -415,6 +556,7 @@ class Producer(ProducerBase):
                          timestamp_ns: Optional[int] = None, timeout: Optional[float] = None) -> "Reservation":
         if type(nbytes) is not int or nbytes < 0:
             raise TypeError(f"nbytes must be an int >= 0, got {nbytes!r}")
+        self._drain_lingering()
         route = self._routes.get(topic) or self._route(topic)
         if key is not None and type(key) is not bytes:
             key = as_bytes(key, "key")
@@ -474,13 +616,19 @@ class Producer(ProducerBase):
                              f"appending to it (or held a reserve() open) until the timeout")
         time.sleep(0.0005 if reserving is not None else 0)
 
+    def _drain_lingering(self, timeout: Optional[float] = None) -> None:
+        """Send what lingers now (records sent some other way must come after it)."""
+        if self._lingerer is not None:
+            self._lingerer.drain(self._timeout if timeout is None else timeout)
+
     def flush(self, timeout: Optional[float] = None) -> None:
-        """Return once every record this producer sent to a durable topic is fsynced
-        on disk (memory-only topics have nothing to wait for). Timeout if the
-        supervisor does not get there in time (default: the producer's timeout)."""
+        """Return once every record this producer sent is in its ring (lingering ones are sent
+        now) and, for durable topics, fsynced on disk. Timeout if that takes longer than
+        timeout (default: the producer's timeout)."""
         if self._closed:
             raise Closed("this producer is closed")
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
+        self._drain_lingering(timeout)
         with self._lock:
             earlier, self._unflushed = self._unflushed, []
         current = [(writer.ring, writer.end_position) for route in list(self._routes.values())
@@ -552,6 +700,23 @@ class Producer(ProducerBase):
     # ---- lifetime ----
 
     def close(self) -> None:
+        """Send what lingers (waiting up to the producer's timeout), then let go of every
+        ring. Records sent are in their rings; use flush() first for them to be on disk."""
+        try:
+            if self._lingerer is not None and not self._closed:
+                self._lingerer.close(self._timeout)   # Timeout if the rings stay full: raised after
+        finally:
+            self._release_all()
+
+    def _release_all(self) -> None:
+        self._stop_sending = True   # a batch being sent stops at its next C call ...
+        if self._lingerer is not None:
+            with self._lingerer.sending():   # ... which is waited for: its writer is freed below
+                self._release_routes()
+        else:
+            self._release_routes()
+
+    def _release_routes(self) -> None:
         with self._lock:
             if self._closed:
                 return

@@ -19,12 +19,12 @@ from .core import (CONTROL_GROUPS, CONTROL_MEMBERS, DESC_HEADERS_AT, DESC_HEADER
                    PLAIN_TIMESTAMP, PLAIN_VALUE_LEN, RING_ARCHIVE_ERROR, RING_DELETED, RING_DURABLE, RING_RETIRED,
                    RING_RETIRING, CData, c_buffer, crc32c, int64_array, int64_buffer,
                    keep_freed_heap, max_record_bytes, murmur2, raise_for)
-from .fastpath import ConsumerBase, ProducerBase, ReservedView, Route, decode, decode_plain
+from .fastpath import ConsumerBase, ProducerBase, ReservedView, Route, bind_linger, decode, decode_plain
 from .frames import FrameHeader, FrameParser, find_frame, frame_length, walk_frames
-from .reader import BatchScratch, Cursor, ReadBuffer, WaitSet, read_batch, read_views
+from .reader import STOPPED, BatchScratch, Cursor, ReadBuffer, StopWord, WaitSet, read_batch, read_views
 from .ring import (SLOT_CANCELLED, SLOT_CLAIMED, SLOT_IDLE, SLOT_PUBLISHING, SLOT_REVOKED, ArchiveState, Ring,
                    RingStats, SlotInfo)
-from .writer import Writer
+from .writer import RECORD_WORDS, Writer
 
 __all__ = [
     "ControlPage", "CONTROL_GROUPS", "CONTROL_MEMBERS", "DESC_HEADERS_AT", "DESC_HEADERS_LEN", "DESC_KEY_AT",
@@ -33,7 +33,9 @@ __all__ = [
     "PLAIN_DESC_WORDS", "PLAIN_TIMESTAMP", "PLAIN_VALUE_LEN", "RING_ARCHIVE_ERROR", "RING_DELETED", "RING_DURABLE",
     "RING_RETIRED", "RING_RETIRING", "SLOT_CANCELLED", "SLOT_CLAIMED", "SLOT_IDLE", "SLOT_PUBLISHING",
     "SLOT_REVOKED", "CData", "c_buffer", "crc32c", "int64_array", "int64_buffer", "keep_freed_heap", "max_record_bytes", "murmur2",
-    "raise_for", "ConsumerBase", "ProducerBase", "ReservedView", "Route", "decode", "decode_plain", "FrameHeader",
+    "raise_for", "ConsumerBase", "ProducerBase", "ReservedView", "Route", "bind_linger", "decode", "decode_plain",
+    "FrameHeader",
     "FrameParser", "find_frame", "frame_length", "walk_frames", "BatchScratch", "Cursor", "ReadBuffer", "WaitSet",
     "read_batch", "read_views", "ArchiveState", "Ring", "RingStats", "SlotInfo", "Writer",
+    "STOPPED", "StopWord", "RECORD_WORDS",
 ]

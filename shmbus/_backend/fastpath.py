@@ -9,7 +9,8 @@ a reservation hands out. Measured on the 2-core test machine, a 64 B send went f
 from ~11.7 us (generator context manager) to ~5.6 (a Python class) to ~1 us."""
 from .._errors import ShmbusError
 from .._native._core import ffi, lib
-from .._native._fastpath import ConsumerBase, ProducerBase, ReservedView, Route, bind, decode, decode_plain
+from .._native._fastpath import (ConsumerBase, ProducerBase, ReservedView, Route, bind, bind_linger, decode,
+                                 decode_plain)
 from .._types import Message, RecordMetadata
 
 
@@ -20,4 +21,4 @@ def _address(function: str) -> int:
 bind(_address("sb_append_now"), _address("sb_reserve_now"), _address("sb_commit"), _address("sb_abort"),
      RecordMetadata, Message, ShmbusError)
 
-__all__ = ["ConsumerBase", "ProducerBase", "ReservedView", "Route", "decode", "decode_plain"]
+__all__ = ["ConsumerBase", "ProducerBase", "ReservedView", "Route", "bind_linger", "decode", "decode_plain"]

@@ -159,6 +159,8 @@ class WaitSet:
     MAX_RINGS = 128
 
     __slots__ = ("count", "_rings", "_cursors")
+    # A stoppable wait sleeps on the stop word too: one ring fewer.
+    MAX_STOPPABLE_RINGS = lib.SB_WAIT_MAX_RINGS - 1
 
     def __init__(self, cursors: Sequence[Cursor]):
         self.count = len(cursors)
@@ -175,3 +177,34 @@ class WaitSet:
         if found < 0:
             raise_for(found, "wait")
         return found == 1
+
+    def wait_or_stop(self, timeout_ns: int, stop: "StopWord", seen: int) -> int:
+        """Sleep (no spin) until something is ready (1), timeout (0), or stop moved past seen
+        (STOPPED). For a helper thread another thread must be able to wake (asyncio)."""
+        found = lib.sb_wait_data_or_stop(self._rings, self._cursors, min(self.count, self.MAX_STOPPABLE_RINGS),
+                                         timeout_ns, stop.word, seen)
+        if found < 0:
+            raise_for(found, "wait")
+        return found
+
+
+STOPPED: int = lib.SB_WAIT_STOPPED
+
+
+class StopWord:
+    """A waiter's own futex word: another thread ends its stoppable waits at once with
+    stop() (sb_stop_wait). Read `value` before handing the wait over; a wait with that
+    value ends once stop() was called after the read."""
+
+    __slots__ = ("word",)
+
+    def __init__(self) -> None:
+        self.word = ffi.new("uint32_t *")
+
+    @property
+    def value(self) -> int:
+        return self.word[0]
+
+    def stop(self) -> None:
+        lib.sb_stop_wait(self.word)
+

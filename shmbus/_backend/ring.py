@@ -1,7 +1,7 @@
 """A mapped partition ring (ring.c, claim.c, unblock.c, archive.c): lifetime, header,
 producer slots and their dead or stalled owners, and archiving to a segment file."""
 import os
-from typing import List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Tuple
 
 from .. import _shm
 from .._access import Trust
@@ -9,6 +9,8 @@ from .._errors import BadRing, ShmbusError
 from .. import _liveness
 from .._native._core import ffi, lib
 from .._process import my_identity
+if TYPE_CHECKING:
+    from .reader import StopWord
 from .core import MAX_SLOTS, NULL, RING_DELETED, RING_DURABLE, RING_RETIRED, CData, max_record_bytes, raise_for
 
 
@@ -241,6 +243,21 @@ class Ring:
         if code < 0:
             raise_for(code, self.name)
         return code == 1
+
+    # ---- producers waiting for space off their thread (asyncio) ----
+
+    def space_wait_begin(self, deadline_ns: int) -> int:
+        """Count a producer among the space waiters until deadline_ns (monotonic) and return
+        the space word to wait on. Call it before retrying the append that found the ring
+        full, then space_wait() (on any thread), then always space_wait_end()."""
+        return lib.sb_space_wait_begin(self.ptr, deadline_ns)
+
+    def space_wait(self, seen: int, timeout_ns: int, stop: "StopWord", stop_seen: int) -> int:
+        """Sleep until the space word moves from seen (1), timeout (0) or stop (STOPPED)."""
+        return lib.sb_space_wait(self.ptr, seen, timeout_ns, stop.word, stop_seen)
+
+    def space_wait_end(self) -> None:
+        lib.sb_space_wait_end(self.ptr)
 
     def rebase(self, base_offset: int) -> None:
         """Make a fresh, unwritten ring start at base_offset."""

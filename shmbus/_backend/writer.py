@@ -8,6 +8,7 @@ from .ring import Ring
 
 
 _sb_reserve, _sb_commit = lib.sb_reserve, lib.sb_commit   # per-record calls of reserve()
+RECORD_WORDS: int = lib.SB_RECORD_WORDS
 
 
 class Writer:
@@ -74,6 +75,16 @@ class Writer:
         appended = self._appended
         code = lib.sb_append_batch(self.ptr, key, key_len, headers, headers_len, values, value_lens,
                                    count, timestamp_ns, appended)
+        if code < 0:
+            self._raise(code)
+        return code, appended[0]
+
+    def append_records(self, data: CData, descriptors: CData, count: int) -> Tuple[int, int]:
+        """Append the longest prefix of count records, each with its own key, headers and
+        timestamp (RECORD_WORDS descriptor words each: see sb_append_records), that fits one
+        claim. Returns (first offset, records appended)."""
+        appended = ffi.new("uint32_t *")
+        code = lib.sb_append_records(self.ptr, data, descriptors, count, appended)
         if code < 0:
             self._raise(code)
         return code, appended[0]

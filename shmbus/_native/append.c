@@ -339,3 +339,64 @@ int sb_abort(sb_writer *w)
     leave_slot(r, w->slot);
     return was == CLAIMED ? SB_OK : SB_REVOKED;
 }
+
+/* ---- a lingering producer's batch: records of their own keys, headers, timestamps ---- */
+
+int64_t sb_append_records(sb_writer *w, const char *data, const int64_t *desc, uint32_t count,
+                          uint32_t *out_count)
+{
+    *out_count = 0;
+    sb_ring *r = w->ring;
+    uint64_t bytes = 0;
+    uint32_t fits = 0;
+    while (fits < count) {
+        const int64_t *d = desc + (uint64_t)fits * SB_RECORD_WORDS;
+        uint64_t frame = align8(FRAME_HEADER_BYTES + (d[1] > 0 ? d[1] : 0) + (uint64_t)d[3] + (d[5] > 0 ? d[5] : 0));
+        if (bytes + frame > r->max_frame)
+            break;
+        bytes += frame;
+        fits++;
+    }
+    if (fits == 0)
+        return SB_TOO_LARGE;
+    int rc = enter_slot(r, w->slot);
+    if (rc < 0)
+        return rc;
+    struct claim c;
+    if ((rc = claim_or_wait(r, w->slot, bytes, fits, w->wait_ns, &c)) < 0) {
+        leave_slot(r, w->slot);
+        return rc;
+    }
+    if (c.frame_pos != c.pos)
+        write_filler(r, c.pos, c.frame_pos - c.pos, SB_FRAME_PADDING, c.offset, 0);
+    /* As in append_batch: readers stop at the first frame until commit_claim. */
+    int64_t now = -1;
+    uint64_t pos = c.frame_pos;
+    uint32_t first_length = 0;
+    for (uint32_t i = 0; i < fits; i++) {
+        const int64_t *d = desc + (uint64_t)i * SB_RECORD_WORDS;
+        int64_t timestamp_ns = d[6];
+        if (timestamp_ns < 0) {
+            if (now < 0)
+                now = now_ns(CLOCK_REALTIME);
+            timestamp_ns = now;
+        }
+        w->timestamp_ns = timestamp_ns;
+        uint32_t length;
+        uint64_t size = write_record(r, pos, c.offset + i, timestamp_ns, d[1] >= 0 ? data + d[0] : NULL, d[1],
+                                     d[3] ? data + d[2] : NULL, d[3], d[5] >= 0 ? data + d[4] : NULL, d[5],
+                                     i + 1 == fits ? c.gap : 0, &length);
+        if (i == 0)
+            first_length = length;
+        else
+            publish(r, pos, length);
+        pos += size;
+    }
+    rc = commit_claim(r, w->slot, &c, fits, first_length);
+    leave_slot(r, w->slot);
+    if (rc < 0)
+        return rc;
+    *out_count = fits;
+    w->end_position = c.end;
+    return (int64_t)c.offset;
+}

@@ -191,6 +191,14 @@ int64_t sb_append_batch(sb_writer *writer,
                         const char *headers, int64_t headers_len,
                         const char *values, const int64_t *value_lens, uint32_t count,
                         int64_t timestamp_ns, uint32_t *out_count);
+/* Records of their own keys, headers and timestamps (a lingering producer's batch)
+ * under one claim: record i is described by SB_RECORD_WORDS words of descriptors --
+ * key at, key length, headers at, headers length, value at, value length (a length
+ * of -1: none; "at": where in data), timestamp (-1: now). Appends the longest prefix
+ * that fits one claim; *out_count says how many. Returns the first one's offset. */
+enum { SB_RECORD_WORDS = 7 };
+int64_t sb_append_records(sb_writer *writer, const char *data, const int64_t *descriptors,
+                          uint32_t count, uint32_t *out_count);
 
 /* ---- zero-copy writes: reserve, fill in place, commit or abort (append.c) ---- */
 
@@ -235,6 +243,23 @@ int64_t sb_read_views(sb_ring *ring, sb_cursor *cursor, uint32_t max_records, in
 /* ---- waiting: readers, flush(), and waiters that died asleep (wait.c) ---- */
 int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
                  int64_t timeout_ns, int64_t spin_ns, int yield_when_spinning);
+/* Waits another thread can end at once (asyncio's helper threads: a cancelled task, a
+ * closing consumer): they also sleep on a stop word of the waiter's own, which
+ * sb_stop_wait bumps and wakes. They return SB_WAIT_STOPPED once it differs from
+ * stop_seen. At most SB_WAIT_MAX_RINGS - 1 rings (the stop word takes a place). */
+enum { SB_WAIT_STOPPED = 2, SB_WAIT_MAX_RINGS = 128 };
+int sb_wait_data_or_stop(sb_ring **rings, sb_cursor **cursors, uint32_t count, int64_t timeout_ns,
+                         uint32_t *stop, uint32_t stop_seen);
+void sb_stop_wait(uint32_t *stop);
+/* A producer that must not sleep in its append (asyncio) waits for space on another
+ * thread: sb_space_wait_begin counts it among the space waiters until deadline_ns
+ * (CLOCK_MONOTONIC) and returns the word's value to wait on -- call it BEFORE the
+ * append that found the ring full is retried, so no space freed in between is
+ * missed; sb_space_wait sleeps until the word moves (1), timeout (0) or stop (2);
+ * sb_space_wait_end uncounts it. */
+uint32_t sb_space_wait_begin(sb_ring *ring, int64_t deadline_ns);
+int sb_space_wait(sb_ring *ring, uint32_t seen, int64_t timeout_ns, uint32_t *stop, uint32_t stop_seen);
+void sb_space_wait_end(sb_ring *ring);
 /* Durability: a producer asks the archiver to fsync up to a position, and waits for it. */
 void sb_request_sync(sb_ring *ring, uint64_t position);
 int sb_wait_synced(sb_ring *ring, uint64_t position, int64_t timeout_ns);

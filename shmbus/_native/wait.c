@@ -13,6 +13,7 @@
 #include "layout.h"
 #include "unblock.h"
 #include "wait.h"
+#include "claim.h"
 
 static void futex_wake_all(uint32_t *word)
 {
@@ -128,10 +129,13 @@ struct waitv_entry {
 };
 #define WAITV_MAX 128
 
-int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
-                 int64_t timeout_ns, int64_t spin_ns, int yield_when_spinning)
+/* The waits: on the rings' data words, and on a stop word of the waiter's own when
+ * stop is not NULL (then always with futex_waitv, the stop word last). */
+static int wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count, int64_t timeout_ns,
+                     int64_t spin_ns, int yield_when_spinning, uint32_t *stop, uint32_t stop_seen)
 {
-    if (count == 0 || count > WAITV_MAX)
+    uint32_t limit = stop ? WAITV_MAX - 1 : WAITV_MAX;
+    if (count > limit || (count == 0 && !stop))
         return SB_BAD_RING;
     int64_t start = now_ns(CLOCK_MONOTONIC);
     /* Spin first: on a busy bus the next frame arrives sooner than a futex
@@ -143,6 +147,8 @@ int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
         for (uint32_t i = 0; i < count; i++)
             if (ready(rings[i], cursors[i]))
                 return 1;
+        if (stop && LOAD_ACQ(stop) != stop_seen)
+            return SB_WAIT_STOPPED;
         if (spin_ns <= 0 || ((spins & 15) == 0 && now_ns(CLOCK_MONOTONIC) - start >= spin_ns))
             break;
         if (spins < 256 || !yield_when_spinning)
@@ -165,17 +171,28 @@ int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
         waits[i].reserved = 0;
         register_waiter(h, &h->data_waiters, start + timeout_ns);
     }
+    uint32_t entries = count;
+    if (stop) {
+        waits[entries].val = stop_seen;
+        waits[entries].uaddr = (uint64_t)(uintptr_t)stop;
+        waits[entries].flags = FUTEX_32 | FUTEX_PRIVATE_FLAG;
+        waits[entries].reserved = 0;
+        entries++;
+    }
     int found = 0;
     for (uint32_t i = 0; i < count && !found; i++)
         found = ready(rings[i], cursors[i]);
+    if (!found && stop && LOAD_ACQ(stop) != stop_seen)
+        found = SB_WAIT_STOPPED;
     if (!found) {
-        if (count == 1) {
-            futex_wait_one(&rings[0]->h->data_seq, (uint32_t)waits[0].val, remaining);
+        if (entries == 1) {
+            /* One ring, or (stoppable, no rings yet) the stop word alone. */
+            futex_wait_one((uint32_t *)(uintptr_t)waits[0].uaddr, (uint32_t)waits[0].val, remaining);
         } else {
             int64_t deadline = now_ns(CLOCK_MONOTONIC) + remaining;
             struct timespec ts = {deadline / 1000000000ll, deadline % 1000000000ll};
-            long rc = syscall(SYS_futex_waitv, waits, count, 0, &ts, CLOCK_MONOTONIC);
-            if (rc < 0 && errno == ENOSYS) {
+            long rc = syscall(SYS_futex_waitv, waits, entries, 0, &ts, CLOCK_MONOTONIC);
+            if (rc < 0 && errno == ENOSYS && count) {
                 /* Kernels before 5.16: wait on the first, in short slices. */
                 int64_t slice = remaining < 1000000 ? remaining : 1000000;
                 futex_wait_one(&rings[0]->h->data_seq, (uint32_t)waits[0].val, slice);
@@ -183,10 +200,67 @@ int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
         }
         for (uint32_t i = 0; i < count && !found; i++)
             found = ready(rings[i], cursors[i]);
+        if (!found && stop && LOAD_ACQ(stop) != stop_seen)
+            found = SB_WAIT_STOPPED;
     }
     for (uint32_t i = 0; i < count; i++)
         unregister_waiter(&rings[i]->h->data_waiters);
     return found;
+}
+
+int sb_wait_data(sb_ring **rings, sb_cursor **cursors, uint32_t count,
+                 int64_t timeout_ns, int64_t spin_ns, int yield_when_spinning)
+{
+    return wait_data(rings, cursors, count, timeout_ns, spin_ns, yield_when_spinning, NULL, 0);
+}
+
+int sb_wait_data_or_stop(sb_ring **rings, sb_cursor **cursors, uint32_t count, int64_t timeout_ns,
+                         uint32_t *stop, uint32_t stop_seen)
+{
+    return wait_data(rings, cursors, count, timeout_ns, 0, 0, stop, stop_seen);
+}
+
+void sb_stop_wait(uint32_t *stop)
+{
+    __atomic_fetch_add(stop, 1, __ATOMIC_RELEASE);
+    syscall(SYS_futex, stop, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* ---- producers that wait for space off their own thread (asyncio) ---- */
+
+uint32_t sb_space_wait_begin(sb_ring *r, int64_t deadline_ns)
+{
+    register_waiter(r->h, &r->h->space_waiters, deadline_ns);
+    return LOAD_ACQ(&r->h->space_seq);
+}
+
+int sb_space_wait(sb_ring *r, uint32_t seen, int64_t timeout_ns, uint32_t *stop, uint32_t stop_seen)
+{
+    struct header *h = r->h;
+    if (LOAD_ACQ(&h->space_seq) != seen)
+        return 1;
+    if (LOAD_ACQ(stop) != stop_seen)
+        return SB_WAIT_STOPPED;
+    /* A lease in the way is revoked at its deadline, which nobody wakes us for. */
+    if (LOAD(&h->leases_held) && timeout_ns > LEASE_RECHECK_NS)
+        timeout_ns = LEASE_RECHECK_NS;
+    struct waitv_entry waits[2] = {
+        {seen, (uint64_t)(uintptr_t)&h->space_seq, FUTEX_32, 0},
+        {stop_seen, (uint64_t)(uintptr_t)stop, FUTEX_32 | FUTEX_PRIVATE_FLAG, 0},
+    };
+    int64_t deadline = now_ns(CLOCK_MONOTONIC) + timeout_ns;
+    struct timespec ts = {deadline / 1000000000ll, deadline % 1000000000ll};
+    long rc = syscall(SYS_futex_waitv, waits, 2, 0, &ts, CLOCK_MONOTONIC);
+    if (rc < 0 && errno == ENOSYS)
+        futex_wait_one(&h->space_seq, seen, timeout_ns < 1000000 ? timeout_ns : 1000000);
+    if (LOAD_ACQ(stop) != stop_seen)
+        return SB_WAIT_STOPPED;
+    return LOAD_ACQ(&h->space_seq) != seen;
+}
+
+void sb_space_wait_end(sb_ring *r)
+{
+    unregister_waiter(&r->h->space_waiters);
 }
 
 /* ---- durability: flush requests ---- */

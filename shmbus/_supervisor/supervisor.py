@@ -74,7 +74,7 @@ class Supervisor:
         """Take the lock, open the topics, and serve. Returns once it serves."""
         self.acquire_lock()
         try:
-            shared = _access.configure(self.paths.data_dir, self.share_group)
+            shared = _access.configure(self.paths.data_dir, self.share_group, bus=self.paths.bus)
             if shared:
                 logger.info(f"shared with the members of group {shared!r}")
             crashed = not os.path.exists(self.paths.clean_marker)

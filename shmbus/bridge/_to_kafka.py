@@ -408,17 +408,17 @@ class ToKafka:
             group = {}   # not joined yet
         for route in list(self._routes.values()):
             try:
-                partitions = self._bus.describe_topic(route.topic)["partitions"]
+                partitions = self._bus.describe_topic(route.topic).partitions
             except ShmbusError:
                 continue
             for p in partitions:
-                tp = TopicPartition(route.topic, p["partition"])
+                tp = TopicPartition(route.topic, p.partition)
                 acks = self._acks.get(tp)
                 committed = group.get(tp)
                 done = [o for o in (committed, acks.commit_point if acks is not None else None) if o is not None]
-                start = max(done) if done else p["earliest_offset"]
-                rows.append({"direction": "to_kafka", "topic": route.topic, "partition": p["partition"],
-                             "records": max(0, p["end_offset"] - start), "kafka_topic": route.kafka_topic,
+                start = max(done) if done else p.earliest_offset
+                rows.append({"direction": "to_kafka", "topic": route.topic, "partition": p.partition,
+                             "records": max(0, p.end_offset - start), "kafka_topic": route.kafka_topic,
                              "committed": committed, "error": acks.error if acks is not None else None})
         return rows
 

@@ -129,3 +129,7 @@ def _quiet_stdout():
         os.dup2(devnull, sys.stdout.fileno())
     finally:
         os.close(devnull)
+def open_running_bus(bus, data_dir):
+    """For commands that only read (list, describe, stats, group admin): never start a
+    supervisor; if the bus does not run, one line says so."""
+    return open_bus(bus, data_dir, autostart=False)

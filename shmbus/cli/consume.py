@@ -123,8 +123,7 @@ def _partitions(b, topic, chosen):
 
 def _end_offsets(b, topic):
     """{partition: (earliest, end)} from the ring headers, through the supervisor."""
-    return {p["partition"]: (p["earliest_offset"], p["end_offset"])
-            for p in b.describe_topic(topic)["partitions"]}
+    return {p.partition: (p.earliest_offset, p.end_offset) for p in b.describe_topic(topic).partitions}
 
 
 def _seek(b, c, topic, spec):

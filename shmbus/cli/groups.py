@@ -4,8 +4,9 @@ import json
 import click
 from rich.table import Table
 
+from .._admin import group_info_json, reset_request
 from ._format import wide_console
-from ._plumbing import HELP_OPTIONS, CliError, bus_options, exclusive, open_bus
+from ._plumbing import HELP_OPTIONS, CliError, bus_options, exclusive, open_running_bus
 
 
 def _cell(value):
@@ -22,8 +23,8 @@ def groups():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(bus, data_dir, as_json):
     """List consumer groups: state, members, generation."""
-    with open_bus(bus, data_dir) as b:
-        rows = b.call("groups")
+    with open_running_bus(bus, data_dir) as b:
+        rows = b.query("groups")   # the state, members, strategy of each: more than list_groups()
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
@@ -44,8 +45,8 @@ def list_(bus, data_dir, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def describe(bus, data_dir, group, as_json):
     """Per partition: committed offset, end offset, lag, and the member that reads it."""
-    with open_bus(bus, data_dir) as b:
-        d = b.call("describe_group", group=group)
+    with open_running_bus(bus, data_dir) as b:
+        d = group_info_json(b.describe_group(group))
     if as_json:
         click.echo(json.dumps(d, indent=1))
         return
@@ -80,9 +81,9 @@ def reset_offsets(bus, data_dir, group, to_earliest, to_latest, offset, topics, 
     to = "earliest" if to_earliest else "latest" if to_latest else "offset" if offset is not None else None
     if to is None:
         raise CliError("give one of --to-earliest, --to-latest, --to-offset N")
-    with open_bus(bus, data_dir) as b:
-        d = b.call("reset_group_offsets", group=group, to=to, offset=offset,
-                   topics=list(topics) or None, execute=execute)
+    with open_running_bus(bus, data_dir) as b:
+        d = b.call("reset_group_offsets", group=group, execute=execute,
+                   **reset_request(offset if to == "offset" else to, list(topics) or None))
     if as_json:
         click.echo(json.dumps(d, indent=1))
         return
@@ -103,6 +104,6 @@ def reset_offsets(bus, data_dir, group, to_earliest, to_latest, offset, topics, 
 @click.argument("group")
 def delete(bus, data_dir, group):
     """Delete a group and its committed offsets (refused while it has live members)."""
-    with open_bus(bus, data_dir) as b:
-        b.call("delete_group", group=group)
+    with open_running_bus(bus, data_dir) as b:
+        b.delete_group(group)
     click.echo(f"deleted group {group!r}")

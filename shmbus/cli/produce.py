@@ -92,7 +92,7 @@ def _failed(sent, where, why):
 
 
 def _largest_record(b, topic):
-    return b.describe_topic(topic)["max_record_bytes"]
+    return b.describe_topic(topic).max_record_bytes
 
 
 def _stdin(delim):

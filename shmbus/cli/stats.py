@@ -8,7 +8,7 @@ from rich.table import Table
 
 from .._metrics import exposition, with_rates
 from ._format import human, wide_console
-from ._plumbing import HELP_OPTIONS, bus_options, exclusive, open_bus
+from ._plumbing import HELP_OPTIONS, bus_options, exclusive, open_running_bus
 
 
 def collect(bus):
@@ -69,7 +69,7 @@ def stats(bus, data_dir, as_json, prometheus, interval):
     """Per partition: end offset, rate, ring fill, archive lag, bytes on disk; per group
     and partition: committed offset and lag."""
     exclusive(json=as_json, prometheus=prometheus)
-    with open_bus(bus, data_dir) as b:
+    with open_running_bus(bus, data_dir) as b:
         before = collect(b) if interval > 0 else None
         if before:
             time.sleep(interval)

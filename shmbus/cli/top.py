@@ -17,7 +17,7 @@ from rich.text import Text
 
 from .._metrics import with_rates
 from ._format import human, wide_console
-from ._plumbing import HELP_OPTIONS, bus_options, open_bus
+from ._plumbing import HELP_OPTIONS, bus_options, open_running_bus
 from .stats import cell, collect
 
 # Lines a frame needs besides table rows: the two header lines, a blank line and a
@@ -118,7 +118,7 @@ def top(bus, data_dir, interval, iterations):
     """A live view of every partition and group: rates, ring fill, archive lag, group lag and
     members, with the bus name, data directory and time (Ctrl-C quits)."""
     console = Console()
-    with open_bus(bus, data_dir) as b:
+    with open_running_bus(bus, data_dir) as b:
         before = with_rates(collect(b), None)
         done = 0
         try:

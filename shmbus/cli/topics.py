@@ -8,7 +8,7 @@ from rich.table import Table
 
 from .._errors import OutOfSpace
 from ._format import Size, human, wide_console
-from ._plumbing import HELP_OPTIONS, CliError, bus_options, open_bus
+from ._plumbing import HELP_OPTIONS, CliError, bus_options, open_bus, open_running_bus
 
 # The supervisor's limits, checked here too so that the error names the flag.
 MIN_RING = MIN_SEGMENT = 64 << 10
@@ -39,16 +39,17 @@ def create(bus, data_dir, name, partitions, ring_size, memory_only, retention_by
            segment_size, if_not_exists):
     """Create topic NAME."""
     with open_bus(bus, data_dir) as b:
-        if if_not_exists and name in b.topics():
-            click.echo(f"topic {name!r} exists already")
-            return
+        existed = if_not_exists and name in b.topics()
         try:
             info = b.create_topic(name, partitions=partitions, ring_bytes=ring_size,
                                   durable=not memory_only, retention_bytes=retention_bytes,
-                                  retention_ms=retention_ms, segment_bytes=segment_size)
+                                  retention_ms=retention_ms, segment_bytes=segment_size, exist_ok=if_not_exists)
         except OutOfSpace:
             raise CliError(_no_room(partitions, ring_size)) from None
-    click.echo(f"created topic {info.name!r} with {info.partitions} partition(s)")
+    if existed:
+        click.echo(f"topic {info.name!r} exists already ({info.partitions} partition(s))")
+    else:
+        click.echo(f"created topic {info.name!r} with {info.partitions} partition(s)")
 
 
 def _no_room(partitions, ring_size):
@@ -63,9 +64,9 @@ def _no_room(partitions, ring_size):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(bus, data_dir, as_json):
     """List topics."""
-    with open_bus(bus, data_dir) as b:
+    with open_running_bus(bus, data_dir) as b:
         infos = b.topics()
-        broken = b.call("broken_topics")
+        broken = b.query("broken_topics")
     if as_json:
         click.echo(json.dumps({name: info._asdict() for name, info in infos.items()}, indent=1))
         return
@@ -88,8 +89,8 @@ def describe(bus, data_dir, name, as_json):
     """Show a topic's partitions: offsets, ring use, producers; durable ones also their
     segments, archiving, and DAMAGE: what the supervisor found wrong in the log at start
     (records that cannot be read, offsets missing), which readers get as CorruptSegment."""
-    with open_bus(bus, data_dir) as b:
-        d = b.describe_topic(name)
+    with open_running_bus(bus, data_dir) as b:
+        d = b.query("describe_topic", name=name)   # the supervisor's shape: --json prints it
     if as_json:
         click.echo(json.dumps(d, indent=1))
         return

@@ -179,7 +179,7 @@ def test_a_killed_recorder_leaves_what_it_flushed_recoverable(bus, bus_paths, tm
     proc = subprocess.Popen([sys.executable, "-m", "shmbus", "replay", str(out), "--topic", "imu=again",
                              "--fast", "--loop", "--bus", bus_paths.bus, "--data-dir", bus_paths.data_dir],
                             stderr=subprocess.PIPE)
-    assert buskit.wait_until(lambda: bus.describe_topic("again")["partitions"][0]["end_offset"] >= 2000, 30)
+    assert buskit.wait_until(lambda: bus.describe_topic("again").partitions[0].end_offset >= 2000, 30)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(20) == 0
     assert b"replayed" in proc.stderr.read()

@@ -35,14 +35,14 @@ def test_sigkill_consumers_mid_read(bus, make_topic, children):
     placed = {(partition, offset): seq for seq, partition, offset in result["sent"]}
     seen = {(m.partition, m.offset): buskit.check_value(m.value)[1] for m in got}
     assert seen == placed
-    assert wait_until(lambda: all(p["producers"] == 0 for p in bus.describe_topic("t")["partitions"]), 5)
+    assert wait_until(lambda: all(p.producers == 0 for p in bus.describe_topic("t").partitions), 5)
 
 
 def test_consumer_killed_while_waiting_does_not_stop_others(bus, make_topic, children):
     make_topic("t")
     waiter = children.start("waiter", topics=["t"])
     waiter.wait_ready()
-    assert wait_until(lambda: bus.describe_topic("t")["partitions"][0]["waiting_consumers"] >= 1, 5)
+    assert wait_until(lambda: bus.describe_topic("t").partitions[0].waiting_consumers >= 1, 5)
     waiter.kill()
     with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
         for i in range(100):
@@ -58,7 +58,7 @@ def test_consumer_killed_while_waiting_leaves_no_phantom_waiter(bus, make_topic,
     make_topic("t")
     waiter = children.start("waiter", topics=["t"])
     waiter.wait_ready()
-    assert wait_until(lambda: bus.describe_topic("t")["partitions"][0]["waiting_consumers"] == 1, 5)
+    assert wait_until(lambda: bus.describe_topic("t").partitions[0].waiting_consumers == 1, 5)
     waiter.kill()
-    assert wait_until(lambda: bus.describe_topic("t")["partitions"][0]["waiting_consumers"] == 0, 5), (
+    assert wait_until(lambda: bus.describe_topic("t").partitions[0].waiting_consumers == 0, 5), (
         "a consumer killed while waiting is still counted as waiting")

@@ -99,7 +99,7 @@ def test_sigkill_producers_repeatedly_while_others_send_to_the_same_partition(bu
     assert [(r[2], r[4], r[5]) for r in other_result["records"]] == [(r[1], r[2], r[3]) for r in records]
 
     # The dead left no slots behind, and the partition's end is the last record.
-    assert wait_until(lambda: bus.describe_topic("t")["partitions"][0]["producers"] == 0, 10), \
-        bus.describe_topic("t")["partitions"][0]
-    assert bus.describe_topic("t")["partitions"][0]["end_offset"] == offsets[-1] + 1
+    assert wait_until(lambda: bus.describe_topic("t").partitions[0].producers == 0, 10), \
+        bus.describe_topic("t").partitions[0]
+    assert bus.describe_topic("t").partitions[0].end_offset == offsets[-1] + 1
     print(f"recovery after kills: max {max(delays):.3f}s, gaps {len(jumps)}")

@@ -23,7 +23,7 @@ def test_offsets_are_not_reused_after_the_rings_are_lost(bus, bus_paths):
         with again.producer() as p:
             assert p.send("m", b"after").offset > last, "an offset was handed out twice"
         # A clean stop records the exact offset: nothing is skipped across it.
-        end = again.describe_topic("m")["partitions"][0]["end_offset"]
+        end = again.describe_topic("m").partitions[0].end_offset
         again.stop_supervisor()
     with shmbus.connect(bus_paths.bus, bus_paths.data_dir) as third:
         with third.producer() as p:

@@ -98,7 +98,7 @@ def test_invalid_topic_json_breaks_only_its_topic_and_keeps_its_data(bus_paths):
     with connect(bus_paths) as bus:
         assert path in damage.supervisor_log(bus_paths), "the log names the file"
         assert "a" not in bus.topics() and "b" in bus.topics()
-        assert path in bus.describe_topic("a")["broken"]
+        assert path in bus.query("describe_topic", name="a")["broken"]
         described = buskit.run_cli(bus_paths, "topics", "describe", "a")
         assert described.returncode == 0 and b"BROKEN" in described.stdout
         listed = buskit.run_cli(bus_paths, "topics", "list")
@@ -143,7 +143,7 @@ def test_missing_topic_json_after_a_crash_keeps_the_topic_and_its_unarchived_rec
         saved = f.read()
     os.unlink(path)
     with connect(bus_paths) as bus:
-        assert "m" not in bus.topics() and "is missing" in bus.describe_topic("m")["broken"]
+        assert "m" not in bus.topics() and "is missing" in bus.query("describe_topic", name="m")["broken"]
         assert set(rings) <= set(buskit.shm_leftovers(bus_paths)), "its ring is left alone"
         with pytest.raises(shmbus.TopicExists):
             bus.create_topic("m", ring_bytes=1 << 20)
@@ -162,7 +162,7 @@ def test_a_broken_topic_can_be_deleted_and_created_anew(bus_paths):
     with open(topic_file(bus_paths, "z"), "w") as f:
         f.write(json.dumps({"name": "z", "partitions": "two"}))
     with connect(bus_paths) as bus:
-        assert "does not describe" in bus.describe_topic("z")["broken"]
+        assert "does not describe" in bus.query("describe_topic", name="z")["broken"]
         done = buskit.run_cli(bus_paths, "topics", "delete", "z")
         assert done.returncode == 0, done.stderr
         assert not os.path.exists(os.path.dirname(topic_file(bus_paths, "z")))
@@ -184,7 +184,7 @@ def test_memory_only_topic_with_invalid_state_json_is_broken_not_reset(bus_paths
     with open(state, "w") as f:
         f.write("\0\0\0")
     with connect(bus_paths) as bus:
-        assert state in bus.describe_topic("mem")["broken"]
+        assert state in bus.query("describe_topic", name="mem")["broken"]
         with open(state, "w") as f:
             f.write(json.dumps({"next_offset": 50, "reserved_until": 50}))
         damage.stop_cleanly(bus, bus_paths)

@@ -36,7 +36,7 @@ def stop(bus, paths, how):
 
 
 def partition_damage(bus):
-    return bus.describe_topic("d")["partitions"][0]["damage"]
+    return bus.describe_topic("d").partitions[0].damage
 
 
 def check_values(messages):

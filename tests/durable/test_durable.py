@@ -291,13 +291,13 @@ def test_disk_full_is_reported_and_archiving_resumes(bus_paths, tmp_path):
                     for i in range(100000):
                         p.send("full", b"%d:" % i + b"y" * 1000)
                         sent += 1
-                error = b.describe_topic("full")["partitions"][0]["archive_error"]
+                error = b.describe_topic("full").partitions[0].archive_error
                 assert error and "No space left" in error
                 filler.unlink()
                 p.send("full", b"%d:" % sent + b"y" * 1000, timeout=20)
                 sent += 1
                 p.flush(timeout=20)
-            assert b.describe_topic("full")["partitions"][0]["archive_error"] is None
+            assert b.describe_topic("full").partitions[0].archive_error is None
             values = [m.value for m in read_all(b, "full")]
             assert [int(v.split(b":")[0]) for v in values] == list(range(sent))
             b.stop_supervisor()

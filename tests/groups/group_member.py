@@ -21,10 +21,16 @@ What it does, and what it leaves for the test to read:
   the control connection open (its pid in `<name>.holder`): when the member dies,
   the supervisor sees no close and must notice the death by pid.
 
+With "aio": true it does the same with shmbus.aio (on uvloop with "loop": "uvloop"):
+`await poll_many`, `await commit`, and on_assign / on_revoke as coroutine functions;
+a ticker task counts its ticks into the state ("ticks"), so a test sees the loop ran
+while the member waited.
+
 With "churn_seconds": S it is a storm instead: for S seconds it keeps opening and
 closing members (each on its own connection, up to "churn_width" at once), polling
 and committing with all of them, then closes them all and exits 0.
 """
+import asyncio
 import json
 import os
 import random
@@ -129,9 +135,67 @@ def churn(args):
         json.dump({"joins": joins}, f)
 
 
+async def main_aio(args):
+    import shmbus.aio
+    base = os.path.join(args["workdir"], args["name"])
+    events = []
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def on_assign(tps):
+        await asyncio.sleep(0)   # a coroutine callback, awaited during the rebalance
+        events.append(["assign", sorted(map(list, tps))])
+
+    async def on_revoke(tps):
+        await asyncio.sleep(0)
+        events.append(["revoke", sorted(map(list, tps))])
+    tick_task = asyncio.get_running_loop().create_task(ticker())
+    records_fd = os.open(f"{base}.records", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    async with shmbus.aio.connect(args["bus"], args["data_dir"], autostart=False) as bus:
+        async with bus.consumer(*args["topics"], group=args["group"], auto_offset_reset=args.get("reset", "earliest"),
+                                max_poll_interval=args.get("max_poll_interval", 30.0),
+                                on_assign=on_assign, on_revoke=on_revoke) as consumer:
+            batches = 0
+            last_state = None
+            while not os.path.exists(args["stop_file"]):
+                batch = await consumer.poll_many(args.get("max_records", 100), timeout=0.05)
+                if batch:
+                    batches += 1
+                    lines = [f"{m.topic} {m.partition} {m.offset} {m.value.decode()}\n" for m in batch]
+                    if batches == args.get("pause_at_batch"):
+                        os.write(records_fd, "".join(lines[:len(lines) // 2]).encode())
+                        open(f"{base}.mid", "w").close()
+                        await asyncio.sleep(3600)  # the test kills us here
+                    os.write(records_fd, "".join(lines).encode())
+                    try:
+                        await consumer.commit()
+                    except shmbus.CommitFailed:
+                        pass
+                member = consumer.sync._member
+                state = {"member_id": member.member_id, "generation": member.generation,
+                         "assignment": sorted(map(list, consumer.assignment())), "events": events,
+                         "pid": os.getpid(), "ticks": ticks // 50}
+                if state != last_state:
+                    write_json(f"{base}.state", state)
+                    last_state = json.loads(json.dumps(state))
+    tick_task.cancel()
+    os.close(records_fd)
+
+
 if __name__ == "__main__":
     arguments = json.loads(sys.argv[1])
-    if "churn_seconds" in arguments:
+    if arguments.get("aio"):
+        if arguments.get("loop") == "uvloop":
+            import uvloop
+            uvloop.run(main_aio(arguments))
+        else:
+            asyncio.run(main_aio(arguments))
+    elif "churn_seconds" in arguments:
         churn(arguments)
     else:
         main(arguments)

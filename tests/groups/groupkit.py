@@ -1,5 +1,6 @@
 """Helpers of the group tests: member processes (group_member.py) on the test's
 bus, and ways to read what they and the coordinator did."""
+import collections
 import json
 import os
 import signal
@@ -170,7 +171,7 @@ def produce(bus, topic, partitions, per_partition, start=0):
 
 
 def ends(bus, topic):
-    return {p["partition"]: p["end_offset"] for p in bus.describe_topic(topic)["partitions"]}
+    return {p.partition: p.end_offset for p in bus.describe_topic(topic).partitions}
 
 
 def wait_committed(bus, group, topic, targets, timeout=20.0):
@@ -188,3 +189,18 @@ def wait_file(path, timeout=20.0):
 
 def now():
     return time.monotonic()
+
+
+def check_every_record_handled(member_list, end_offsets, topic="t"):
+    """Every offset below the end was handled by somebody (at least once), each
+    with the value that was sent there. Returns {(partition, offset): times handled}."""
+    handled = collections.Counter()
+    for member in member_list:
+        for t, partition, offset, value in member.records():
+            assert t == topic
+            assert value == f"p{partition}-{offset}", f"{member.name} read {value} at {partition}/{offset}"
+            handled[(partition, offset)] += 1
+    for partition, end in end_offsets.items():
+        missing = [o for o in range(end) if (partition, o) not in handled]
+        assert not missing, f"partition {partition}: offsets never handled: {missing[:20]} ({len(missing)})"
+    return handled

@@ -1,6 +1,5 @@
 """Consumer groups with real member processes: joining and leaving, a member
 SIGKILLed mid-batch, a rebalance storm, and several groups on one topic."""
-import collections
 import os
 import signal
 import time
@@ -8,26 +7,13 @@ import time
 import pytest
 
 import buskit
-from groupkit import describe, ends, produce, wait_committed, wait_file, wait_stable
+from groupkit import check_every_record_handled, describe, ends, produce, wait_committed, wait_file, wait_stable
 
 pytestmark = pytest.mark.timeout(90)
 
 ALL4 = {("t", p) for p in range(4)}
 
 
-def check_every_record_handled(member_list, end_offsets, topic="t"):
-    """Every offset below the end was handled by somebody (at least once), each
-    with the value that was sent there. Returns {(partition, offset): times handled}."""
-    handled = collections.Counter()
-    for member in member_list:
-        for t, partition, offset, value in member.records():
-            assert t == topic
-            assert value == f"p{partition}-{offset}", f"{member.name} read {value} at {partition}/{offset}"
-            handled[(partition, offset)] += 1
-    for partition, end in end_offsets.items():
-        missing = [o for o in range(end) if (partition, o) not in handled]
-        assert not missing, f"partition {partition}: offsets never handled: {missing[:20]} ({len(missing)})"
-    return handled
 
 
 def test_three_members_join_and_leave(bus, make_topic, members):

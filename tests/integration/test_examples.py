@@ -15,6 +15,7 @@ EXAMPLES = os.path.join(ROOT, "examples")
     ("latency.py", ["2000"], b"one-way p50"),
     ("latency.py", ["2000", "busy"], b"one-way p50"),
     ("camera_frames.py", ["300"], b"0 frames not as written"),
+    ("asyncio_service.py", ["2000"], b"asyncio service: 2000 orders priced -> 2000 invoices"),
 ])
 def test_example_runs(bus_paths, script, args, expect):
     env = dict(os.environ, SHMBUS_BUS=bus_paths.bus, SHMBUS_DATA_DIR=bus_paths.data_dir)

@@ -106,4 +106,4 @@ def test_many_producers_on_one_partition(bus, make_topic, children, batch):
     # (five contiguous blocks would mean they took turns).
     switches = sum(1 for a, b in zip(log, log[1:]) if a[0] != b[0])
     assert switches >= producers, f"only {switches} switches between producers"
-    assert bus.describe_topic("t")["partitions"][0]["end_offset"] == total
+    assert bus.describe_topic("t").partitions[0].end_offset == total

@@ -55,7 +55,7 @@ def test_dict_headers_arrive_as_pairs(bus, make_topic):
 @pytest.mark.parametrize("ring_bytes", [64 << 10, 1 << 20, (200 << 10) + 4096])
 def test_largest_record_fits_and_one_byte_more_is_too_large(bus, make_topic, ring_bytes):
     make_topic("t", ring_bytes=ring_bytes)
-    limit = bus.describe_topic("t")["max_record_bytes"]
+    limit = bus.describe_topic("t").max_record_bytes
     data_bytes = bus.topic("t").ring_bytes
     assert limit == (data_bytes // 2 & ~7) - 48, "largest record: half the ring minus the frame header"
     key, headers = b"key", [("h", b"hv")]

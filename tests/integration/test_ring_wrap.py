@@ -40,7 +40,7 @@ def check_records(messages, tag, first_seq):
 def test_many_laps_in_lockstep_with_sizes_that_do_not_divide_the_ring(bus, make_topic, ring_bytes):
     make_topic("t", ring_bytes=ring_bytes)
     data_bytes = bus.topic("t").ring_bytes
-    limit = bus.describe_topic("t")["max_record_bytes"]
+    limit = bus.describe_topic("t").max_record_bytes
     rng = random.Random(ring_bytes)
     laps, written, seq = 25, 0, 0
     with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
@@ -66,9 +66,9 @@ def test_many_laps_in_lockstep_with_sizes_that_do_not_divide_the_ring(bus, make_
             check_records(read_exact(c, seq - first), "w", first)
         assert c.missed() == 0
         assert c.position(TP) == seq
-    partition = bus.describe_topic("t")["partitions"][0]
-    assert partition["end_offset"] == seq
-    assert partition["earliest_offset"] > 0, "the ring wrapped, so the oldest records are gone"
+    partition = bus.describe_topic("t").partitions[0]
+    assert partition.end_offset == seq
+    assert partition.earliest_offset > 0, "the ring wrapped, so the oldest records are gone"
 
 
 def test_records_of_size_zero_and_none_across_many_laps(bus, make_topic):
@@ -114,7 +114,7 @@ def test_send_many_of_more_than_the_whole_ring(bus, make_topic):
         assert got and got[-1].offset == 999
         check_records(got, "s", got[0].offset)
         assert c.missed() == got[0].offset
-        assert got[0].offset == bus.describe_topic("t")["partitions"][0]["earliest_offset"]
+        assert got[0].offset == bus.describe_topic("t").partitions[0].earliest_offset
 
 
 def test_lapped_consumer_gets_the_earliest_record_and_counts_the_gap(bus, make_topic):
@@ -125,7 +125,7 @@ def test_lapped_consumer_gets_the_earliest_record_and_counts_the_gap(bus, make_t
         check_records(c.poll_many(5, timeout=5), "l", 0)       # read 0..4, then fall behind
         for seq in range(10, 2000):                              # ~15 laps of the ring
             p.send("t", buskit.make_value("l", seq, 500))
-        earliest = bus.describe_topic("t")["partitions"][0]["earliest_offset"]
+        earliest = bus.describe_topic("t").partitions[0].earliest_offset
         first = c.poll(timeout=5)
         assert first.offset == earliest
         assert c.missed() == earliest - 5

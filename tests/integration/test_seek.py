@@ -127,8 +127,8 @@ def test_seek_on_a_wrapped_ring(bus, make_topic):
     make_topic("t")   # 64 KiB: 2000 records of ~150 bytes lap it several times
     with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
         fill(p, 0, 2000)
-        partition = bus.describe_topic("t")["partitions"][0]
-        earliest, end = partition["earliest_offset"], partition["end_offset"]
+        partition = bus.describe_topic("t").partitions[0]
+        earliest, end = partition.earliest_offset, partition.end_offset
         assert earliest > 0 and end == 2000
         # Every retained offset, through the offset index.
         for offset in range(earliest, end):

@@ -67,9 +67,9 @@ def test_clean_restart_keeps_topics_and_continues_offsets(bus_paths):
     with shmbus.connect(bus_paths.bus, bus_paths.data_dir) as bus:
         info = bus.topics()["t"]
         assert (info.partitions, info.ring_bytes, info.durable) == (2, 128 << 10, False)
-        partitions = bus.describe_topic("t")["partitions"]
+        partitions = bus.describe_topic("t").partitions
         # Memory-only: the records are gone, but not their offsets.
-        assert [(p["earliest_offset"], p["end_offset"]) for p in partitions] == [(10, 10), (1, 1)]
+        assert [(p.earliest_offset, p.end_offset) for p in partitions] == [(10, 10), (1, 1)]
         with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
             assert p.send("t", b"after", partition=0).offset == 10
             assert p.send("t", b"after", partition=1).offset == 1
@@ -104,10 +104,15 @@ def test_supervisor_killed_clients_keep_working_and_a_new_one_adopts_the_rings(b
         for i in range(5, 10):
             assert p.send("t", b"%d" % i).offset == i
         assert [m.offset for m in read_exact(c, 5)] == list(range(5, 10))
-        # The next control call starts a new supervisor, which adopts the live ring.
+        # A call that only reads does not start a supervisor; the next that writes starts
+        # a new one, which adopts the live ring.
+        with pytest.raises(shmbus.SupervisorUnavailable, match="does not run"):
+            bus.topics()
+        assert buskit.supervisor_process(bus_paths) is None
+        make_topic("u")
         assert "t" in bus.topics()
         assert buskit.supervisor_process(bus_paths).pid != supervisor.pid
-        assert bus.describe_topic("t")["partitions"][0]["end_offset"] == 10
+        assert bus.describe_topic("t").partitions[0].end_offset == 10
         for i in range(10, 15):
             assert p.send("t", b"%d" % i).offset == i
         assert [m.offset for m in read_exact(c, 5)] == list(range(10, 15))

@@ -244,7 +244,7 @@ class Soak:
         f.acknowledged = sum(n + 1 for n in acked.values()) - sum(len(r) for r in revoked.values())
         f.revoked = sum(len(r) for r in revoked.values())
         with shmbus.connect(self.paths.bus, self.paths.data_dir) as bus:
-            ends = {p["partition"]: p["end_offset"] for p in bus.describe_topic(TOPIC)["partitions"]}
+            ends = {p.partition: p.end_offset for p in bus.describe_topic(TOPIC).partitions}
             seen: Dict[tuple, int] = {}
             last_seq: Dict[tuple, int] = {}
             with bus.consumer(TOPIC, auto_offset_reset="earliest") as c:

@@ -9,6 +9,8 @@
  *                       the producer's clock, a partition whose writer exists) in C:
  *                       one core call (sb_append_now, never sleeps) and the
  *                       RecordMetadata; anything else goes to Producer._send_general.
+ *   ProducerBase.linger_send  a lingering producer's common record: it joins its
+ *                       partition's open batch; the rest goes to Producer._linger_record.
  *   ConsumerBase        `for msg in consumer` in C: hands out the buffered Messages,
  *                       calling Consumer._refill for more.
  *   decode, decode_plain  Messages built straight from a ring or segment read.
@@ -57,6 +59,11 @@ static PyObject *empty_tuple;
 static PyObject *str_key, *str_partition, *str_headers, *str_timestamp_ns, *str_timeout;
 static PyObject *str_send_general, *str_raise_revoked, *str_refill, *str_reserve_general, *str_commit_failed;
 static PyObject *str_enter, *str_exit;
+/* Lingering producers (_linger.py): the future type, and the names linger_send reads. */
+static PyObject *future_type;
+static PyObject *str_future_batch, *str_future_index;
+static PyObject *str_linger_general, *str_lingering, *str_data, *str_desc, *str_open, *str_limit, *str_lock,
+    *str_acquire, *str_release;
 
 /* A NamedTuple instance from n new references (stolen). */
 static PyObject *new_record(PyTypeObject *type, PyObject **items, Py_ssize_t n)
@@ -396,6 +403,207 @@ general:
 
 static PyObject *producer_reserve(ProducerBaseObject *self, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames);   /* below, with FastReservation */
+/* linger_send(topic, value, key=None, headers=None, partition=None, timestamp_ns=None,
+ * timeout=None): a lingering producer's send, for the common record (as send's: a bytes
+ * value, a cached key or none, no headers, the producer's clock) whose partition has an
+ * open batch (route.lingering[p]) that it does not fill: the record joins the batch's
+ * bytes and descriptor words (SB_RECORD_WORDS int64s, in a bytearray) under the batch's
+ * lock, and its FutureRecordMetadata(batch, index) is returned. Everything else -- a new
+ * batch, a full one, a busy lock -- goes to Producer._linger_record, unchanged. */
+static PyObject *linger_general(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *general = PyObject_GetAttr(self, str_linger_general);
+    if (!general)
+        return NULL;
+    PyObject *result = PyObject_Vectorcall(general, args, (size_t)nargs, kwnames);
+    Py_DECREF(general);
+    return result;
+}
+
+static int grow_bytearray(PyObject *array, Py_ssize_t extra, char **at)
+{
+    Py_ssize_t size = PyByteArray_GET_SIZE(array);
+    if (PyByteArray_Resize(array, size + extra) < 0)
+        return -1;
+    *at = PyByteArray_AS_STRING(array) + size;
+    return 0;
+}
+
+static PyObject *producer_linger_send(ProducerBaseObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                      PyObject *kwnames)
+{
+    PyObject *key = Py_None, *partition = Py_None;
+    if (nargs < 2 || nargs > 7 || !future_type || !self->routes)
+        goto general;
+    if ((nargs > 3 && args[3] != Py_None) || (nargs > 5 && args[5] != Py_None) || (nargs > 6 && args[6] != Py_None))
+        goto general;
+    if (nargs > 2)
+        key = args[2];
+    if (nargs > 4)
+        partition = args[4];
+    if (kwnames) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, i), *arg = args[nargs + i];
+            if (name == str_key && nargs <= 2)
+                key = arg;
+            else if (name == str_partition && nargs <= 4)
+                partition = arg;
+            else if (!((name == str_headers || name == str_timestamp_ns || name == str_timeout) && arg == Py_None))
+                goto general;
+        }
+    }
+    PyObject *topic = args[0], *value = args[1];
+    if (!PyBytes_CheckExact(value) || !PyUnicode_CheckExact(topic))
+        goto general;
+    PyObject *found = PyDict_GetItemWithError(self->routes, topic);
+    if (!found) {
+        if (PyErr_Occurred())
+            return NULL;
+        goto general;
+    }
+    if (!PyObject_TypeCheck(found, &RouteType))
+        goto general;
+    RouteObject *route = (RouteObject *)found;
+    Py_ssize_t p, key_len = -1, value_len = PyBytes_GET_SIZE(value);
+    int sticky = 0;
+    if (key == Py_None) {
+        if (partition == Py_None) {
+            if (route->sticky_left <= 0 || !route->sticky_writer)
+                goto general;
+            p = route->sticky;
+            sticky = 1;
+        } else if (PyLong_CheckExact(partition)) {
+            p = PyLong_AsSsize_t(partition);
+            if (p == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                goto general;
+            }
+            if (p < 0 || p >= route->count)
+                goto general;
+        } else {
+            goto general;
+        }
+    } else if (PyBytes_CheckExact(key) && partition == Py_None) {
+        PyObject *cached = PyDict_GetItemWithError(route->key_partitions, key);
+        if (!cached) {
+            if (PyErr_Occurred())
+                return NULL;
+            goto general;
+        }
+        p = PyLong_AsSsize_t(cached);
+        if (p == -1 && PyErr_Occurred())
+            return NULL;
+        if (p < 0 || p >= route->count)
+            goto general;
+        key_len = PyBytes_GET_SIZE(key);
+    } else {
+        goto general;
+    }
+
+    PyObject *lingering = PyObject_GetAttr(found, str_lingering);
+    if (!lingering)
+        return NULL;
+    if (!PyList_CheckExact(lingering) || p >= PyList_GET_SIZE(lingering)) {
+        Py_DECREF(lingering);
+        goto general;
+    }
+    PyObject *batch = Py_NewRef(PyList_GET_ITEM(lingering, p));
+    Py_DECREF(lingering);
+    PyObject *data = NULL, *desc = NULL, *open = NULL, *limit = NULL, *lock = NULL, *got = NULL;
+    PyObject *result = NULL;
+    int locked = 0;
+    if (batch == Py_None)
+        goto batch_general;
+    if (!(lock = PyObject_GetAttr(batch, str_lock)))
+        goto fail;
+    /* Another thread may be adding to this batch, or closing it: take its lock, or leave it to Python. */
+    if (!(got = PyObject_CallMethodOneArg(lock, str_acquire, Py_False)))
+        goto fail;
+    locked = got == Py_True;
+    if (!locked)
+        goto batch_general;
+    if (!(open = PyObject_GetAttr(batch, str_open)) || !(data = PyObject_GetAttr(batch, str_data))
+        || !(desc = PyObject_GetAttr(batch, str_desc)) || !(limit = PyObject_GetAttr(batch, str_limit)))
+        goto fail;
+    if (open != Py_True || !PyByteArray_CheckExact(data) || !PyByteArray_CheckExact(desc) || !PyLong_CheckExact(limit))
+        goto batch_general;
+    Py_ssize_t at = PyByteArray_GET_SIZE(data), record = (key_len > 0 ? key_len : 0) + value_len;
+    Py_ssize_t room = PyLong_AsSsize_t(limit);
+    if (room == -1 && PyErr_Occurred())
+        goto fail;
+    if (at + record >= room)
+        goto batch_general;   /* it fills the batch: Python closes and sends it */
+    char *bytes;
+    if (grow_bytearray(data, record, &bytes) < 0)
+        goto fail;
+    if (key_len > 0)
+        memcpy(bytes, PyBytes_AS_STRING(key), (size_t)key_len);
+    memcpy(bytes + (key_len > 0 ? key_len : 0), PyBytes_AS_STRING(value), (size_t)value_len);
+    Py_ssize_t index = PyByteArray_GET_SIZE(desc) / (Py_ssize_t)(SB_RECORD_WORDS * sizeof(int64_t));
+    char *words_at;
+    if (grow_bytearray(desc, SB_RECORD_WORDS * sizeof(int64_t), &words_at) < 0)
+        goto fail;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    Py_ssize_t value_at = at + (key_len > 0 ? key_len : 0);
+    int64_t words[SB_RECORD_WORDS] = {at, key_len, value_at, 0, value_at, value_len,
+                                      (int64_t)now.tv_sec * 1000000000ll + now.tv_nsec};
+    memcpy(words_at, words, sizeof(words));
+    if (sticky)
+        route->sticky_left -= value_len;
+    PyObject *number = PyLong_FromSsize_t(index);
+    if (!number)
+        goto fail;
+    /* FutureRecordMetadata(batch, index) without running its __init__ (a Python call,
+     * a fifth of this path): a bare instance with its two slots set. */
+    PyTypeObject *type = (PyTypeObject *)future_type;
+    result = type->tp_new(type, empty_tuple, NULL);
+    if (result && (PyObject_SetAttr(result, str_future_batch, batch) < 0
+                   || PyObject_SetAttr(result, str_future_index, number) < 0))
+        Py_CLEAR(result);
+    Py_DECREF(number);
+    goto done;
+batch_general:
+    result = NULL;
+    goto done_general;
+fail:
+    result = NULL;
+done:
+    if (locked) {
+        PyObject *err_type, *err_value, *err_tb;
+        PyErr_Fetch(&err_type, &err_value, &err_tb);
+        PyObject *released = PyObject_CallMethodNoArgs(lock, str_release);
+        Py_XDECREF(released);
+        PyErr_Restore(err_type, err_value, err_tb);
+    }
+    Py_XDECREF(got);
+    Py_XDECREF(lock);
+    Py_XDECREF(open);
+    Py_XDECREF(data);
+    Py_XDECREF(desc);
+    Py_XDECREF(limit);
+    Py_DECREF(batch);
+    return result;
+done_general:
+    if (locked) {
+        PyObject *released = PyObject_CallMethodNoArgs(lock, str_release);
+        if (!released) {
+            Py_XDECREF(got); Py_XDECREF(lock); Py_XDECREF(open); Py_XDECREF(data); Py_XDECREF(desc);
+            Py_XDECREF(limit); Py_DECREF(batch);
+            return NULL;
+        }
+        Py_DECREF(released);
+    }
+    Py_XDECREF(got);
+    Py_XDECREF(lock);
+    Py_XDECREF(open);
+    Py_XDECREF(data);
+    Py_XDECREF(desc);
+    Py_XDECREF(limit);
+    Py_DECREF(batch);
+general:
+    return linger_general((PyObject *)self, args, nargs, kwnames);
+}
 
 static PyMethodDef producer_methods[] = {
     {"reserve", (PyCFunction)(void (*)(void))producer_reserve, METH_FASTCALL | METH_KEYWORDS,
@@ -412,6 +620,10 @@ static PyMethodDef producer_methods[] = {
      "Append one record; returns RecordMetadata(topic, partition, offset, timestamp_ns)\n"
      "once it is in shared memory and visible to consumers. Blocks up to timeout\n"
      "(default: the producer's) for ring space, then raises BufferFull."},
+    {"linger_send", (PyCFunction)(void (*)(void))producer_linger_send, METH_FASTCALL | METH_KEYWORDS,
+     "linger_send($self, topic, value, key=None, headers=None, partition=None, timestamp_ns=None, timeout=None)\n"
+     "--\n\nA lingering producer's send: the record joins its partition's batch; returns its\n"
+     "FutureRecordMetadata (see _linger.py)."},
     {NULL},
 };
 
@@ -1173,7 +1385,20 @@ static PyObject *bind(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *bind_linger(PyObject *module, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "bind_linger takes the FutureRecordMetadata class");
+        return NULL;
+    }
+    Py_INCREF(cls);
+    Py_XSETREF(future_type, cls);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"bind_linger", bind_linger, METH_O,
+     "bind_linger(FutureRecordMetadata)\n--\n\nThe future type ProducerBase.linger_send returns."},
     {"bind", bind, METH_VARARGS,
      "bind(append_now, reserve_now, commit, abort, RecordMetadata, Message, ShmbusError)\n--\n\n"
      "The core's sb_append_now, sb_reserve_now, sb_commit and sb_abort (addresses), the record types\n"
@@ -1207,7 +1432,12 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || intern(&str_timeout, "timeout") < 0 || intern(&str_send_general, "_send_general") < 0
         || intern(&str_raise_revoked, "_raise_revoked") < 0 || intern(&str_refill, "_refill") < 0
         || intern(&str_reserve_general, "_reserve_general") < 0 || intern(&str_commit_failed, "_commit_failed") < 0
-        || intern(&str_enter, "__enter__") < 0 || intern(&str_exit, "__exit__") < 0)
+        || intern(&str_enter, "__enter__") < 0 || intern(&str_exit, "__exit__") < 0
+        || intern(&str_linger_general, "_linger_record") < 0 || intern(&str_lingering, "lingering") < 0
+        || intern(&str_data, "data") < 0 || intern(&str_desc, "desc") < 0 || intern(&str_open, "open") < 0
+        || intern(&str_limit, "limit") < 0 || intern(&str_lock, "lock") < 0 || intern(&str_acquire, "acquire") < 0
+        || intern(&str_release, "release") < 0 || intern(&str_future_batch, "_batch") < 0
+        || intern(&str_future_index, "_index") < 0)
         return NULL;
     if (!(empty_tuple = PyTuple_New(0)))
         return NULL;
