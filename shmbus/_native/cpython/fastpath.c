@@ -294,9 +294,11 @@ static void producer_dealloc(ProducerBaseObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *send_general(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* Hand a call the fast path does not take to the Python method `name`, unchanged. */
+static PyObject *call_general(PyObject *self, PyObject *name, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
 {
-    PyObject *general = PyObject_GetAttr(self, str_send_general);
+    PyObject *general = PyObject_GetAttr(self, name);
     if (!general)
         return NULL;
     PyObject *result = PyObject_Vectorcall(general, args, (size_t)nargs, kwnames);
@@ -304,84 +306,102 @@ static PyObject *send_general(PyObject *self, PyObject *const *args, Py_ssize_t 
     return result;
 }
 
+/* send's and linger_send's arguments (topic, value, key=None, headers=None, partition=None,
+ * timestamp_ns=None, timeout=None) when they are the common record's: 1 with the key and
+ * partition given (or None), 0 for anything else (headers, a timestamp, a timeout, a
+ * duplicate or misspelt keyword: the general path says so). */
+static int common_send_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **key,
+                            PyObject **partition)
+{
+    *key = *partition = Py_None;
+    if (nargs < 2 || nargs > 7)
+        return 0;
+    if ((nargs > 3 && args[3] != Py_None) || (nargs > 5 && args[5] != Py_None) || (nargs > 6 && args[6] != Py_None))
+        return 0;
+    if (nargs > 2)
+        *key = args[2];
+    if (nargs > 4)
+        *partition = args[4];
+    for (Py_ssize_t i = 0; kwnames && i < PyTuple_GET_SIZE(kwnames); i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i), *arg = args[nargs + i];
+        if (name == str_key && nargs <= 2)
+            *key = arg;
+        else if (name == str_partition && nargs <= 4)
+            *partition = arg;
+        else if (!((name == str_headers || name == str_timestamp_ns || name == str_timeout) && arg == Py_None))
+            return 0;
+    }
+    return 1;
+}
+
+/* The producer's Route for topic: 1 (in *route), 0 if there is none yet (the general
+ * path resolves it), -1 on error. */
+static int find_route(ProducerBaseObject *self, PyObject *topic, RouteObject **route)
+{
+    if (!self->routes || !PyUnicode_CheckExact(topic))
+        return 0;
+    PyObject *found = PyDict_GetItemWithError(self->routes, topic);
+    if (!found)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyObject_TypeCheck(found, &RouteType))
+        return 0;
+    *route = (RouteObject *)found;
+    return 1;
+}
+
+/* The partition of a record as the producer picks it -- the sticky one (no key, no
+ * partition), the one given, or the cached one of its bytes key --, when that needs no
+ * Python: 1 (*sticky says which case), 0 when the general path must pick (a new sticky
+ * partition, a key the partitioner has not seen), -1 on error. */
+static int pick_partition(RouteObject *route, PyObject *key, PyObject *partition, Py_ssize_t *p, int *sticky)
+{
+    *sticky = 0;
+    if (key == Py_None && partition == Py_None) {
+        if (route->sticky_left <= 0 || !route->sticky_writer)
+            return 0;   /* time to pick another sticky partition */
+        *p = route->sticky;
+        *sticky = 1;
+        return 1;
+    }
+    PyObject *number;
+    if (key == Py_None && PyLong_CheckExact(partition))
+        number = partition;
+    else if (PyBytes_CheckExact(key) && partition == Py_None) {
+        if (!(number = PyDict_GetItemWithError(route->key_partitions, key)))
+            return PyErr_Occurred() ? -1 : 0;
+    } else
+        return 0;
+    *p = PyLong_AsSsize_t(number);
+    if (*p == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return *p >= 0 && *p < route->count;
+}
+
 /* send(topic, value, key=None, headers=None, partition=None, timestamp_ns=None, timeout=None) */
 static PyObject *producer_send(ProducerBaseObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames)
 {
-    PyObject *key = Py_None, *partition = Py_None;
-    if (nargs < 2 || nargs > 7 || !append_now || !self->routes)
-        goto general;
-    if ((nargs > 3 && args[3] != Py_None) || (nargs > 5 && args[5] != Py_None) || (nargs > 6 && args[6] != Py_None))
-        goto general;   /* headers, a timestamp, a timeout */
-    if (nargs > 2)
-        key = args[2];
-    if (nargs > 4)
-        partition = args[4];
-    if (kwnames) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            PyObject *name = PyTuple_GET_ITEM(kwnames, i), *arg = args[nargs + i];
-            if (name == str_key && nargs <= 2)
-                key = arg;
-            else if (name == str_partition && nargs <= 4)
-                partition = arg;
-            else if (!((name == str_headers || name == str_timestamp_ns || name == str_timeout) && arg == Py_None))
-                goto general;   /* (duplicates and misspellings too: the general path says so) */
-        }
-    }
-    PyObject *topic = args[0], *value = args[1];
-    if (!PyBytes_CheckExact(value) || !PyUnicode_CheckExact(topic))
-        goto general;
-    PyObject *found = PyDict_GetItemWithError(self->routes, topic);
-    if (!found) {
-        if (PyErr_Occurred())
-            return NULL;
-        goto general;
-    }
-    if (!PyObject_TypeCheck(found, &RouteType))
-        goto general;
-    RouteObject *route = (RouteObject *)found;
-
+    PyObject *key, *partition;
+    RouteObject *route;
     Py_ssize_t p;
-    sb_writer *writer;
-    const char *key_bytes = NULL;
-    Py_ssize_t key_len = -1, value_len = PyBytes_GET_SIZE(value);
-    int sticky = 0;
-    if (key == Py_None) {
-        if (partition == Py_None) {
-            if (route->sticky_left <= 0 || !route->sticky_writer)
-                goto general;   /* time to pick another sticky partition */
-            writer = route->sticky_writer;
-            p = route->sticky;
-            sticky = 1;
-        } else if (PyLong_CheckExact(partition)) {
-            p = PyLong_AsSsize_t(partition);
-            if (p == -1 && PyErr_Occurred()) {
-                PyErr_Clear();
-                goto general;
-            }
-            if (p < 0 || p >= route->count || !(writer = route->writers[p]))
-                goto general;
-        } else {
-            goto general;
-        }
-    } else if (PyBytes_CheckExact(key) && partition == Py_None) {
-        PyObject *cached = PyDict_GetItemWithError(route->key_partitions, key);
-        if (!cached) {
-            if (PyErr_Occurred())
-                return NULL;
-            goto general;   /* the partitioner has not seen this key */
-        }
-        p = PyLong_AsSsize_t(cached);
-        if (p == -1 && PyErr_Occurred())
-            return NULL;
-        if (p < 0 || p >= route->count || !(writer = route->writers[p]))
-            goto general;
-        key_bytes = PyBytes_AS_STRING(key);
-        key_len = PyBytes_GET_SIZE(key);
-    } else {
+    int sticky, found;
+    if (!append_now || !common_send_args(args, nargs, kwnames, &key, &partition) || !PyBytes_CheckExact(args[1]))
         goto general;
-    }
-
+    found = find_route(self, args[0], &route);
+    if (found > 0)
+        found = pick_partition(route, key, partition, &p, &sticky);
+    if (found < 0)
+        return NULL;
+    if (!found)
+        goto general;
+    sb_writer *writer = route->writers[p];
+    if (!writer)
+        goto general;
+    PyObject *topic = args[0], *value = args[1];
+    const char *key_bytes = key == Py_None ? NULL : PyBytes_AS_STRING(key);
+    Py_ssize_t key_len = key == Py_None ? -1 : PyBytes_GET_SIZE(key), value_len = PyBytes_GET_SIZE(value);
     int64_t offset = append_now(writer, key_bytes, key_len, PyBytes_AS_STRING(value), value_len);
     if (offset >= 0) {
         if (sticky)
@@ -393,12 +413,12 @@ static PyObject *producer_send(ProducerBaseObject *self, PyObject *const *args, 
     if (offset == SB_REVOKED) {
         /* Not sent, and not to be sent again behind the caller's back: it decides. */
         PyObject *number = PyTuple_GET_ITEM(route->partition_numbers, p);
-        return PyObject_CallMethodObjArgs((PyObject *)self, str_raise_revoked, found, number, NULL);
+        return PyObject_CallMethodObjArgs((PyObject *)self, str_raise_revoked, (PyObject *)route, number, NULL);
     }
     /* Full, busy, deleted, moved, too large: nothing was written; the general path
      * waits, retries or raises. */
 general:
-    return send_general((PyObject *)self, args, nargs, kwnames);
+    return call_general((PyObject *)self, str_send_general, args, nargs, kwnames);
 }
 
 static PyObject *producer_reserve(ProducerBaseObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -410,16 +430,6 @@ static PyObject *producer_reserve(ProducerBaseObject *self, PyObject *const *arg
  * bytes and descriptor words (SB_RECORD_WORDS int64s, in a bytearray) under the batch's
  * lock, and its FutureRecordMetadata(batch, index) is returned. Everything else -- a new
  * batch, a full one, a busy lock -- goes to Producer._linger_record, unchanged. */
-static PyObject *linger_general(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    PyObject *general = PyObject_GetAttr(self, str_linger_general);
-    if (!general)
-        return NULL;
-    PyObject *result = PyObject_Vectorcall(general, args, (size_t)nargs, kwnames);
-    Py_DECREF(general);
-    return result;
-}
-
 static int grow_bytearray(PyObject *array, Py_ssize_t extra, char **at)
 {
     Py_ssize_t size = PyByteArray_GET_SIZE(array);
@@ -432,75 +442,23 @@ static int grow_bytearray(PyObject *array, Py_ssize_t extra, char **at)
 static PyObject *producer_linger_send(ProducerBaseObject *self, PyObject *const *args, Py_ssize_t nargs,
                                       PyObject *kwnames)
 {
-    PyObject *key = Py_None, *partition = Py_None;
-    if (nargs < 2 || nargs > 7 || !future_type || !self->routes)
+    PyObject *key, *partition;
+    RouteObject *route;
+    Py_ssize_t p;
+    int sticky, found;
+    if (!future_type || !common_send_args(args, nargs, kwnames, &key, &partition) || !PyBytes_CheckExact(args[1]))
         goto general;
-    if ((nargs > 3 && args[3] != Py_None) || (nargs > 5 && args[5] != Py_None) || (nargs > 6 && args[6] != Py_None))
+    found = find_route(self, args[0], &route);
+    if (found > 0)
+        found = pick_partition(route, key, partition, &p, &sticky);
+    if (found < 0)
+        return NULL;
+    if (!found)
         goto general;
-    if (nargs > 2)
-        key = args[2];
-    if (nargs > 4)
-        partition = args[4];
-    if (kwnames) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            PyObject *name = PyTuple_GET_ITEM(kwnames, i), *arg = args[nargs + i];
-            if (name == str_key && nargs <= 2)
-                key = arg;
-            else if (name == str_partition && nargs <= 4)
-                partition = arg;
-            else if (!((name == str_headers || name == str_timestamp_ns || name == str_timeout) && arg == Py_None))
-                goto general;
-        }
-    }
-    PyObject *topic = args[0], *value = args[1];
-    if (!PyBytes_CheckExact(value) || !PyUnicode_CheckExact(topic))
-        goto general;
-    PyObject *found = PyDict_GetItemWithError(self->routes, topic);
-    if (!found) {
-        if (PyErr_Occurred())
-            return NULL;
-        goto general;
-    }
-    if (!PyObject_TypeCheck(found, &RouteType))
-        goto general;
-    RouteObject *route = (RouteObject *)found;
-    Py_ssize_t p, key_len = -1, value_len = PyBytes_GET_SIZE(value);
-    int sticky = 0;
-    if (key == Py_None) {
-        if (partition == Py_None) {
-            if (route->sticky_left <= 0 || !route->sticky_writer)
-                goto general;
-            p = route->sticky;
-            sticky = 1;
-        } else if (PyLong_CheckExact(partition)) {
-            p = PyLong_AsSsize_t(partition);
-            if (p == -1 && PyErr_Occurred()) {
-                PyErr_Clear();
-                goto general;
-            }
-            if (p < 0 || p >= route->count)
-                goto general;
-        } else {
-            goto general;
-        }
-    } else if (PyBytes_CheckExact(key) && partition == Py_None) {
-        PyObject *cached = PyDict_GetItemWithError(route->key_partitions, key);
-        if (!cached) {
-            if (PyErr_Occurred())
-                return NULL;
-            goto general;
-        }
-        p = PyLong_AsSsize_t(cached);
-        if (p == -1 && PyErr_Occurred())
-            return NULL;
-        if (p < 0 || p >= route->count)
-            goto general;
-        key_len = PyBytes_GET_SIZE(key);
-    } else {
-        goto general;
-    }
+    PyObject *value = args[1];
+    Py_ssize_t key_len = key == Py_None ? -1 : PyBytes_GET_SIZE(key), value_len = PyBytes_GET_SIZE(value);
 
-    PyObject *lingering = PyObject_GetAttr(found, str_lingering);
+    PyObject *lingering = PyObject_GetAttr((PyObject *)route, str_lingering);
     if (!lingering)
         return NULL;
     if (!PyList_CheckExact(lingering) || p >= PyList_GET_SIZE(lingering)) {
@@ -602,7 +560,7 @@ done_general:
     Py_XDECREF(limit);
     Py_DECREF(batch);
 general:
-    return linger_general((PyObject *)self, args, nargs, kwnames);
+    return call_general((PyObject *)self, str_linger_general, args, nargs, kwnames);
 }
 
 static PyMethodDef producer_methods[] = {
@@ -1259,22 +1217,12 @@ static PyTypeObject FastReservationType = {
     .tp_methods = fast_reservation_methods,
 };
 
-static PyObject *reserve_general(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    PyObject *general = PyObject_GetAttr(self, str_reserve_general);
-    if (!general)
-        return NULL;
-    PyObject *result = PyObject_Vectorcall(general, args, (size_t)nargs, kwnames);
-    Py_DECREF(general);
-    return result;
-}
-
 /* reserve(topic, nbytes, key=None, partition=None, headers=None, timestamp_ns=None, timeout=None) */
 static PyObject *producer_reserve(ProducerBaseObject *self, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames)
 {
     PyObject *partition = Py_None;
-    if (nargs < 2 || nargs > 7 || !reserve_now || !self->routes)
+    if (nargs < 2 || nargs > 7 || !reserve_now)
         goto general;
     for (Py_ssize_t i = 2; i < nargs; i++)
         if (i != 3 && args[i] != Py_None)
@@ -1292,44 +1240,32 @@ static PyObject *producer_reserve(ProducerBaseObject *self, PyObject *const *arg
         }
     }
     PyObject *topic = args[0], *nbytes_object = args[1];
-    if (!PyUnicode_CheckExact(topic) || !PyLong_CheckExact(nbytes_object))
+    if (!PyLong_CheckExact(nbytes_object))
         goto general;
     Py_ssize_t nbytes = PyLong_AsSsize_t(nbytes_object);
     if (nbytes < 0) {
         PyErr_Clear();
         goto general;
     }
-    PyObject *found = PyDict_GetItemWithError(self->routes, topic);
-    if (!found) {
-        if (PyErr_Occurred())
-            return NULL;
-        goto general;
-    }
-    if (!PyObject_TypeCheck(found, &RouteType))
-        goto general;
-    RouteObject *route = (RouteObject *)found;
+    RouteObject *route;
     Py_ssize_t p;
-    if (partition == Py_None) {
-        if (route->sticky_left <= 0 || !route->sticky_writer)
-            goto general;   /* time to pick another sticky partition */
-        p = route->sticky;
-        route->sticky_left -= nbytes;
-    } else if (PyLong_CheckExact(partition)) {
-        p = PyLong_AsSsize_t(partition);
-        if (p == -1 && PyErr_Occurred()) {
-            PyErr_Clear();
-            goto general;
-        }
-        if (p < 0 || p >= route->count || !route->writers[p])
-            goto general;
-    } else {
+    int sticky, found;
+    found = find_route(self, topic, &route);
+    if (found > 0)
+        found = pick_partition(route, Py_None, partition, &p, &sticky);
+    if (found < 0)
+        return NULL;
+    if (!found)
         goto general;
-    }
+    if (!route->writers[p])
+        goto general;
+    if (sticky)
+        route->sticky_left -= nbytes;
     FastReservationObject *reservation = PyObject_GC_New(FastReservationObject, &FastReservationType);
     if (!reservation)
         return NULL;
     reservation->producer = Py_NewRef((PyObject *)self);
-    reservation->route = (RouteObject *)Py_NewRef(found);
+    reservation->route = (RouteObject *)Py_NewRef((PyObject *)route);
     reservation->partition = p;
     reservation->nbytes = nbytes;
     reservation->state = RESERVATION_NEW;
@@ -1341,7 +1277,7 @@ static PyObject *producer_reserve(ProducerBaseObject *self, PyObject *const *arg
     PyObject_GC_Track(reservation);
     return (PyObject *)reservation;
 general:
-    return reserve_general((PyObject *)self, args, nargs, kwnames);
+    return call_general((PyObject *)self, str_reserve_general, args, nargs, kwnames);
 }
 
 /* ==== the module ==== */
