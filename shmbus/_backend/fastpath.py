@@ -1,5 +1,6 @@
-"""The per-record paths in CPython's C API (shmbus/_native/cpython/fastpath.c), bound
-here to the core's sb_append_now through cffi, so there is one copy of the core.
+"""The per-record paths in CPython's C API (shmbus/_native/cpython/, fastpath.h says which
+file holds what), bound here to the core's functions through cffi, so there is one copy
+of the core.
 
 ProducerBase and ConsumerBase are the C halves of Producer and Consumer: the common
 sends and `for msg in consumer`; decode and decode_plain build Messages from a read;
