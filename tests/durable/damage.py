@@ -4,7 +4,7 @@ import os
 import signal
 
 from shmbus._backend import walk_frames
-from shmbus._log import list_segments, segment_path
+from shmbus._segment_files import list_segments, segment_path
 
 import buskit
 

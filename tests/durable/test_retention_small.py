@@ -8,7 +8,7 @@ import pytest
 
 import shmbus
 from shmbus import TopicPartition
-from shmbus._log import list_segments, segment_path
+from shmbus._segment_files import list_segments, segment_path
 
 import buskit
 import damage

@@ -5,7 +5,7 @@ import itertools
 import random
 
 from shmbus import TopicPartition
-from shmbus._log import list_segments
+from shmbus._segment_files import list_segments
 
 from test_durable import partition_dir
 
