@@ -35,7 +35,7 @@ from .._names import validate_name
 from .. import _checks
 from .. import _liveness as liveness
 from .._types import TopicPartition
-from .topics import attach_trusted
+from .rings import attach_trusted
 
 OFFSETS_FILE = "offsets.json"
 MAX_POLL_INTERVAL_MS = 365 * 24 * 3600 * 1000   # a year: beyond it a member may as well never poll

@@ -6,16 +6,16 @@ import time
 from typing import List, Optional
 
 from .. import _access
-from .. import _holdup as holdup
-from .. import _shm
-from .._backend import SLOT_CLAIMED, SLOT_PUBLISHING, Cursor, Ring, max_record_bytes
-from .._errors import (BadRing, ClaimLockBusy, InvalidArgument, InvalidArgumentType, InvalidFile, InvalidName,
-                       NotTrusted, OutOfRing, OutOfSpace, ShmbusError, TopicExists, TopicNotFound)
+from .._backend import Ring, max_record_bytes
+from .._errors import (InvalidArgument, InvalidArgumentType, InvalidFile, InvalidName, ShmbusError, TopicExists,
+                       TopicNotFound)
 from .._fsutil import read_json, write_json_atomic
-from .._log import SegmentWriter, list_segments, segment_path
+from .._log import SegmentWriter
 from .._names import ring_name, validate_name
+from .._segment_files import list_segments, segment_path
 from .._types import TopicInfo
-from .unblocker import UNBLOCK_TIMEOUT
+from .rings import adopt_ring, archive_position, create_ring, finish_retired
+from .unblocker import RetiredRing
 
 MIN_RING_BYTES = 64 << 10
 MIN_SEGMENT_BYTES = 64 << 10
@@ -25,26 +25,6 @@ OFFSET_RESERVE = 10_000_000  # memory-only offsets skipped after a host crash, a
 logger = logging.getLogger("shmbus.supervisor")
 
 
-def attach_trusted(cls, name, what):
-    """Map (cls.attach) an object a supervisor that died left in /dev/shm, if it is the
-    bus's: owned by its user, letting in no more than the bus does (checked on the open
-    descriptor). One that is not is never read: it is logged and removed (or left, if
-    it is another user's and this one may not remove it: the fresh object then takes
-    another name). None when there is none or it was refused."""
-    try:
-        return cls.attach(name, _access.own_trust())
-    except FileNotFoundError:
-        return None
-    except NotTrusted as e:
-        try:
-            cls.unlink(name)
-            done = "removed it"
-        except PermissionError:
-            done = "cannot remove it (another user's): left it, and its replacement takes another name"
-        logger.error(f"refused {what} /dev/shm{name}, never read it: {e}; {done}")
-        return None
-
-
 def normalize_ring_bytes(ring_bytes):
     """Round a requested ring size up to whole pages."""
     if not isinstance(ring_bytes, int) or isinstance(ring_bytes, bool):
@@ -52,31 +32,6 @@ def normalize_ring_bytes(ring_bytes):
     if ring_bytes < MIN_RING_BYTES:
         raise InvalidArgument(f"ring_bytes must be at least {MIN_RING_BYTES} (64 KiB), got {ring_bytes}")
     return (ring_bytes + 4095) & ~4095
-
-
-class RetiredRing:
-    """A ring its partition moved on from because a producer stalled in it (see
-    unblocker.py): its archiver and readers finish it, then it is dropped."""
-
-    def __init__(self, ring, slot, end, next_offset):
-        self.ring = ring
-        self.slot = slot                  # the supervisor's producer slot in it
-        self.end = end                    # where it ends (final)
-        self.next_offset = next_offset    # the offset the next ring starts at
-        self.archived = not ring.durable  # durable: until the archiver has it all on disk
-
-    def settled(self):
-        """Archived, and no live producer is still writing a claim in it."""
-        return self.archived and not any(
-            s.state in (SLOT_CLAIMED, SLOT_PUBLISHING) and s.owner_alive()
-            for s in self.ring.slots() if s.slot != self.slot)
-
-    def drop(self, dropped):
-        """Let go of it; the mapping goes to `dropped`, unmapped by the archiver (which
-        may sleep on its futex words outside the lock)."""
-        self.ring.release_slot(self.slot)
-        Ring.unlink(self.ring.name)
-        dropped.append(self.ring)
 
 
 class Topic:
@@ -414,12 +369,12 @@ class TopicRegistry:
         if adopt:
             # Rings the partition moved on from (a producer stalled in them) that a
             # supervisor that died had not finished archiving: finish them first.
-            disk_next = self._finish_retired(info, p, log, disk_next)
-        ring = self._adopt(info, p) if adopt else None
+            disk_next = finish_retired(self.ring_name(info.name, p), info, p, log, disk_next)
+        ring = adopt_ring(self.ring_name(info.name, p), info) if adopt else None
         position: Optional[int] = None   # where the archiver starts in the ring
         archive_from = None              # and the offset of the frame there
         if ring is not None and log is not None:
-            found = self._archive_position(info, p, ring, disk_next, log)
+            found = archive_position(info, p, ring, disk_next, log)
             if found is None:
                 ring.close()
                 Ring.unlink(ring.name)
@@ -435,7 +390,7 @@ class TopicRegistry:
                 base = int(state.get("next_offset", 0))
                 if crashed:
                     base = max(base, int(state.get("reserved_until", 0)))
-            ring = self._create_ring(info, p, base)
+            ring = create_ring(self.ring_name(info.name, p), info, base)
             position, archive_from = 0, base
         if log is not None:
             assert position is not None and archive_from is not None
@@ -448,166 +403,6 @@ class TopicRegistry:
             log.synced_position = position
             ring.set_archived(position, position)
         return ring, log
-
-    def _finish_retired(self, info, p, log, disk_next):
-        """Archive what the partition's retired rings hold beyond the disk, oldest first,
-        then remove them. Returns the offset the disk now ends at."""
-        name = self.ring_name(info.name, p)
-        for retired_name in Ring.retired_names(name) + [n for alt in Ring.alternates(name)
-                                                        for n in Ring.retired_names(alt)]:
-            ring = attach_trusted(Ring, retired_name, "retired ring")
-            if ring is None:
-                continue
-            try:
-                if log is not None:
-                    disk_next = self._archive_retired(info, p, log, ring, disk_next)
-            finally:
-                ring.close()
-                Ring.unlink(retired_name)
-            logger.info(f"{info.name}/{p}: finished the retired ring {retired_name}")
-        return disk_next
-
-    def _archive_retired(self, info, p, log, ring, disk_next):
-        found = self._archive_position(info, p, ring, disk_next, log)
-        if found is None:
-            return disk_next
-        position, archive_from = found
-        if log.fd is not None and archive_from != log.state.next_offset:
-            log.close()  # records between were lost: the log goes on in a new segment
-        if log.fd is None:
-            log.start(archive_from)
-        log.state.position = position
-        end = ring.stats().retired_end
-        my_slot = ring.acquire_slot()
-        try:
-            stuck_since = time.monotonic()
-            while log.state.position < end:
-                if log.archive(ring):
-                    stuck_since = time.monotonic()
-                    continue
-                ring.reap_dead(my_slot)
-                if time.monotonic() - stuck_since > 2 * UNBLOCK_TIMEOUT:
-                    # Claims in flight when it retired, stalled since: revoke them.
-                    open_claims = [s.slot for s in ring.slots()
-                                   if s.slot != my_slot and s.state in (SLOT_CLAIMED, SLOT_PUBLISHING)]
-                    ring.retire(my_slot, open_claims)
-                    stuck_since = time.monotonic()
-                time.sleep(0.001)
-            log.sync()
-        finally:
-            ring.release_slot(my_slot)
-        return log.state.next_offset
-
-    def _archive_position(self, info, p, ring, disk_next, log):
-        """(position, offset) in an adopted ring where the disk ends; None if the ring must
-        be replaced."""
-        stats = ring.stats()
-        if disk_next is None:
-            return stats.head, stats.head_offset  # nothing on disk: archive all the ring holds
-        if disk_next > stats.next_offset:
-            logger.warning(f"{info.name}/{p}: ring ends at offset {stats.next_offset} but the disk at "
-                     f"{disk_next}: replacing the ring")
-            return None
-        cursor = Cursor(ring)
-        found = False
-        for _ in range(1000):
-            try:
-                if cursor.seek(disk_next):
-                    found = True
-                    break
-            except OutOfRing:
-                break
-            ring.reap_dead()  # a dead producer's unfinished frame holds the seek up
-            time.sleep(0.001)
-        if found:
-            return cursor.position, disk_next
-        log.report(None, f"{info.name}/{p}: records {disk_next}..{stats.head_offset - 1} are neither on disk "
-                         f"nor in the ring: they were lost")
-        return stats.head, stats.head_offset
-
-    def _adopt(self, info, partition):
-        """The ring a supervisor that died left for this partition, if it is to be trusted
-        and fits the topic; else None (then a fresh one is made)."""
-        name = self.ring_name(info.name, partition)
-        adopted = None
-        for candidate in [name] + Ring.alternates(name):
-            try:
-                ring = attach_trusted(Ring, candidate, "ring")
-            except BadRing:
-                logger.warning(f"ring {candidate} is not valid; replacing it")
-                Ring.unlink(candidate)
-                continue
-            if ring is None:
-                continue
-            if (adopted is not None or ring.data_bytes != info.ring_bytes or ring.durable != info.durable
-                    or ring.is_deleted()):
-                ring.close()
-                Ring.unlink(candidate)
-                continue
-            adopted = ring
-        if adopted is None:
-            return None
-        reaped = adopted.reap_dead()
-        logger.info(f"adopted ring {adopted.name} at offset {adopted.stats().next_offset}"
-                    + (f", freed {reaped} dead producer slot(s)" if reaped else ""))
-        return adopted
-
-    def _create_ring(self, info, partition, base_offset):
-        name = self.ring_name(info.name, partition)
-        try:
-            ring = Ring.create(name, info.ring_bytes, base_offset, info.durable)
-        except OutOfSpace:
-            raise
-        except OSError as e:
-            raise ShmbusError(f"cannot create ring {name}: {e}") from None
-        if ring.name != name:
-            logger.error(f"/dev/shm{name} is held by another user's object: created the ring as "
-                         f"/dev/shm{ring.name} instead")
-        return ring
-
-    # ---- moving on from a ring a producer stalled in (unblocker.py) ----
-
-    def retire_ring(self, topic, p, stalled):
-        """Retire partition p's ring for the stalled producer slots and go on in a new
-        ring at the next offset. Nothing happens (and the next pass tries again) if
-        /dev/shm has no room for the new ring, or a live producer holds the lock."""
-        info, ring = topic.info, topic.rings[p]
-        name = ring.name
-        who = holdup.describe_slots(ring, stalled)
-        try:
-            new = Ring.create(f"{name}@next", info.ring_bytes, 0, info.durable)
-        except OSError as e:
-            logger.error(f"{info.name}/{p}: held up ({who}), and no room for the ring it would move "
-                         f"on to: {e}")
-            return
-        # The retired ring keeps a name of its own (a restarted supervisor finds it and
-        # archives what it holds); the new one will take the partition's name, atomically.
-        retired_name = f"{name}@retired-{time.time_ns()}"
-        try:
-            os.link(_shm.path_of(name), _shm.path_of(retired_name))
-        except OSError as e:
-            logger.error(f"{info.name}/{p}: held up ({who}), and cannot name the ring it would retire: {e}")
-            new.close()
-            Ring.unlink(new.name)
-            return
-        try:
-            end, next_offset = ring.retire(topic.reaper_slots[p], stalled)
-        except ClaimLockBusy:   # a live producer that is not stalled has the lock: next pass
-            new.close()
-            Ring.unlink(new.name)
-            Ring.unlink(retired_name)
-            return
-        new.rebase(next_offset)
-        new_slot = new.acquire_slot()
-        os.rename(_shm.path_of(new.name), _shm.path_of(name))
-        ring.name = retired_name
-        new.name = name
-        topic.retired[p].append(RetiredRing(ring, topic.reaper_slots[p], end, next_offset))
-        topic.rings[p] = new
-        topic.reaper_slots[p] = new_slot
-        logger.warning(f"{info.name}/{p}: {who} for longer than the unblock timeout: revoked; the partition "
-                       f"goes on in a new ring at offset {next_offset} (the old one is kept as "
-                       f"{retired_name} until it is archived and let go)")
 
     def settle_retired(self, topic, p):
         """Drop the retired rings of partition p that are archived and let go."""

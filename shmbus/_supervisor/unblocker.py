@@ -20,11 +20,14 @@ records. If /dev/shm has no room for the new ring, the partition stays held up a
 log says so, and it is tried again.
 """
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Dict, List, Set, Tuple
 
-from .. import _liveness
+from .. import _holdup as holdup
+from .. import _liveness, _shm
 from .._backend import SLOT_CLAIMED, SLOT_PUBLISHING, Ring, SlotInfo
+from .._errors import ClaimLockBusy
 
 if TYPE_CHECKING:
     from .topics import Topic, TopicRegistry
@@ -119,7 +122,7 @@ class Unblocker:
                         logger.info(f"{name}: dropped {dropped} lease(s) of a zero-copy reader that died")
         stalled = self.watch.stalled(ring, slots, stats.lock, my_slot, now, self.timeout)
         if stalled:
-            self.registry.retire_ring(topic, p, stalled)
+            retire_ring(topic, p, stalled)
         for old in list(topic.retired[p]):
             old.ring.reap_dead(old.slot)
             late = self.watch.stalled(old.ring, old.ring.slots(), old.ring.stats().lock, old.slot, now,
@@ -130,3 +133,71 @@ class Unblocker:
                 old.ring.retire(old.slot, late)
                 logger.warning(f"{name}: revoked the stalled claim(s) of slot(s) {late} in the retired ring")
         self.registry.settle_retired(topic, p)
+
+
+class RetiredRing:
+    """A ring its partition moved on from because a producer stalled in it (see
+    unblocker.py): its archiver and readers finish it, then it is dropped."""
+
+    def __init__(self, ring, slot, end, next_offset):
+        self.ring = ring
+        self.slot = slot                  # the supervisor's producer slot in it
+        self.end = end                    # where it ends (final)
+        self.next_offset = next_offset    # the offset the next ring starts at
+        self.archived = not ring.durable  # durable: until the archiver has it all on disk
+
+    def settled(self):
+        """Archived, and no live producer is still writing a claim in it."""
+        return self.archived and not any(
+            s.state in (SLOT_CLAIMED, SLOT_PUBLISHING) and s.owner_alive()
+            for s in self.ring.slots() if s.slot != self.slot)
+
+    def drop(self, dropped):
+        """Let go of it; the mapping goes to `dropped`, unmapped by the archiver (which
+        may sleep on its futex words outside the lock)."""
+        self.ring.release_slot(self.slot)
+        Ring.unlink(self.ring.name)
+        dropped.append(self.ring)
+
+
+def retire_ring(topic, p, stalled):
+    """Retire partition p's ring for the stalled producer slots and go on in a new
+    ring at the next offset. Nothing happens (and the next pass tries again) if
+    /dev/shm has no room for the new ring, or a live producer holds the lock."""
+    info, ring = topic.info, topic.rings[p]
+    name = ring.name
+    who = holdup.describe_slots(ring, stalled)
+    try:
+        new = Ring.create(f"{name}@next", info.ring_bytes, 0, info.durable)
+    except OSError as e:
+        logger.error(f"{info.name}/{p}: held up ({who}), and no room for the ring it would move "
+                     f"on to: {e}")
+        return
+    # The retired ring keeps a name of its own (a restarted supervisor finds it and
+    # archives what it holds); the new one will take the partition's name, atomically.
+    retired_name = f"{name}@retired-{time.time_ns()}"
+    try:
+        os.link(_shm.path_of(name), _shm.path_of(retired_name))
+    except OSError as e:
+        logger.error(f"{info.name}/{p}: held up ({who}), and cannot name the ring it would retire: {e}")
+        new.close()
+        Ring.unlink(new.name)
+        return
+    try:
+        end, next_offset = ring.retire(topic.reaper_slots[p], stalled)
+    except ClaimLockBusy:   # a live producer that is not stalled has the lock: next pass
+        new.close()
+        Ring.unlink(new.name)
+        Ring.unlink(retired_name)
+        return
+    new.rebase(next_offset)
+    new_slot = new.acquire_slot()
+    os.rename(_shm.path_of(new.name), _shm.path_of(name))
+    ring.name = retired_name
+    new.name = name
+    topic.retired[p].append(RetiredRing(ring, topic.reaper_slots[p], end, next_offset))
+    topic.rings[p] = new
+    topic.reaper_slots[p] = new_slot
+    logger.warning(f"{info.name}/{p}: {who} for longer than the unblock timeout: revoked; the partition "
+                   f"goes on in a new ring at offset {next_offset} (the old one is kept as "
+                   f"{retired_name} until it is archived and let go)")
