@@ -6,7 +6,7 @@ thread, with no send needed), or on flush()/close() -- Kafka's accumulator. Batc
 are sent one at a time (the send lock), in the order they were closed, so each
 partition's records keep their order.
 
-The common record is added in C (ProducerBase.linger_send, fastpath.c: 3.8 -> 1.1 us
+The common record is added in C (ProducerBase.linger_send, cpython/send.c: 3.8 -> 1.1 us
 per 64 B send here), under the batch's lock, while the batch is open and the record
 does not fill it; every other case -- a new batch, the one that fills it, headers, a
 timestamp -- comes to Lingerer.add. A full batch is sent by the thread that filled it,
@@ -31,7 +31,8 @@ from ._errors import BufferFull, Closed, Timeout
 from ._types import RecordMetadata
 
 if TYPE_CHECKING:
-    from ._producer import Producer, _Route
+    from ._producer import Producer
+    from ._route import TopicRoute
 
 _new_tuple = tuple.__new__
 # Most bytes of records lingering in one producer before send() blocks (Kafka's buffer.memory).
@@ -140,7 +141,7 @@ class Batch:
     __slots__ = ("route", "partition", "data", "desc", "created", "sent", "lock", "open", "limit", "chunks",
                  "appended", "error", "called_back")
 
-    def __init__(self, route: "_Route", partition: int, lock: threading.Lock, limit: int):
+    def __init__(self, route: "TopicRoute", partition: int, lock: threading.Lock, limit: int):
         self.route = route
         self.partition = partition
         self.data = bytearray()
@@ -198,7 +199,7 @@ class Lingerer:
         self._thread: Optional[threading.Thread] = None
         self._timer_idle = True   # the linger thread waits without a timer (or has not started)
 
-    def add(self, route: "_Route", partition: int, key: Optional[bytes], headers: bytes, value: Optional[bytes],
+    def add(self, route: "TopicRoute", partition: int, key: Optional[bytes], headers: bytes, value: Optional[bytes],
             timestamp_ns: int, timeout: float, block: bool = True) -> Optional[FutureRecordMetadata]:
         """Put a record in its partition's batch; None (not block) or BufferFull (block, after
         timeout seconds) while BUFFER_BYTES of records wait already."""

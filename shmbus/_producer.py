@@ -6,13 +6,14 @@ import threading
 import time
 from types import TracebackType
 from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List, NoReturn, Optional, Tuple, Type,
-                    Union)
+                    TypeVar, Union)
 
 from . import _backend
 from ._backend import NULL as _NULL
-from ._backend import CData, ProducerBase, ReservedView, Ring, Route, Writer
+from ._backend import CData, ProducerBase, ReservedView, Ring, Writer
 from ._codec import Headers, encode_headers
-from ._ring_table import RingTable
+from ._reservation import Reservation
+from ._route import WAIT_SLICE_NS, TopicRoute, as_buffer, as_bytes, murmur2_partition
 from . import _checks, _holdup, _numpy
 from ._errors import (BufferFull, ClaimLockBusy, ClaimRevoked, Closed, MessageTooLarge, RingDeleted, RingFull,
                       ShmbusError, SlotBusy, Timeout, TopicNotFound)
@@ -25,80 +26,10 @@ if TYPE_CHECKING:
 
 _new_tuple = tuple.__new__
 _EMPTY = b""
-# How long one C call may sleep waiting for ring space before Python looks
-# around (timeout, Ctrl-C, a dead producer holding the ring up).
-_WAIT_SLICE_NS = 50_000_000
+_T = TypeVar("_T")
 # How long a send blocked on a full ring waits before checking for dead
 # producers whose unfinished claims hold it up.
 _REAP_AFTER = 0.2
-
-
-def _not_bytes_like(obj: object, what: str) -> TypeError:
-    return TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview) or None, "
-                     f"not {type(obj).__name__}")
-
-
-def as_buffer(obj: Any, what: str) -> CData:
-    """A bytes-like object as a C buffer, without copying it -- unless it is not
-    contiguous (a strided memoryview, a sliced array): then as a contiguous copy."""
-    try:
-        return _backend.c_buffer(obj)
-    except TypeError:
-        raise _not_bytes_like(obj, what) from None
-    except BufferError:
-        return _backend.c_buffer(as_bytes(obj, what))
-
-
-def as_bytes(obj: Any, what: str) -> bytes:
-    """A bytes-like object as bytes (a copy: for keys, which are small)."""
-    try:
-        return bytes(memoryview(obj))
-    except TypeError:
-        raise _not_bytes_like(obj, what) from None
-
-
-def murmur2_partition(key: bytes, num_partitions: int) -> int:
-    """Kafka's default partitioner for keyed records: toPositive(murmur2(key)) % n."""
-    return (_backend.murmur2(key) & 0x7FFFFFFF) % num_partitions
-
-
-class _Route(Route):
-    """A producer's view of one topic: its rings, a Writer (ring + producer slot) per
-    partition, taken on first use, and the sticky partition for keyless records.
-    The C half (Route: fastpath.c) holds what ProducerBase.send reads per record --
-    each writer's address, the sticky partition and its budget, the key cache."""
-
-    __slots__ = ("table", "rings", "writers", "wait_ns", "max_record", "lingering")
-
-    def __init__(self, topic: str, table: RingTable, rings: List[Ring], wait_ns: int = _WAIT_SLICE_NS):
-        super().__init__(topic, len(rings))
-        self.table = table   # each writer holds its ring there
-        self.rings = rings
-        self.wait_ns = wait_ns
-        self.max_record = min(ring.max_record for ring in rings)
-        self.lingering: List[Any] = [None] * self.count   # a lingering producer's open batch per partition
-        self.writers: List[Optional[Writer]] = [None] * self.count
-
-    def writer(self, partition: int) -> Writer:
-        writer = self.writers[partition]
-        if writer is None:
-            ring = self.rings[partition]
-            self.table.hold(ring)
-            writer = self.writers[partition] = Writer(ring, self.wait_ns)
-            self.set_writer(partition, writer.address, writer, writer.view_keeper())
-        return writer
-
-    def stick_to(self, partition: int, budget: int) -> None:
-        self.writer(partition)
-        self.stick(partition, budget)
-
-    def release(self) -> None:
-        for partition, writer in enumerate(self.writers):
-            if writer is not None:
-                self.set_writer(partition, None)   # before its sb_writer is freed
-                writer.release()
-                self.table.release(writer.ring)
-        self.writers = [None] * self.count
 
 
 class Producer(ProducerBase):
@@ -124,9 +55,9 @@ class Producer(ProducerBase):
     Thread-safe. Records one producer sends to one partition keep their order.
     """
 
-    _routes: Dict[str, _Route]   # ProducerBase's: its send looks there first
+    _routes: Dict[str, TopicRoute]   # ProducerBase's: its send looks there first
     # How long one append sleeps in C for ring space (asyncio's producer: never).
-    _space_wait_ns = _WAIT_SLICE_NS
+    _space_wait_ns = WAIT_SLICE_NS
     # With linger, the send() that fills a batch appends it (asyncio's: the linger thread does).
     _send_full_batches = True
 
@@ -166,7 +97,7 @@ class Producer(ProducerBase):
 
     # ---- routing ----
 
-    def _route(self, topic: str) -> _Route:
+    def _route(self, topic: str) -> TopicRoute:
         with self._lock:
             if self._closed:
                 raise Closed("this producer is closed")
@@ -175,10 +106,10 @@ class Producer(ProducerBase):
             route = self._routes.get(topic)
             if route is None:
                 _, rings = self._bus.rings.get(topic)
-                route = self._routes[topic] = _Route(topic, self._bus.rings, rings, self._space_wait_ns)
+                route = self._routes[topic] = TopicRoute(topic, self._bus.rings, rings, self._space_wait_ns)
             return route
 
-    def _pick(self, route: _Route, key: Optional[bytes], partition: Optional[int], nbytes: int) -> int:
+    def _pick(self, route: TopicRoute, key: Optional[bytes], partition: Optional[int], nbytes: int) -> int:
         if partition is not None:
             if type(partition) is not int or not 0 <= partition < route.count:
                 raise ValueError(f"partition must be an int in [0, {route.count}) for topic "
@@ -275,30 +206,13 @@ class Producer(ProducerBase):
             data = _backend.c_buffer(batch.data)   # closed: it changes no more
             desc = _backend.int64_buffer(batch.desc)
             deadline = batch.created + self._timeout
-            blocked_since = None
             while done < batch.count:
-                if self._stop_sending:
-                    raise Closed("this producer is closed")
-                writer = route.writers[partition]
-                if writer is None:
-                    with self._lock:
-                        writer = route.writer(partition)
-                try:
-                    first, n = writer.append_records(data, desc + done * RECORD_WORDS, batch.count - done)
-                except SlotBusy:
-                    self._slot_busy(route, partition, deadline)
-                    continue
-                except RingDeleted:
-                    route, blocked_since = self._reroute(route, partition), None
-                    continue
-                except ClaimRevoked:
-                    raise self._revoked(route, partition) from None
-                except (RingFull, ClaimLockBusy) as blocked:
-                    blocked_since = self._wait_for_space(blocked, route, partition, deadline, blocked_since)
-                    continue
+                route, _, (first, n) = self._until_written(
+                    route, partition, deadline,
+                    lambda writer: writer.append_records(data, desc + done * RECORD_WORDS, batch.count - done),
+                    sender=True)
                 batch.finish(first, n)
                 done += n
-                blocked_since = None
         except BaseException as e:
             batch.fail(e)
 
@@ -353,23 +267,35 @@ class Producer(ProducerBase):
         self._append(route, partition, key_arg, key_len, value_arg, value_len, header_blob, timestamp_ns,
                      time.monotonic() + self._timeout, metadata=False)
 
-    def _append(self, route: _Route, partition: int, key: Any, key_len: int, value: Any, value_len: int,
+    def _append(self, route: TopicRoute, partition: int, key: Any, key_len: int, value: Any, value_len: int,
                 blob: bytes, timestamp_ns: int, deadline: float, metadata: bool = True) -> Any:
         """One record into its partition's ring, waiting for room until deadline. Returns its
         RecordMetadata (None if not metadata)."""
+        route, writer, offset = self._until_written(
+            route, partition, deadline,
+            lambda writer: writer.append(key, key_len, blob, len(blob), value, value_len, timestamp_ns))
+        if not metadata:
+            return None
+        return _new_tuple(RecordMetadata, (route.topic, partition, offset, writer.timestamp_ns))
+
+    def _until_written(self, route: TopicRoute, partition: int, deadline: float, write: Callable[[Writer], _T],
+                       sender: bool = False) -> Tuple[TopicRoute, Writer, _T]:
+        """write(writer) on the partition's writer, again until it succeeds: it waits out
+        another thread's append (SlotBusy), follows a deleted or retired ring to the
+        topic's new one (RingDeleted), waits for room until deadline (RingFull,
+        ClaimLockBusy; then BufferFull), and says what a revoked claim means. Returns the
+        route (a new one after a reroute), the writer and what write returned. sender: the
+        linger thread's call, which stops when closing stops the sending."""
         blocked_since = None
         while True:
-            if self._closed:
+            if self._stop_sending if sender else self._closed:
                 raise Closed("this producer is closed")
             writer = route.writers[partition]
             if writer is None:
                 with self._lock:
                     writer = route.writer(partition)
             try:
-                offset = writer.append(key, key_len, blob, len(blob), value, value_len, timestamp_ns)
-                if not metadata:
-                    return None
-                return _new_tuple(RecordMetadata, (route.topic, partition, offset, writer.timestamp_ns))
+                return route, writer, write(writer)
             except SlotBusy:  # another thread is mid-append on this partition
                 self._slot_busy(route, partition, deadline)
             except RingDeleted:   # or moved on to a new ring
@@ -379,18 +305,18 @@ class Producer(ProducerBase):
             except (RingFull, ClaimLockBusy) as blocked:
                 blocked_since = self._wait_for_space(blocked, route, partition, deadline, blocked_since)
 
-    def _raise_revoked(self, route: _Route, partition: int) -> NoReturn:
+    def _raise_revoked(self, route: TopicRoute, partition: int) -> NoReturn:
         """ProducerBase.send's append was revoked: say so (it is not sent again)."""
         raise self._revoked(route, partition)
 
     @staticmethod
-    def _revoked(route: _Route, partition: Optional[int]) -> ClaimRevoked:
+    def _revoked(route: TopicRoute, partition: Optional[int]) -> ClaimRevoked:
         return ClaimRevoked(
             f"topic {route.topic!r} partition {partition}: the record was not sent: this producer stalled "
             f"while writing it (stopped, traced or swapped out) for longer than the supervisor's unblock "
             f"timeout, and its place was revoked so the partition could go on; send it again")
 
-    def _wait_for_space(self, blocked: Exception, route: _Route, partition: int, deadline: float,
+    def _wait_for_space(self, blocked: Exception, route: TopicRoute, partition: int, deadline: float,
                         blocked_since: Optional[float]) -> float:
         """An append found the ring full, or its claim lock held for long: BufferFull past
         the deadline; else look for what holds it up. Returns when the block started."""
@@ -407,7 +333,7 @@ class Producer(ProducerBase):
             self._look_for_holdup(route, partition)
         return blocked_since
 
-    def _look_for_holdup(self, route: _Route, partition: int) -> None:
+    def _look_for_holdup(self, route: TopicRoute, partition: int) -> None:
         # A producer that died mid-claim holds the ring up: finish its claim.
         writer = route.writers[partition]
         route.rings[partition].reap_dead(writer.slot if writer is not None else None)
@@ -415,7 +341,7 @@ class Producer(ProducerBase):
             # Or the archiver stopped: a dead supervisor is restarted (autostart).
             self._bus.link.ensure_supervisor()
 
-    def _reroute(self, route: _Route, partition: int) -> _Route:
+    def _reroute(self, route: TopicRoute, partition: int) -> TopicRoute:
         """The topic's rings were deleted or retired: it was deleted, the bus restarted, or
         the partition moved on from a ring a producer stalled in. Re-resolve. Records
         already sent to the old rings are still waited for by flush()."""
@@ -503,7 +429,7 @@ class Producer(ProducerBase):
             lengths = self._lengths_cache = (length, array, _backend.int64_buffer(array))
         return lengths[2]
 
-    def _send_batch(self, route: _Route, data: CData, lens: CData, start_of: Callable[[int], int], total: int,
+    def _send_batch(self, route: TopicRoute, data: CData, lens: CData, start_of: Callable[[int], int], total: int,
                     key: Any, partition: Optional[int], headers: Optional[Headers], timestamp_ns: Optional[int],
                     timeout: Optional[float], total_bytes: int) -> int:
         """Append total values (value i starts at start_of(i) in data, its length in lens) to
@@ -517,32 +443,18 @@ class Producer(ProducerBase):
         _checks.seconds(timeout, "timeout", allow_none=True)
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         sent = 0
-        blocked_since = None
         while sent < total:
-            if self._closed:
-                raise Closed("this producer is closed")
-            with self._lock:
-                writer = route.writer(partition)
             try:
-                _, n = writer.append_batch(key, key_len, header_blob, len(header_blob), data + start_of(sent),
-                                           lens + sent, total - sent, timestamp_ns)
-            except SlotBusy:
-                self._slot_busy(route, partition, deadline)
-                continue
-            except RingDeleted:   # or moved on to a new ring
-                route, blocked_since = self._reroute(route, partition), None
-                continue
-            except ClaimRevoked:
-                raise ClaimRevoked(f"{self._revoked(route, partition)}; {sent} of {total} records sent "
-                                   f"before it") from None
-            except (RingFull, ClaimLockBusy) as blocked:
-                try:
-                    blocked_since = self._wait_for_space(blocked, route, partition, deadline, blocked_since)
-                except BufferFull as e:
-                    raise BufferFull(f"{e}; {sent} of {total} records sent") from None
-                continue
+                route, _, (_, n) = self._until_written(
+                    route, partition, deadline,
+                    lambda writer: writer.append_batch(key, key_len, header_blob, len(header_blob),
+                                                       data + start_of(sent), lens + sent, total - sent,
+                                                       timestamp_ns))
+            except ClaimRevoked as e:
+                raise ClaimRevoked(f"{e}; {sent} of {total} records sent before it") from None
+            except BufferFull as e:
+                raise BufferFull(f"{e}; {sent} of {total} records sent") from None
             sent += n
-            blocked_since = None
         return sent
 
     # ---- zero-copy writes ----
@@ -553,7 +465,7 @@ class Producer(ProducerBase):
 
     def _reserve_general(self, topic: str, nbytes: int, key: Optional[bytes] = None,
                          partition: Optional[int] = None, headers: Optional[Headers] = None,
-                         timestamp_ns: Optional[int] = None, timeout: Optional[float] = None) -> "Reservation":
+                         timestamp_ns: Optional[int] = None, timeout: Optional[float] = None) -> Reservation:
         if type(nbytes) is not int or nbytes < 0:
             raise TypeError(f"nbytes must be an int >= 0, got {nbytes!r}")
         self._drain_lingering()
@@ -567,7 +479,7 @@ class Producer(ProducerBase):
                            _checks.timestamp_ns(timestamp_ns), nbytes,
                            self._timeout if timeout is None else timeout)
 
-    def _commit_failed(self, route: _Route, partition: int, code: int) -> NoReturn:
+    def _commit_failed(self, route: TopicRoute, partition: int, code: int) -> NoReturn:
         """A FastReservation's commit failed: ClaimRevoked as for the general path, or
         the error the code means."""
         try:
@@ -575,35 +487,21 @@ class Producer(ProducerBase):
         except ClaimRevoked:
             raise self._revoked(route, partition) from None
 
-    def _reserve(self, reservation: "Reservation") -> ReservedView:
+    def _reserve(self, reservation: Reservation) -> ReservedView:
         """Claim the reservation's place (its with-block starts), waiting for room as send does."""
         route, partition = reservation.route, reservation.partition
         key = reservation.key
         key, key_len = (_NULL, -1) if key is None else (key, len(key))
         header_blob = reservation.header_blob
         deadline = time.monotonic() + reservation.timeout
-        blocked_since = None
-        while True:
-            if self._closed:
-                raise Closed("this producer is closed")
-            with self._lock:
-                writer = route.writer(partition)
-            try:
-                reservation.offset, address = writer.reserve(key, key_len, header_blob, len(header_blob),
-                                                             reservation.nbytes, reservation.timestamp_ns,
-                                                             threading.get_ident())
-                break
-            except SlotBusy:
-                self._slot_busy(route, partition, deadline)
-            except RingDeleted:   # or moved on to a new ring
-                route, blocked_since = self._reroute(route, partition), None
-                reservation.route = route
-            except (RingFull, ClaimLockBusy) as blocked:
-                blocked_since = self._wait_for_space(blocked, route, partition, deadline, blocked_since)
+        reservation.route, writer, (reservation.offset, address) = self._until_written(
+            route, partition, deadline,
+            lambda writer: writer.reserve(key, key_len, header_blob, len(header_blob), reservation.nbytes,
+                                          reservation.timestamp_ns, threading.get_ident()))
         reservation.writer = writer
         return ReservedView(writer.view_keeper(), address, reservation.nbytes)
 
-    def _slot_busy(self, route: _Route, partition: int, deadline: float) -> None:
+    def _slot_busy(self, route: TopicRoute, partition: int, deadline: float) -> None:
         """Another append holds the partition's producer slot: this producer's, in another
         thread (wait for it), or a reserve() open in this thread (which would never end)."""
         writer = route.writers[partition]
@@ -739,48 +637,3 @@ class Producer(ProducerBase):
     def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
                  traceback: Optional[TracebackType]) -> None:
         self.close()
-
-
-class Reservation:
-    """The context manager Producer.reserve returns: entering claims the record's place in
-    the ring and gives its ReservedView; leaving publishes it (or aborts it if the block
-    raised). A class rather than a generator: reserve() is a per-record call, and a
-    generator-based context manager cost more than the claim itself."""
-
-    __slots__ = ("producer", "route", "partition", "key", "header_blob", "timestamp_ns", "nbytes", "timeout",
-                 "offset", "writer", "view")
-
-    def __init__(self, producer: Producer, route: _Route, partition: int, key: Optional[bytes], header_blob: bytes,
-                 timestamp_ns: int, nbytes: int, timeout: float):
-        self.producer = producer
-        self.route = route
-        self.partition = partition
-        self.key = key
-        self.header_blob = header_blob
-        self.timestamp_ns = timestamp_ns
-        self.nbytes = nbytes
-        self.timeout = timeout
-        self.offset = -1
-        self.writer: Optional[Writer] = None
-        self.view: Optional[ReservedView] = None
-
-    def __enter__(self) -> ReservedView:
-        if self.view is not None:
-            raise ShmbusError("a reservation is entered once: call reserve() again for the next record")
-        self.view = self.producer._reserve(self)
-        return self.view
-
-    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                 traceback: Optional[TracebackType]) -> None:
-        view, writer = self.view, self.writer
-        assert view is not None and writer is not None, "reservation exited without being entered"
-        view._finish(None)
-        if exc_type is not None:
-            writer.abort()
-            return
-        try:
-            writer.commit()
-        except ClaimRevoked:
-            raise self.producer._revoked(self.route, self.partition) from None
-        view._finish(_new_tuple(RecordMetadata, (self.route.topic, self.partition, self.offset,
-                                                 writer.timestamp_ns)))

@@ -12,7 +12,7 @@ from .._codec import Headers
 from .._errors import ClaimLockBusy, ShmbusError
 from .._linger import FutureRecordMetadata
 from .._producer import Producer as SyncProducer
-from .._producer import _Route
+from .._route import TopicRoute
 from .._types import RecordMetadata
 from ._waiter import Waiter
 
@@ -47,7 +47,7 @@ class _LoopProducer(SyncProducer):
         self.blocked_since: Optional[float] = None   # of the send the loop waits to retry
         self.check_supervisor = False   # set on the loop, done in the helper thread (a request)
 
-    def _look_for_holdup(self, route: _Route, partition: int) -> None:
+    def _look_for_holdup(self, route: TopicRoute, partition: int) -> None:
         if threading.get_ident() != self.loop_thread:
             super()._look_for_holdup(route, partition)
             return
@@ -55,7 +55,7 @@ class _LoopProducer(SyncProducer):
         route.rings[partition].reap_dead(writer.slot if writer is not None else None)
         self.check_supervisor = route.rings[partition].durable
 
-    def _wait_for_space(self, blocked: Exception, route: _Route, partition: int, deadline: float,
+    def _wait_for_space(self, blocked: Exception, route: TopicRoute, partition: int, deadline: float,
                         blocked_since: Optional[float]) -> float:
         on_loop = threading.get_ident() == self.loop_thread
         since = super()._wait_for_space(blocked, route, partition, deadline,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Set, Tuple, 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from .._errors import CommitFailed, ShmbusError, SupervisorUnavailable, TopicNotFound
-from .._producer import murmur2_partition
+from .._route import murmur2_partition
 from .._types import Message, TopicPartition
 from ._acks import PartitionAcks
 from ._config import BridgeConfig

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from shmbus._backend import murmur2
-from shmbus._producer import murmur2_partition
+from shmbus._route import murmur2_partition
 
 from buskit import reference_murmur2
 
