@@ -2,7 +2,7 @@
 import random
 
 from shmbus import TopicPartition
-from shmbus._supervisor.groups import assign_range, assign_roundrobin, assign_sticky, compute_assignment
+from shmbus._supervisor.assignment import assign_range, assign_roundrobin, assign_sticky, compute_assignment
 
 
 def tps(*pairs):
