@@ -232,6 +232,28 @@ def _record(message, garbage):
     return [message.topic, message.partition, message.offset, key, tag, seq]
 
 
+def role_frozen_reserver(args):
+    """Hold a claim open and freeze: reserve a record, write half of it, SIGSTOP this
+    process inside the block (a live producer stopped mid-record, as under a debugger);
+    once continued, write the rest and publish it. Reports its offset, or the
+    revocation if the unblocker took the claim meanwhile."""
+    value = buskit.make_value(args["tag"], 0, args["size"])
+    half = len(value) // 2
+    result = {"offset": None, "revoked": []}
+    with connect(args) as bus, bus.producer() as producer:
+        try:
+            with producer.reserve(args["topic"], len(value), partition=0) as buf:
+                buf[:half] = value[:half]
+                touch(args["ready_file"])
+                os.kill(os.getpid(), signal.SIGSTOP)
+                buf[half:] = value[half:]
+            result["offset"] = buf.metadata.offset
+        except shmbus.ClaimRevoked as e:
+            result["revoked"].append(str(e))
+        producer.flush()
+    write_json(args["out"], result)
+
+
 def role_reserver(args):
     """Reserve a record, fill half of it, say so, and wait in the block (the test kills us)."""
     with connect(args) as bus, bus.producer() as producer:
@@ -343,6 +365,7 @@ ROLES = {
     "victim": role_victim,
     "staller": role_staller,
     "reserver": role_reserver,
+    "frozen_reserver": role_frozen_reserver,
     "consume": role_consume,
     "reader": role_reader,
     "view_holder": role_view_holder,

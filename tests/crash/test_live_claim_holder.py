@@ -43,18 +43,11 @@ def test_a_stopped_live_claim_holder_is_waited_for_not_reaped(bus_paths, childre
     staller = None
     try:
         bus.create_topic("t", ring_bytes=1 << 20)   # durable: every record stays readable after
-        arm_file, stop_file = str(tmp_path / "arm"), str(tmp_path / "stop")
-        staller = children.start("staller", topic="t", tag="z", size=300 << 10, arm_file=arm_file,
-                                 stop_file=stop_file, pause=0.0)
+        staller = children.start("frozen_reserver", topic="t", tag="z", size=300 << 10)
         staller.wait_ready()
         _, (ring,) = bus.rings.get("t")
-        for _ in range(50):
-            open(arm_file, "w").close()
-            if buskit.wait_until(lambda: _frozen_mid_claim(ring, staller.pid), 5):
-                break
-            os.kill(staller.pid, signal.SIGCONT)
-        else:
-            pytest.fail("the staller never froze with a claim open")
+        assert buskit.wait_until(lambda: _frozen_mid_claim(ring, staller.pid), 10), \
+            "the reserver never froze with its claim open"
         (held,) = [s for s in ring.slots() if s.pid == staller.pid]
 
         # Others send behind it: the ring fills up to the unfinished claim and they block,
@@ -78,9 +71,9 @@ def test_a_stopped_live_claim_holder_is_waited_for_not_reaped(bus_paths, childre
         os.kill(staller.pid, signal.SIGCONT)
         sender.join(60)
         assert not failed, failed
-        open(stop_file, "w").close()
         out = staller.wait(60)
         assert not out["revoked"], out["revoked"]
+        assert out["offset"] == held.claim_offset
         with bus.consumer("t", auto_offset_reset="earliest") as c:
             c.seek(shmbus.TopicPartition("t", 0), held.claim_offset)
             got = []
