@@ -232,13 +232,18 @@ class SupervisorLink:
             return None
 
     def ensure_supervisor(self, min_interval: float = 0.5) -> None:
-        """Check the supervisor still answers; reconnect, and with autostart start a new
-        one, if it died. Clients call this when they wait on something only it does
-        (archiving, fsync). Rate-limited: at most one check per min_interval."""
+        """Clients call this while they wait on something only the supervisor does
+        (archiving, fsync): if no supervisor holds the bus's lock any more (it died),
+        reconnect -- with autostart, start a new one. One that holds the lock, busy or
+        stopped (SIGSTOP), is left alone: a restart would not help, and a request to it
+        could block the waiting caller far past its own timeout. Rate-limited: at most
+        one check per min_interval."""
         now = time.monotonic()
         if now - self._last_check < min_interval:
             return
         self._last_check = now
+        if lock_holder(self.paths) is not None:
+            return
         try:
             self.call("ping")
         except SupervisorUnavailable:
