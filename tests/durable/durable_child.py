@@ -26,16 +26,20 @@ def produce(bus, topic, out, seconds, batch, size):
             os.replace(tmp, out)
 
 
-def consume(bus, topic, out, expect, idle):
-    """Read from the beginning until `expect` records or `idle` seconds without one;
-    write [offset, value-prefix] pairs to `out`."""
+def consume(bus, topic, out, expect, idle, done_file=None):
+    """Read from the beginning until `expect` records or `idle` seconds without one --
+    with done_file, only once that file exists (the producer is done: before, a silence
+    is the bus restarting, which a back-off between supervisor starts can stretch past
+    `idle`); write [offset, value-prefix] pairs to `out`."""
     seen = []
     with shmbus.connect(bus, data_dir) as b, b.consumer(topic, auto_offset_reset="earliest") as c:
         open(out + ".ready", "w").close()
         while len(seen) < expect:
             batch = c.poll_many(1000, timeout=idle)
             if not batch:
-                break
+                if done_file is None or os.path.exists(done_file):
+                    break
+                continue
             seen.extend((m.offset, m.value.split(b":", 1)[0].decode()) for m in batch)
     with open(out, "w") as f:
         json.dump(seen, f)
@@ -46,4 +50,4 @@ if __name__ == "__main__":
     if role == "produce":
         produce(bus, topic, out, float(rest[0]), int(rest[1]), int(rest[2]))
     else:
-        consume(bus, topic, out, int(rest[0]), float(rest[1]))
+        consume(bus, topic, out, int(rest[0]), float(rest[1]), *rest[2:3])

@@ -100,7 +100,8 @@ def test_supervisor_sigkilled_twenty_times_loses_no_flushed_record(bus, bus_path
     bus.create_topic("k", partitions=2, ring_bytes=256 << 10, segment_bytes=1 << 20)
     flushed_file = tmp_path / "flushed"
     live_out = tmp_path / "live.json"
-    live_consumer = start_child(bus_paths, "consume", "k", live_out, 10 ** 9, 8)
+    producer_done = tmp_path / "producer.done"
+    live_consumer = start_child(bus_paths, "consume", "k", live_out, 10 ** 9, 3, producer_done)
     assert buskit.wait_until(lambda: os.path.exists(str(live_out) + ".ready"), 30)
     producer = start_child(bus_paths, "produce", "k", flushed_file, 14, 300, 40)
     kills = 0
@@ -114,6 +115,7 @@ def test_supervisor_sigkilled_twenty_times_loses_no_flushed_record(bus, bus_path
             kills += 1
     assert kills >= 20
     assert producer.wait(180) == 0, "the producer went on without being restarted"
+    producer_done.touch()
     flushed = int(flushed_file.read_text())
     assert live_consumer.wait(120) == 0, "the consumer went on without being restarted"
     for out in (live_out, None):
@@ -196,10 +198,14 @@ def test_full_ring_blocks_then_buffer_full_while_the_archiver_is_stopped(bus, bu
             p.send("s", b"0" + b"." * 500)  # resolves the topic while the supervisor answers
             sent = 1
             buskit.freeze(pid)
+            blocked = time.monotonic()
             with pytest.raises(shmbus.BufferFull):
                 for i in range(1, 10000):
                     p.send("s", b"%d" % i + b"." * 500)
                     sent += 1
+            # At the producer's timeout: asking the stopped supervisor whether it lives
+            # once blocked the send for 20 s (a request's own timeout, twice).
+            assert time.monotonic() - blocked < 5
             assert 0 < sent < 200
             os.kill(pid, signal.SIGCONT)
             p.send("s", b"after", timeout=10)
