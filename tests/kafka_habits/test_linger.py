@@ -168,3 +168,32 @@ def test_threads_sharing_a_lingering_producer(module_bus, topic):
             seq = [int(m.value.split(b"-")[1]) for m in got
                    if m.partition == partition and m.value.startswith(b"%d-" % n)]
             assert seq == sorted(seq), "one thread's records keep their order in a partition"
+
+
+def test_a_batch_that_fails_part_way_fails_only_the_records_it_did_not_send(bus, bus_paths):
+    bus.create_topic("p", ring_bytes=64 << 10)   # durable: only the archiver makes room in it
+    supervisor = buskit.supervisor_process(bus_paths)
+
+    def value(i):
+        return b"%04d" % i + b"." * 1020
+
+    with bus.producer(linger=60.0, batch_size=1 << 20, timeout=1.0) as p:
+        futures = [p.send("p", value(i)) for i in range(200)]   # one batch, three rings' worth
+        buskit.freeze(supervisor.pid)
+        try:
+            # The batch goes out in C calls until the ring is full, then fails at the
+            # producer's timeout; what it did send cannot be fsynced either.
+            with pytest.raises(shmbus.Timeout):
+                p.flush(timeout=3)
+        finally:
+            os.kill(supervisor.pid, signal.SIGCONT)
+        assert all(f.done() for f in futures)
+        sent = [f for f in futures if f.exception is None]
+        assert 0 < len(sent) < 200 and sent == futures[:len(sent)], "the records it sent are the first ones"
+        assert all(isinstance(f.exception, shmbus.BufferFull) for f in futures[len(sent):]), \
+            "and only the others failed"
+        p.flush(timeout=10)
+    with bus.consumer("p", auto_offset_reset="earliest") as c:
+        got = c.poll_many(1000, timeout=2)
+    assert [m.value for m in got] == [value(i) for i in range(len(sent))]
+    assert [m.offset for m in got] == [f.get(0).offset for f in sent]
