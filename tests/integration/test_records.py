@@ -7,6 +7,7 @@ import pytest
 
 import shmbus
 from shmbus import TopicPartition
+from shmbus._backend import FRAME_HEADER_BYTES
 
 import buskit
 from buskit import read_exact, reference_murmur2
@@ -57,7 +58,7 @@ def test_largest_record_fits_and_one_byte_more_is_too_large(bus, make_topic, rin
     make_topic("t", ring_bytes=ring_bytes)
     limit = bus.describe_topic("t").max_record_bytes
     data_bytes = bus.topic("t").ring_bytes
-    assert limit == (data_bytes // 2 & ~7) - 48, "largest record: half the ring minus the frame header"
+    assert limit == (data_bytes // 2 & ~7) - FRAME_HEADER_BYTES, "largest record: half the ring minus the frame header"
     key, headers = b"key", [("h", b"hv")]
     header_bytes = 2 + 1 + 4 + 2  # u16 name length, name, i32 value length, value
     with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
