@@ -117,6 +117,17 @@ static int get_read(PyObject *data_obj, PyObject *desc_obj, Py_ssize_t n, Py_ssi
     return 0;
 }
 
+/* Append the Message of items (7 new references, stolen) to messages: 0, or -1 on error. */
+static int append_message(PyObject *messages, PyObject **items)
+{
+    PyObject *message = new_record(message_type, items, 7);
+    if (!message)
+        return -1;
+    int rc = PyList_Append(messages, message);
+    Py_DECREF(message);
+    return rc;
+}
+
 /* decode_plain(messages, topic, partition, data, descriptors, n, first_offset) */
 PyObject *decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -144,13 +155,10 @@ PyObject *decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs
                               slice_bytes(&data, at, value_len), Py_NewRef(empty_tuple)};
         if (value_len > 0)
             at += value_len;
-        PyObject *message = new_record(message_type, items, 7);
-        if (!message || PyList_Append(messages, message) < 0) {
-            Py_XDECREF(message);
+        if (append_message(messages, items) < 0) {
             result = NULL;
             break;
         }
-        Py_DECREF(message);
     }
     PyBuffer_Release(&data);
     PyBuffer_Release(&desc);
@@ -188,13 +196,10 @@ PyObject *decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                               PyLong_FromLongLong(words[SB_DESC_TIMESTAMP]),
                               slice_bytes(&data, words[SB_DESC_KEY_AT], words[SB_DESC_KEY_LEN]),
                               slice_bytes(&data, words[SB_DESC_VALUE_AT], words[SB_DESC_VALUE_LEN]), headers};
-        PyObject *message = new_record(message_type, items, 7);
-        if (!message || PyList_Append(messages, message) < 0) {
-            Py_XDECREF(message);
+        if (append_message(messages, items) < 0) {
             result = NULL;
             break;
         }
-        Py_DECREF(message);
     }
     PyBuffer_Release(&data);
     PyBuffer_Release(&desc);

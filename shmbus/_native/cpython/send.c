@@ -113,19 +113,27 @@ int pick_partition(RouteObject *route, PyObject *key, PyObject *partition, Py_ss
     return *p >= 0 && *p < route->count;
 }
 
+/* The common record's route and partition, as send and linger_send take it: 1 (key,
+ * route, partition and sticky set), 0 when the general path must take the call, -1 on
+ * error. */
+static int common_record(ProducerBaseObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                         PyObject **key, RouteObject **route, Py_ssize_t *p, int *sticky)
+{
+    PyObject *partition;
+    if (!common_send_args(args, nargs, kwnames, key, &partition) || !PyBytes_CheckExact(args[1]))
+        return 0;
+    int found = find_route(self, args[0], route);
+    return found > 0 ? pick_partition(*route, *key, partition, p, sticky) : found;
+}
+
 /* send(topic, value, key=None, headers=None, partition=None, timestamp_ns=None, timeout=None) */
 static PyObject *producer_send(ProducerBaseObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames)
 {
-    PyObject *key, *partition;
+    PyObject *key;
     RouteObject *route;
     Py_ssize_t p;
-    int sticky, found;
-    if (!append_now || !common_send_args(args, nargs, kwnames, &key, &partition) || !PyBytes_CheckExact(args[1]))
-        goto general;
-    found = find_route(self, args[0], &route);
-    if (found > 0)
-        found = pick_partition(route, key, partition, &p, &sticky);
+    int sticky, found = append_now ? common_record(self, args, nargs, kwnames, &key, &route, &p, &sticky) : 0;
     if (found < 0)
         return NULL;
     if (!found)
@@ -174,15 +182,10 @@ static int grow_bytearray(PyObject *array, Py_ssize_t extra, char **at)
 static PyObject *producer_linger_send(ProducerBaseObject *self, PyObject *const *args, Py_ssize_t nargs,
                                       PyObject *kwnames)
 {
-    PyObject *key, *partition;
+    PyObject *key;
     RouteObject *route;
     Py_ssize_t p;
-    int sticky, found;
-    if (!future_type || !common_send_args(args, nargs, kwnames, &key, &partition) || !PyBytes_CheckExact(args[1]))
-        goto general;
-    found = find_route(self, args[0], &route);
-    if (found > 0)
-        found = pick_partition(route, key, partition, &p, &sticky);
+    int sticky, found = future_type ? common_record(self, args, nargs, kwnames, &key, &route, &p, &sticky) : 0;
     if (found < 0)
         return NULL;
     if (!found)
