@@ -232,6 +232,22 @@ def _record(message, garbage):
     return [message.topic, message.partition, message.offset, key, tag, seq]
 
 
+def role_dies_in_reserve(args):
+    """Send ten records, then, once the arm file appears, reserve one and SIGKILL this
+    process inside the block with its value half written: a producer dead mid-claim by
+    construction. (A watcher thread that sees the claim open and then kills can act on a
+    stale look: with the GIL, the send may have published before the kill lands.)"""
+    topic, tag = args["topic"], args["tag"]
+    with connect(args) as bus, bus.producer() as producer:
+        for seq in range(10):
+            producer.send(topic, buskit.make_value(tag, seq, 100), partition=0)
+        touch(args["ready_file"])
+        wait_for_file(args["arm_file"])
+        with producer.reserve(topic, 16 << 10, partition=0) as buf:
+            buf[:8 << 10] = b"h" * (8 << 10)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def role_frozen_reserver(args):
     """Hold a claim open and freeze: reserve a record, write half of it, SIGSTOP this
     process inside the block (a live producer stopped mid-record, as under a debugger);
@@ -366,6 +382,7 @@ ROLES = {
     "staller": role_staller,
     "reserver": role_reserver,
     "frozen_reserver": role_frozen_reserver,
+    "dies_in_reserve": role_dies_in_reserve,
     "consume": role_consume,
     "reader": role_reader,
     "view_holder": role_view_holder,

@@ -49,20 +49,14 @@ def test_producer_killed_mid_claim_then_clean_supervisor_restart(bus, bus_paths,
 
 
 def test_producer_killed_mid_claim_while_supervisor_is_down_then_restarted(bus, bus_paths, make_topic, children):
-    # Large enough for everything the victim sends before it dies (its watcher
-    # thread may need a few dozen claims to catch one): the consumer must not
-    # be lapped.
-    make_topic("t", ring_bytes=64 << 20)
+    make_topic("t", ring_bytes=1 << 20)
     supervisor = supervisor_process(bus_paths)
     with bus.producer() as p, bus.consumer("t", auto_offset_reset="earliest") as c:
         c.position(TP)
         for i in range(10):
             p.send("t", b"before-%d" % i)
         arm_file = os.path.join(children.workdir, "arm")
-        # Batches of 32 x 16 KiB: a claim takes long enough to fill that the
-        # kill always lands before all of it is published.
-        victim = children.start("victim", topic="t", tag="v", mode="claim", arm_file=arm_file, pause=0.002,
-                                kill_on="claim", batch_value_bytes=16 << 10)
+        victim = children.start("dies_in_reserve", topic="t", tag="v", arm_file=arm_file)
         victim.wait_ready()
         # Freeze the supervisor so its reaper cannot finish the dead claim,
         # then let the victim die inside a claim, then kill the supervisor.
@@ -71,8 +65,6 @@ def test_producer_killed_mid_claim_while_supervisor_is_down_then_restarted(bus, 
         try:
             with open(arm_file, "w"):
                 pass
-            # Read meanwhile: the victim may need many claims before its watcher catches
-            # one, and a memory-only ring overwrites what nobody reads in time.
             deadline = time.monotonic() + 30
             while victim.popen.poll() is None and time.monotonic() < deadline:
                 got.extend(c.poll_many(1000, timeout=0.05))
