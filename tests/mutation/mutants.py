@@ -92,7 +92,7 @@ MUTANTS = [
            NATIVE + "wait.c",
            "    wake_if_waiting(&r->h->data_waiters, &r->h->data_seq);\n    wake_if_waiting(&r->h->space_waiters",
            "    wake_if_waiting(&r->h->space_waiters",
-           ("tests/unit/test_ring_reader_checks.py", "tests/integration/test_examples.py")),
+           ("tests/unit/test_reader_wakeup.py",)),
     Mutant("buffered-counted-consumed",
            "position() (and so commit) counts records fetched for iteration but not yet handed out",
            "shmbus/_consumer.py",
