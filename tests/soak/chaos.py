@@ -191,15 +191,20 @@ class Soak:
                     self._count("supervisor SIGKILL")
                     with shmbus.connect(self.paths.bus, self.paths.data_dir):   # autostart its successor
                         pass
-        for name in stopped:
-            self._signal(name, signal.SIGCONT)
-        # The end: everyone still running stops on its own (producers flush first).
+        # The end: everyone still running stops on its own (producers flush first). A
+        # freezing producer may stop itself again after its last SIGCONT (its freezer
+        # thread sees the stop file only between freezes): wake whoever is stopped until
+        # all have exited.
         with open(self.stop_file, "w"):
             pass
+        deadline = time.monotonic() + 60
+        while any(proc.poll() is None for proc in self.procs.values()) and time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is None and self._stopped(name):
+                    self._signal(name, signal.SIGCONT)
+            time.sleep(0.05)
         for name, proc in self.procs.items():
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
+            if proc.poll() is None:
                 self.figures.problems.append(f"{name} did not stop")
                 self._signal(name, signal.SIGKILL)
                 proc.wait(10)
