@@ -36,7 +36,7 @@ from .. import _checks
 from .. import _liveness as liveness
 from .._types import TopicPartition
 from .assignment import compute_assignment
-from .rings import attach_trusted
+from .rings import trusted_objects
 
 OFFSETS_FILE = "offsets.json"
 MAX_POLL_INTERVAL_MS = 365 * 24 * 3600 * 1000   # a year: beyond it a member may as well never poll
@@ -150,17 +150,11 @@ class GroupCoordinator:
             if group is not None:
                 self.groups[name] = group
         name = control_page_name(self.paths.shm_prefix)
-        for candidate in [name] + ControlPage.alternates(name):
-            try:
-                page = attach_trusted(ControlPage, candidate, "control page")
-            except BadControlPage:
-                logger.warning(f"{candidate} is not a valid control page; replacing it")
-                ControlPage.unlink(candidate)
-                continue
-            if page is not None and self._page is not None:
+        for candidate, page in trusted_objects(ControlPage, name, "control page", BadControlPage):
+            if self._page is not None:
                 page.close()            # an older one of ours, replaced since
                 ControlPage.unlink(candidate)
-            elif page is not None:
+            else:
                 self._page = page
         if self._page is None:
             self._page = ControlPage.create(name)

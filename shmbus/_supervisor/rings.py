@@ -34,19 +34,26 @@ def attach_trusted(cls, name, what):
         return None
 
 
+def trusted_objects(cls, name, what, invalid):
+    """(candidate, object) for each object of cls (a Ring, a ControlPage) that a
+    supervisor that died left under name or one of its alternates and that is the bus's
+    own (attach_trusted). One that is not valid (raises invalid) is logged and removed."""
+    for candidate in [name] + cls.alternates(name):
+        try:
+            found = attach_trusted(cls, candidate, what)
+        except invalid:
+            logger.warning(f"{what} {candidate} is not valid; replacing it")
+            cls.unlink(candidate)
+            continue
+        if found is not None:
+            yield candidate, found
+
+
 def adopt_ring(name, info):
     """The ring a supervisor that died left for this partition, if it is to be trusted
     and fits the topic; else None (then a fresh one is made)."""
     adopted = None
-    for candidate in [name] + Ring.alternates(name):
-        try:
-            ring = attach_trusted(Ring, candidate, "ring")
-        except BadRing:
-            logger.warning(f"ring {candidate} is not valid; replacing it")
-            Ring.unlink(candidate)
-            continue
-        if ring is None:
-            continue
+    for candidate, ring in trusted_objects(Ring, name, "ring", BadRing):
         if (adopted is not None or ring.data_bytes != info.ring_bytes or ring.durable != info.durable
                 or ring.is_deleted()):
             ring.close()
