@@ -232,36 +232,28 @@ def _record(message, garbage):
     return [message.topic, message.partition, message.offset, key, tag, seq]
 
 
-def role_dies_in_reserve(args):
-    """Send ten records, then, once the arm file appears, reserve one and SIGKILL this
-    process inside the block with its value half written: a producer dead mid-claim by
-    construction. (A watcher thread that sees the claim open and then kills can act on a
-    stale look: with the GIL, the send may have published before the kill lands.)"""
+def role_reserver_signals_itself(args):
+    """Hold a claim open and take a signal there, by construction: send `before` records,
+    wait for the arm file (if one is given), reserve a record, write half of its value and
+    send this process `signal` inside the block -- SIGKILL (a producer dead mid-claim: a
+    watcher thread that sees a claim open and then kills acts on a stale look, since with
+    the GIL the send may have published by then) or SIGSTOP (a live producer stopped
+    mid-record, as under a debugger). Once continued, it writes the rest and publishes;
+    reports its offset, or the revocation if the unblocker took the claim meanwhile."""
     topic, tag = args["topic"], args["tag"]
-    with connect(args) as bus, bus.producer() as producer:
-        for seq in range(10):
-            producer.send(topic, buskit.make_value(tag, seq, 100), partition=0)
-        touch(args["ready_file"])
-        wait_for_file(args["arm_file"])
-        with producer.reserve(topic, 16 << 10, partition=0) as buf:
-            buf[:8 << 10] = b"h" * (8 << 10)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def role_frozen_reserver(args):
-    """Hold a claim open and freeze: reserve a record, write half of it, SIGSTOP this
-    process inside the block (a live producer stopped mid-record, as under a debugger);
-    once continued, write the rest and publish it. Reports its offset, or the
-    revocation if the unblocker took the claim meanwhile."""
-    value = buskit.make_value(args["tag"], 0, args["size"])
+    value = buskit.make_value(tag, 0, args["size"])
     half = len(value) // 2
     result = {"offset": None, "revoked": []}
     with connect(args) as bus, bus.producer() as producer:
+        for seq in range(args.get("before", 0)):
+            producer.send(topic, buskit.make_value(tag, seq + 1, 100), partition=0)
+        touch(args["ready_file"])
+        if args.get("arm_file"):
+            wait_for_file(args["arm_file"])
         try:
-            with producer.reserve(args["topic"], len(value), partition=0) as buf:
+            with producer.reserve(topic, len(value), partition=0) as buf:
                 buf[:half] = value[:half]
-                touch(args["ready_file"])
-                os.kill(os.getpid(), signal.SIGSTOP)
+                os.kill(os.getpid(), getattr(signal, args["signal"]))
                 buf[half:] = value[half:]
             result["offset"] = buf.metadata.offset
         except shmbus.ClaimRevoked as e:
@@ -381,8 +373,7 @@ ROLES = {
     "victim": role_victim,
     "staller": role_staller,
     "reserver": role_reserver,
-    "frozen_reserver": role_frozen_reserver,
-    "dies_in_reserve": role_dies_in_reserve,
+    "reserver_signals_itself": role_reserver_signals_itself,
     "consume": role_consume,
     "reader": role_reader,
     "view_holder": role_view_holder,

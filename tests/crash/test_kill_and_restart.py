@@ -56,7 +56,8 @@ def test_producer_killed_mid_claim_while_supervisor_is_down_then_restarted(bus, 
         for i in range(10):
             p.send("t", b"before-%d" % i)
         arm_file = os.path.join(children.workdir, "arm")
-        victim = children.start("dies_in_reserve", topic="t", tag="v", arm_file=arm_file)
+        victim = children.start("reserver_signals_itself", topic="t", tag="v", size=16 << 10, before=10,
+                                signal="SIGKILL", arm_file=arm_file)
         victim.wait_ready()
         # Freeze the supervisor so its reaper cannot finish the dead claim,
         # then let the victim die inside a claim, then kill the supervisor.

@@ -43,7 +43,7 @@ def test_a_stopped_live_claim_holder_is_waited_for_not_reaped(bus_paths, childre
     staller = None
     try:
         bus.create_topic("t", ring_bytes=1 << 20)   # durable: every record stays readable after
-        staller = children.start("frozen_reserver", topic="t", tag="z", size=300 << 10)
+        staller = children.start("reserver_signals_itself", topic="t", tag="z", size=300 << 10, signal="SIGSTOP")
         staller.wait_ready()
         _, (ring,) = bus.rings.get("t")
         assert buskit.wait_until(lambda: _frozen_mid_claim(ring, staller.pid), 10), \
