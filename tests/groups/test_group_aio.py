@@ -32,16 +32,17 @@ def test_async_member_sigkilled_mid_batch_loses_nothing(bus, make_topic, members
     for s in survivors:
         assert buskit.wait_until(lambda: s.state()["ticks"] > ticks_before[survivors.index(s)], 5)
     info = bus.describe_group("g")
-    assert {m.pid for m in info.members} == {s.pid for s in survivors}
-    assert all(p.lag == 0 for p in info.partitions.values())
+    assert {m.pid for m in info.members} == {s.pid for s in survivors}, info
+    assert all(p.lag == 0 for p in info.partitions.values()), info.partitions
     for s in survivors:
         events = s.state()["events"]
-        assert events[0][0] == "assign"   # the coroutine callbacks ran
+        assert events[0][0] == "assign", events   # the coroutine callbacks ran
         s.stop()
     handled = check_every_record_handled([victim] + survivors, end_offsets)
     for topic, partition in victim_tps:
         resumed = min(o for s in survivors for _, p, o, _ in s.records() if p == partition)
-        assert resumed == committed_at_kill[(topic, partition)]
+        assert resumed == committed_at_kill[(topic, partition)], (partition, resumed, committed_at_kill)
     redone = [k for k in {(p, o) for _, p, o, _ in victim.records()}
               if k[1] >= committed_at_kill[("t", k[0])]]
-    assert redone and all(handled[k] == 2 for k in redone)
+    assert redone, (victim_tps, committed_at_kill)
+    assert all(handled[k] == 2 for k in redone), {k: handled[k] for k in redone if handled[k] != 2}
